@@ -1,0 +1,45 @@
+"""Writes on accounts: registration and logout."""
+
+from __future__ import annotations
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from rest_framework.exceptions import ValidationError
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from .models import User
+
+
+@transaction.atomic
+def register_user(*, username: str, email: str, password: str) -> User:
+    """Create a user; duplicate username (any case) or email and weak passwords are field errors."""
+    errors: dict[str, list[str]] = {}
+    if User.objects.filter(username__iexact=username).exists():
+        errors["username"] = ["A user with that username already exists."]
+    if User.objects.filter(email__iexact=email).exists():
+        errors["email"] = ["A user with that email already exists."]
+    candidate = User(username=username, email=email)
+    try:
+        validate_password(password, user=candidate)
+    except DjangoValidationError as exc:
+        errors["password"] = list(exc.messages)
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(username=username, email=email, password=password)
+    except IntegrityError:
+        # Lost a race with a parallel registration of the same name or email.
+        raise ValidationError({"username": ["A user with that username or email already exists."]}) from None
+
+
+def logout(*, refresh: str) -> None:
+    """Blacklist a refresh token so it can never be used again."""
+    try:
+        RefreshToken(refresh).blacklist()
+    except TokenError as exc:
+        from rest_framework_simplejwt.exceptions import InvalidToken
+
+        raise InvalidToken(str(exc)) from None

@@ -1,0 +1,213 @@
+"""The WebSocket endpoint ``/ws/``: one socket per device, fanned out per user.
+
+Thin on purpose. A frame is parsed and shape-checked here without touching the
+database; then exactly one ``database_sync_to_async`` call runs the matching service
+(one thread hop, one transaction); replies go straight to this socket and the
+events the service committed go out through the channel layer to per-user groups.
+
+Whatever a client sends, the answer is at worst an ``error`` frame and the socket
+stays open. Clients never choose a channel-layer message type: the only handler
+for layer messages is :meth:`event_deliver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+from accounts.auth import validate_access_token
+from messenger.errors import MessengerError, ServiceUnavailable
+
+from . import events, services
+from .exceptions import InvalidInput
+from .serializers import MAX_ID
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+SUBPROTOCOL = "messenger.v1"
+REF_MAX = 128
+
+
+class FrameError(MessengerError):
+    """A frame-level protocol error with an explicit code."""
+
+    def __init__(self, code: str, detail: str):
+        self.code = code
+        super().__init__(detail)
+
+
+def _id_field(frame: dict, name: str) -> int:
+    value = frame.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or not (1 <= value <= MAX_ID):
+        raise InvalidInput({name: ["Must be a positive integer."]})
+    return value
+
+
+def _seq_field(frame: dict, name: str) -> int:
+    value = frame.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or not (0 <= value <= MAX_ID):
+        raise InvalidInput({name: ["Must be a non-negative integer."]})
+    return value
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    user_id: int | None = None
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.accept()
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        self.user_id = user.id
+        self.group = events.user_group(user.id)
+        self._expiry_handle = None
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        offered = self.scope.get("subprotocols") or []
+        await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        await self._send({"type": "session.ready", "user": {"id": user.id, "username": user.username}})
+        self._schedule_expiry(self.scope.get("token_exp"))
+
+    async def disconnect(self, code):
+        if self.user_id is None:
+            return
+        if self._expiry_handle is not None:
+            self._expiry_handle.cancel()
+        try:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        except Exception:  # noqa: BLE001 - the layer may be down; the socket is going anyway
+            logger.warning("group_discard failed", exc_info=True)
+
+    def _schedule_expiry(self, exp: int | None) -> None:
+        if self._expiry_handle is not None:
+            self._expiry_handle.cancel()
+            self._expiry_handle = None
+        if exp is None:
+            return
+        delay = max(0.0, float(exp) - time.time())
+        loop = asyncio.get_running_loop()
+        self._expiry_handle = loop.call_later(delay, lambda: asyncio.ensure_future(self._expire()))
+
+    async def _expire(self) -> None:
+        await self._send({"type": "error", "code": "token_expired", "detail": "Access token expired; reconnect with a fresh one.", "ref": None})
+        await self.close(code=CLOSE_UNAUTHORIZED)
+
+    # --- inbound frames ---------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        ref = None
+        try:
+            if text_data is None:
+                raise FrameError("invalid_json", "Binary frames are not supported; send JSON text.")
+            try:
+                frame = json.loads(text_data)
+            except (ValueError, RecursionError):
+                raise FrameError("invalid_json", "The frame is not valid JSON.") from None
+            if not isinstance(frame, dict):
+                raise FrameError("invalid_json", "A frame must be a JSON object.")
+            ref = frame.get("ref")
+            if ref is not None and (not isinstance(ref, str) or len(ref) > REF_MAX):
+                ref = None
+                raise InvalidInput({"ref": [f"Must be a string of at most {REF_MAX} characters."]})
+            kind = frame.get("type")
+            handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise FrameError("unknown_type", f"Unknown frame type {kind!r}." if isinstance(kind, str) else "A frame needs a string 'type'.")
+            await handler(self, frame, ref)
+        except MessengerError as exc:
+            await self._error(exc, ref)
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("database unavailable during a socket command: %s", type(exc).__name__)
+            await self._error(ServiceUnavailable(), ref)
+        except DatabaseError:
+            logger.exception("database error during a socket command")
+            await self._error(ServiceUnavailable(), ref)
+        except Exception:
+            logger.exception("unexpected error handling a socket frame")
+            await self._error(FrameError("server_error", "Internal error; the frame was not processed."), ref)
+
+    async def _error(self, exc: MessengerError, ref) -> None:
+        await self._send({"type": "error", **exc.as_dict(), "ref": ref})
+
+    async def _run(self, fn, /, **kwargs):
+        """One thread hop into a service; send the events it committed afterwards."""
+        with events.collect() as bucket:
+            result = await database_sync_to_async(fn)(**kwargs)
+        await events.send_collected(bucket)
+        return result
+
+    async def _on_send(self, frame: dict, ref):
+        chat_id = _id_field(frame, "chat_id")
+        client_id = services.clean_client_id(frame.get("client_id"))
+        text = services.clean_text(frame.get("text"))
+        with events.collect() as bucket:
+            result = await database_sync_to_async(services.send_message)(
+                user_id=self.user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=self.channel_name
+            )
+        # The ack first: the sending device learns its message is stored before anyone else hears of it.
+        await self._send(
+            {"type": "message.ack", "client_id": client_id, "duplicate": result.duplicate, "message": result.payload(), "ref": ref}
+        )
+        await events.send_collected(bucket)
+
+    async def _on_read(self, frame: dict, ref):
+        chat_id = _id_field(frame, "chat_id")
+        up_to_seq = _seq_field(frame, "up_to_seq")
+        result = await self._run(
+            services.mark_read, user_id=self.user_id, chat_id=chat_id, up_to_seq=up_to_seq, skip_channel=self.channel_name
+        )
+        await self._send(
+            {
+                "type": "chat.read",
+                "chat_id": result.chat_id,
+                "user_id": result.user_id,
+                "last_read_seq": result.last_read_seq,
+                "read_all_seq": result.read_all_seq,
+                "ref": ref,
+            }
+        )
+
+    async def _on_typing(self, frame: dict, ref):
+        chat_id = _id_field(frame, "chat_id")
+        await self._run(services.notify_typing, user_id=self.user_id, chat_id=chat_id)
+
+    async def _on_ping(self, frame: dict, ref):
+        await self._send({"type": "pong", "ref": ref})
+
+    async def _on_auth_refresh(self, frame: dict, ref):
+        raw = frame.get("token")
+        if not isinstance(raw, str) or not raw:
+            raise InvalidInput({"token": ["An access token is required."]})
+        token = validate_access_token(raw)
+        if token is None or token.get("user_id") is None or str(token.get("user_id")) != str(self.user_id):
+            raise FrameError("token_not_valid", "The token is invalid, expired or for another user.")
+        self._schedule_expiry(token.get("exp"))
+        await self._send({"type": "auth.refreshed", "exp": token.get("exp"), "ref": ref})
+
+    HANDLERS = {
+        "message.send": _on_send,
+        "message.read": _on_read,
+        "typing": _on_typing,
+        "ping": _on_ping,
+        "auth.refresh": _on_auth_refresh,
+    }
+
+    # --- channel-layer events -------------------------------------------------------------
+
+    async def event_deliver(self, message: dict):
+        """A committed event for this user; the socket that caused it is skipped."""
+        if message.get("skip") == self.channel_name:
+            return
+        await self.send(text_data=message["text"])
+
+    async def _send(self, payload: dict) -> None:
+        await self.send(text_data=events.encode(payload))

@@ -1,0 +1,106 @@
+"""Real-time events: built in services, sent to per-user groups only after commit.
+
+The database is the truth; the channel layer is a wake-up call that may drop. Every
+chat event carries ``chat_id`` (and ``seq`` where there is one) so a client that
+misses one can fetch what it lacks over REST.
+
+Services call :func:`publish_on_commit`. What happens after the commit depends on
+the caller:
+
+* A WebSocket consumer runs the service inside :func:`collect` and then sends the
+  collected events from the event loop with :func:`send_collected` -- no blocking
+  hop back into async code from the database thread.
+* Anything else (REST views, management commands) sends synchronously from the
+  ``on_commit`` hook.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+# The one channel-layer message type our consumer handles; clients never choose it.
+DELIVER = "event.deliver"
+
+
+def user_group(user_id: int) -> str:
+    """Every socket of a user joins this group; events fan out to members' groups."""
+    return f"user.{int(user_id)}"
+
+
+def encode(event: dict) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@dataclass
+class Outgoing:
+    user_ids: list[int]
+    text: str
+    # channel_name of the socket that caused it and already got a direct reply (e.g. message.ack).
+    skip_channel: str | None = None
+    # For in-process bookkeeping (e.g. membership changes a consumer must know about).
+    meta: dict = field(default_factory=dict)
+
+
+_collector: contextvars.ContextVar[list[Outgoing] | None] = contextvars.ContextVar("events_collector", default=None)
+
+
+def publish_on_commit(*, user_ids: Iterable[int], event: dict, skip_channel: str | None = None) -> None:
+    """Send ``event`` to every socket of every user in ``user_ids`` once the transaction commits."""
+    outgoing = Outgoing(user_ids=sorted(set(int(u) for u in user_ids)), text=encode(event), skip_channel=skip_channel)
+    if not outgoing.user_ids:
+        return
+
+    def _after_commit() -> None:
+        bucket = _collector.get()
+        if bucket is not None:
+            bucket.append(outgoing)
+        else:
+            send_now(outgoing)
+
+    transaction.on_commit(_after_commit, robust=True)
+
+
+@contextmanager
+def collect():
+    """Within this block, events committed are queued in the yielded list instead of sent."""
+    bucket: list[Outgoing] = []
+    token = _collector.set(bucket)
+    try:
+        yield bucket
+    finally:
+        _collector.reset(token)
+
+
+async def send_collected(bucket: list[Outgoing]) -> None:
+    """Send queued events from async code. A failing layer loses the wake-up, never the data."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for outgoing in bucket:
+        message = {"type": DELIVER, "text": outgoing.text}
+        if outgoing.skip_channel:
+            message["skip"] = outgoing.skip_channel
+        for user_id in outgoing.user_ids:
+            try:
+                await layer.group_send(user_group(user_id), message)
+            except Exception:  # noqa: BLE001 - the layer is best-effort by design
+                logger.warning("channel layer send failed for user %s", user_id, exc_info=True)
+
+
+def send_now(outgoing: Outgoing) -> None:
+    """Send from sync code (REST views, commands)."""
+    try:
+        async_to_sync(send_collected)([outgoing])
+    except Exception:  # noqa: BLE001
+        logger.warning("channel layer unavailable; event dropped (clients catch up by seq)", exc_info=True)

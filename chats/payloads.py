@@ -1,0 +1,59 @@
+"""The JSON shapes of messages and chats, shared by REST responses and socket events.
+
+Plain functions over already-loaded rows: they never query, so a payload costs the
+same in a list of 200 messages as in one event fanned out to 1 000 sockets.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Message
+    from .selectors import ChatView
+
+
+def iso(value: datetime) -> str:
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def message_payload(message: Message, *, read_all_seq: int) -> dict:
+    """A message object; ``is_read`` means every member other than the sender has read it."""
+    return {
+        "id": message.id,
+        "chat_id": message.chat_id,
+        "seq": message.seq,
+        "sender_id": message.sender_id,
+        "kind": message.kind,
+        "text": message.text,
+        "client_id": message.client_id,
+        "created_at": iso(message.created_at),
+        "is_read": message.seq <= read_all_seq,
+    }
+
+
+def chat_payload(view: ChatView) -> dict:
+    """A chat as one member sees it (their own read state and unread count)."""
+    chat = view.chat
+    return {
+        "id": chat.id,
+        "kind": chat.kind,
+        "title": chat.title,
+        "created_by": chat.created_by_id,
+        "created_at": iso(chat.created_at),
+        "members": (
+            [{"id": m.user_id, "username": m.user.username, "role": m.role} for m in view.members]
+            if view.members is not None
+            else None
+        ),
+        "members_count": view.members_count,
+        "last_seq": chat.last_seq,
+        "last_read_seq": view.last_read_seq,
+        "unread_count": view.unread_count,
+        "read_all_seq": chat.read_all_seq,
+        "last_message": (
+            message_payload(view.last_message, read_all_seq=chat.read_all_seq) if view.last_message is not None else None
+        ),
+    }

@@ -1,0 +1,163 @@
+"""Reads on chats, and the one access check.
+
+:func:`get_chat_for_member` is the only way to load a chat on behalf of a user: a
+missing chat and a chat the user is not a member of raise the same ``ChatNotFound``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+
+from .exceptions import ChatNotFound
+from .models import Chat, Membership, Message
+
+# Chats up to this size list their members inline in chat objects.
+INLINE_MEMBERS_LIMIT = 100
+
+
+def get_membership(*, user_id: int, chat_id: int) -> Membership:
+    """The caller's membership with its chat loaded, or ChatNotFound (missing and foreign look alike)."""
+    try:
+        chat_id = int(chat_id)
+    except (TypeError, ValueError):
+        raise ChatNotFound() from None
+    membership = (
+        Membership.objects.select_related("chat").filter(chat_id=chat_id, user_id=user_id).first()
+        if 0 < chat_id < 2**63
+        else None
+    )
+    if membership is None:
+        raise ChatNotFound()
+    return membership
+
+
+def get_chat_for_member(*, user_id: int, chat_id: int) -> Chat:
+    """The chat if ``user_id`` is a member, else ChatNotFound."""
+    return get_membership(user_id=user_id, chat_id=chat_id).chat
+
+
+def member_ids(*, chat_id: int) -> list[int]:
+    return list(Membership.objects.filter(chat_id=chat_id).values_list("user_id", flat=True))
+
+
+def _members_count_subquery():
+    return Coalesce(
+        Subquery(
+            Membership.objects.filter(chat_id=OuterRef("chat_id"))
+            .order_by()
+            .values("chat_id")
+            .annotate(n=Count("id"))
+            .values("n")[:1]
+        ),
+        0,
+    )
+
+
+@dataclass
+class ChatView:
+    """A chat as one member sees it; what chat serializers render."""
+
+    chat: Chat
+    role: str
+    last_read_seq: int
+    members_count: int
+    members: list[Membership] | None
+    last_message: Message | None
+
+    @property
+    def unread_count(self) -> int:
+        return max(0, self.chat.last_seq - self.last_read_seq)
+
+
+def _views_for(memberships: list[Membership]) -> list[ChatView]:
+    """Attach inline members and last messages: two queries, whatever the number of chats."""
+    chat_ids = [m.chat_id for m in memberships]
+    small = [m.chat_id for m in memberships if m.members_count <= INLINE_MEMBERS_LIMIT]
+    members_by_chat: dict[int, list[Membership]] = {cid: [] for cid in small}
+    if small:
+        for member in (
+            Membership.objects.filter(chat_id__in=small).select_related("user").only(
+                "id", "chat_id", "role", "user__id", "user__username"
+            ).order_by("chat_id", "id")
+        ):
+            members_by_chat[member.chat_id].append(member)
+    last_by_chat: dict[int, Message] = {}
+    if chat_ids:
+        for message in Message.objects.filter(chat_id__in=chat_ids, seq=F("chat__last_seq")):
+            last_by_chat[message.chat_id] = message
+    return [
+        ChatView(
+            chat=m.chat,
+            role=m.role,
+            last_read_seq=m.last_read_seq,
+            members_count=m.members_count,
+            members=members_by_chat.get(m.chat_id),
+            last_message=last_by_chat.get(m.chat_id),
+        )
+        for m in memberships
+    ]
+
+
+def chat_views_for_user(*, user_id: int, chat_ids: list[int] | None = None) -> list[ChatView]:
+    """The user's chats, most recent activity first. Three queries in all."""
+    qs = (
+        Membership.objects.filter(user_id=user_id)
+        .select_related("chat")
+        .annotate(members_count=_members_count_subquery())
+        .order_by("-chat__last_activity_at", "-chat_id")
+    )
+    if chat_ids is not None:
+        qs = qs.filter(chat_id__in=chat_ids)
+    return _views_for(list(qs))
+
+
+def chat_view(*, user_id: int, chat_id: int) -> ChatView:
+    """One chat as ``user_id`` sees it, or ChatNotFound."""
+    views = chat_views_for_user(user_id=user_id, chat_ids=[int(chat_id)]) if _valid_id(chat_id) else []
+    if not views:
+        raise ChatNotFound()
+    return views[0]
+
+
+def _valid_id(value) -> bool:
+    try:
+        return 0 < int(value) < 2**63
+    except (TypeError, ValueError):
+        return False
+
+
+def history_page(*, chat: Chat, offset: int, limit: int) -> list[Message]:
+    """Messages number ``offset+1 .. offset+limit`` in seq order.
+
+    ``seq`` is gap-free and messages are never hard-deleted, so the k-th message has
+    seq k and OFFSET becomes an index range: O(limit) at any depth.
+    """
+    return list(
+        Message.objects.filter(chat_id=chat.id, seq__gt=offset, seq__lte=offset + limit).order_by("seq")
+    )
+
+
+def messages_after(*, chat: Chat, after_seq: int, limit: int) -> tuple[list[Message], bool]:
+    """Up to ``limit`` messages with seq > after_seq, ascending, and whether more follow."""
+    rows = list(Message.objects.filter(chat_id=chat.id, seq__gt=after_seq).order_by("seq")[: limit + 1])
+    return rows[:limit], len(rows) > limit
+
+
+def messages_before(*, chat: Chat, before_seq: int, limit: int) -> tuple[list[Message], bool]:
+    """The ``limit`` messages just before ``before_seq``, ascending, and whether older ones exist."""
+    rows = list(Message.objects.filter(chat_id=chat.id, seq__lt=before_seq).order_by("-seq")[: limit + 1])
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    rows.reverse()
+    return rows, has_more
+
+
+def read_all_seq(*, chat_id: int) -> int:
+    """Lowest read watermark over all members (0 for an empty chat): one index probe."""
+    value = (
+        Membership.objects.filter(chat_id=chat_id).order_by("last_read_seq").values_list("last_read_seq", flat=True).first()
+    )
+    return int(value or 0)

@@ -1,0 +1,136 @@
+"""Input validation for the chats API, and the documented shapes of its responses.
+
+Responses are built by ``chats.payloads`` (shared with socket events); the output
+serializers below describe those shapes for OpenAPI, and the schema test keeps the
+two in step.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from .models import Chat, Membership, Message
+
+MAX_ID = 2**63 - 1
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+
+
+# --- output shapes -----------------------------------------------------------------
+
+
+class MessageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    chat_id = serializers.IntegerField()
+    seq = serializers.IntegerField(help_text="Per-chat sequence number: 1, 2, 3, ... without gaps.")
+    sender_id = serializers.IntegerField(allow_null=True, help_text="null for system messages.")
+    kind = serializers.ChoiceField(choices=Message.Kind.choices)
+    text = serializers.CharField()
+    client_id = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    is_read = serializers.BooleanField(help_text="Every member other than the sender has read it.")
+
+
+class MemberSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+
+class ChatSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=Chat.Kind.choices)
+    title = serializers.CharField(allow_blank=True)
+    created_by = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    members = MemberSerializer(many=True, allow_null=True, help_text="Inline for chats of up to 100 members, else null.")
+    members_count = serializers.IntegerField()
+    last_seq = serializers.IntegerField()
+    last_read_seq = serializers.IntegerField(help_text="The caller's read watermark.")
+    unread_count = serializers.IntegerField()
+    read_all_seq = serializers.IntegerField(help_text="Lowest read watermark over all members.")
+    last_message = MessageSerializer(allow_null=True)
+
+
+class HistoryPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = MessageSerializer(many=True)
+
+
+class MessagesPageSerializer(serializers.Serializer):
+    results = MessageSerializer(many=True)
+    has_more = serializers.BooleanField()
+
+
+class ReadStateSerializer(serializers.Serializer):
+    last_read_seq = serializers.IntegerField()
+    read_all_seq = serializers.IntegerField()
+
+
+# --- inputs ------------------------------------------------------------------------
+
+
+class ChatCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=Chat.Kind.choices)
+    user_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="direct: the other user.")
+    title = serializers.CharField(required=False, max_length=128, help_text="group: its title.")
+    member_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        required=False,
+        default=list,
+        help_text="group: initial members besides the creator.",
+    )
+
+    def validate(self, attrs):
+        if attrs["kind"] == Chat.Kind.DIRECT and "user_id" not in attrs:
+            raise serializers.ValidationError({"user_id": ["Required for a direct chat."]})
+        if attrs["kind"] == Chat.Kind.GROUP and not attrs.get("title"):
+            raise serializers.ValidationError({"title": ["Required for a group."]})
+        if len(attrs.get("member_ids") or []) > settings.GROUP_MAX_MEMBERS:
+            raise serializers.ValidationError({"member_ids": [f"At most {settings.GROUP_MAX_MEMBERS} members."]})
+        return attrs
+
+
+class ChatUpdateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=128)
+
+
+class MemberAddSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    role = serializers.ChoiceField(
+        choices=[Membership.Role.MEMBER, Membership.Role.ADMIN], default=Membership.Role.MEMBER
+    )
+
+
+class SendMessageSerializer(serializers.Serializer):
+    client_id = serializers.CharField(min_length=1, max_length=64, trim_whitespace=False)
+    text = serializers.CharField(max_length=settings.MESSAGE_MAX_LENGTH, help_text="1..4096 characters after trimming.")
+
+
+class ReadSerializer(serializers.Serializer):
+    up_to_seq = serializers.IntegerField(min_value=0, max_value=MAX_ID)
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(required=False, default=DEFAULT_PAGE, min_value=0, help_text="Default 50; clamped to 200.")
+    offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**62)
+
+    def validate_limit(self, value: int) -> int:
+        return min(value, MAX_PAGE)
+
+
+class CursorQuerySerializer(serializers.Serializer):
+    after_seq = serializers.IntegerField(required=False, min_value=0, max_value=2**62)
+    before_seq = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
+    limit = serializers.IntegerField(required=False, default=DEFAULT_PAGE, min_value=1, help_text="Default 50; clamped to 200.")
+
+    def validate_limit(self, value: int) -> int:
+        return min(value, MAX_PAGE)
+
+    def validate(self, attrs):
+        if "after_seq" in attrs and "before_seq" in attrs:
+            raise serializers.ValidationError("Give after_seq or before_seq, not both.")
+        return attrs

@@ -1,0 +1,22 @@
+"""ASGI entry point: HTTP goes to Django, WebSocket through origin check and JWT auth."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "messenger.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from accounts.auth import JWTAuthMiddleware  # noqa: E402
+from chats.routing import websocket_urlpatterns  # noqa: E402
+from messenger.origin import OriginValidator  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": OriginValidator(JWTAuthMiddleware(URLRouter(websocket_urlpatterns))),
+    }
+)

@@ -1,0 +1,131 @@
+"""One error format for REST: ``{"code": "<stable_code>", "detail": <str | dict>}``.
+
+The WebSocket consumer sends the same pair in an ``error`` frame. Domain errors are
+:class:`MessengerError` subclasses with a fixed ``code`` and HTTP ``status``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, JsonResponse
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class MessengerError(Exception):
+    """Base for domain errors: a stable ``code``, a human ``detail`` and an HTTP status."""
+
+    code = "error"
+    status = status.HTTP_400_BAD_REQUEST
+    default_detail = "Request failed."
+
+    def __init__(self, detail: str | dict | None = None, *, retry_after: float | None = None):
+        self.detail = detail if detail is not None else self.default_detail
+        self.retry_after = retry_after
+        super().__init__(self.detail)
+
+    def as_dict(self) -> dict:
+        body = {"code": self.code, "detail": self.detail}
+        if self.retry_after is not None:
+            body["retry_after"] = round(self.retry_after, 3)
+        return body
+
+
+class ServiceUnavailable(MessengerError):
+    code = "service_unavailable"
+    status = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "A backing service is unavailable; retry shortly."
+
+
+# Stable codes for DRF's own exceptions.
+_DRF_CODES: dict[type, str] = {
+    exceptions.ValidationError: "validation_error",
+    exceptions.ParseError: "invalid_json",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "forbidden",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "rate_limited",
+}
+
+
+def _drf_code(exc: exceptions.APIException) -> str:
+    for klass in type(exc).__mro__:
+        if klass in _DRF_CODES:
+            return _DRF_CODES[klass]
+    return getattr(exc, "default_code", "error")
+
+
+def exception_handler(exc, context):
+    """DRF exception handler producing ``{"code", "detail"}`` for every error."""
+    if isinstance(exc, MessengerError):
+        response = Response(exc.as_dict(), status=exc.status)
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+        return response
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, (OperationalError, InterfaceError)) or type(exc) is DatabaseError:
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return Response(ServiceUnavailable().as_dict(), status=503, headers={"Retry-After": "1"})
+    if not isinstance(exc, exceptions.APIException):
+        return None
+    code = _drf_code(exc)
+    detail = exc.detail
+    # simplejwt's InvalidToken carries {"detail", "code", "messages"}; keep its code, flatten detail.
+    if isinstance(detail, dict) and "code" in detail and "detail" in detail:
+        code = str(detail["code"])
+        detail = str(detail["detail"])
+    elif isinstance(detail, list):
+        detail = [str(item) for item in detail] if not isinstance(exc, exceptions.ValidationError) else detail
+        if not isinstance(exc, exceptions.ValidationError) and len(detail) == 1:
+            detail = detail[0]
+    elif not isinstance(detail, dict):
+        detail = str(detail)
+    body = {"code": code, "detail": detail}
+    headers = {}
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        body["retry_after"] = exc.wait
+        headers["Retry-After"] = str(int(exc.wait + 0.999))
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+def json_404(request, exception=None):
+    return JsonResponse({"code": "not_found", "detail": "Not found."}, status=404)
+
+
+def json_500(request):
+    return JsonResponse({"code": "server_error", "detail": "Internal server error."}, status=500)
+
+
+ErrorSerializer = inline_serializer(
+    name="Error",
+    fields={
+        "code": serializers.CharField(help_text="Stable machine-readable error code."),
+        "detail": serializers.JSONField(help_text="Human-readable message, or field errors for validation_error."),
+        "retry_after": serializers.FloatField(required=False, help_text="Seconds to wait (rate_limited only)."),
+    },
+)
+
+ERROR_RESPONSES = {
+    400: OpenApiResponse(ErrorSerializer, description="validation_error / invalid_json / domain error"),
+    401: OpenApiResponse(ErrorSerializer, description="not_authenticated / token_not_valid"),
+    403: OpenApiResponse(ErrorSerializer, description="forbidden"),
+    404: OpenApiResponse(ErrorSerializer, description="not_found (missing, or not a member)"),
+    409: OpenApiResponse(ErrorSerializer, description="conflict"),
+    429: OpenApiResponse(ErrorSerializer, description="rate_limited"),
+    503: OpenApiResponse(ErrorSerializer, description="service_unavailable"),
+}
