@@ -95,12 +95,12 @@ def clean_title(title: object) -> str:
 
 # --- locking -----------------------------------------------------------------------
 
-_LOCK_SQL = """
-UPDATE chats_chat SET last_seq = chats_chat.last_seq
-FROM chats_membership
-WHERE chats_chat.id = %s AND chats_membership.chat_id = chats_chat.id AND chats_membership.user_id = %s
-RETURNING chats_chat.id, chats_chat.kind, chats_chat.last_seq, chats_chat.read_all_seq,
-          chats_membership.id, chats_membership.last_read_seq, chats_membership.role
+_MEMBER = "SELECT {col} FROM chats_membership m WHERE m.chat_id = chats_chat.id AND m.user_id = %(user)s"
+_LOCK_SQL = f"""
+UPDATE chats_chat SET last_seq = last_seq
+WHERE id = %(chat)s AND EXISTS ({_MEMBER.format(col="1")})
+RETURNING id, kind, last_seq, read_all_seq,
+          ({_MEMBER.format(col="m.id")}), ({_MEMBER.format(col="m.last_read_seq")}), ({_MEMBER.format(col="m.role")})
 """
 
 
@@ -114,7 +114,7 @@ def _lock_chat(*, chat_id: int, user_id: int) -> _LockedChat:
     if not selectors._valid_id(chat_id):
         raise ChatNotFound()
     with connection.cursor() as cursor:
-        cursor.execute(_LOCK_SQL, [int(chat_id), int(user_id)])
+        cursor.execute(_LOCK_SQL, {"chat": int(chat_id), "user": int(user_id)})
         row = cursor.fetchone()
     if row is None:
         raise ChatNotFound()

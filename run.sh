@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Start the server: create .venv, install, migrate, load demo data, serve HTTP + WebSocket
+# with daphne on port 8000. Without DATABASE_URL/REDIS_URL: SQLite + in-memory channel layer.
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/venv.sh requirements.txt
+python manage.py migrate --noinput
+python manage.py seed_data
+exec daphne -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" messenger.asgi:application

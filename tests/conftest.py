@@ -1,0 +1,104 @@
+"""Shared fixtures. In CI (``REQUIRE_SERVICES=1``) a missing PostgreSQL or Redis is an error, never a skip."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+
+import pytest
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+PASSWORD = "Correct-Horse-42"
+_counter = itertools.count(1)
+
+
+def pytest_configure(config):
+    if os.environ.get("REQUIRE_SERVICES") != "1":
+        return
+    problems = []
+    if django_settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        problems.append("DATABASE_URL does not point at PostgreSQL")
+    if not os.environ.get("REDIS_URL"):
+        problems.append("REDIS_URL is not set")
+    else:
+        import redis
+
+        try:
+            redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=3).ping()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"Redis is unreachable: {exc}")
+    if problems:
+        raise pytest.UsageError("REQUIRE_SERVICES=1 but " + "; ".join(problems))
+
+
+@pytest.fixture(autouse=True)
+def _fast_and_isolated(settings):
+    """Cheap password hashing; a fresh channel layer per test (no state across event loops)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def _make(username: str | None = None, *, password: str = PASSWORD, **extra):
+        n = next(_counter)
+        username = username or f"user{n}_{uuid.uuid4().hex[:6]}"
+        email = extra.pop("email", f"{username.lower()}@example.com")
+        return django_user_model.objects.create_user(username=username, email=email, password=password, **extra)
+
+    return _make
+
+
+def access_token(user) -> str:
+    return str(AccessToken.for_user(user))
+
+
+def refresh_token(user) -> str:
+    return str(RefreshToken.for_user(user))
+
+
+@pytest.fixture
+def api():
+    """``api(user)`` -> an APIClient sending that user's real JWT; ``api()`` -> anonymous."""
+
+    def _client(user=None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(user)}")
+        return client
+
+    return _client
+
+
+async def ws_connect(user=None, *, token: str | None = None, headers=None, path: str | None = None, expect_ready: bool = True):
+    """Open ``/ws/`` through the real ASGI stack (origin check + JWT + router)."""
+    from messenger.asgi import application
+
+    if token is None and user is not None:
+        token = access_token(user)
+    path = path or (f"/ws/?token={token}" if token else "/ws/")
+    communicator = WebsocketCommunicator(application, path, headers=headers or [])
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    if expect_ready:
+        ready = await communicator.receive_json_from(timeout=5)
+        assert ready["type"] == "session.ready", ready
+        assert ready["user"]["id"] == user.id
+    return communicator
+
+
+async def receive_until(communicator, type_: str, timeout: float = 5):
+    """Frames up to and including the first of ``type_``; fails on timeout."""
+    seen = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        seen.append(frame)
+        if frame.get("type") == type_:
+            return frame, seen
