@@ -117,6 +117,10 @@ else:
         }
     }
 
+if os.environ.get("TEST_DATABASE_NAME"):
+    # Lets parallel test runs on one PostgreSQL server use separate test databases.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
+
 # --- Channel layer and cache ----------------------------------------------------
 if REDIS_URL:
     CHANNEL_LAYERS = {

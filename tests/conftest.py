@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import uuid
@@ -14,6 +15,9 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 PASSWORD = "Correct-Horse-42"
+# Channel-layer and cache prefix of this test run, so parallel runs on one Redis never cross-talk.
+# Subprocesses (e.g. a second daphne) must get it as CHANNEL_PREFIX / CACHE_PREFIX.
+RUN_PREFIX = f"test-{uuid.uuid4().hex[:10]}"
 _counter = itertools.count(1)
 
 
@@ -40,6 +44,13 @@ def pytest_configure(config):
 def _fast_and_isolated(settings):
     """Cheap password hashing; a fresh channel layer per test (no state across event loops)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    layers = copy.deepcopy(settings.CHANNEL_LAYERS)
+    if "CONFIG" in layers["default"]:
+        layers["default"]["CONFIG"]["prefix"] = RUN_PREFIX
+    settings.CHANNEL_LAYERS = layers
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["KEY_PREFIX"] = RUN_PREFIX
+    settings.CACHES = caches
     channel_layers.backends = {}
     yield
     channel_layers.backends = {}
