@@ -19,6 +19,8 @@ from django.contrib.auth.models import AnonymousUser
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
+from .tokens import SID_CLAIM, is_revoked
+
 logger = logging.getLogger(__name__)
 
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
@@ -39,16 +41,22 @@ def token_from_scope(scope) -> str | None:
 
 
 def validate_access_token(raw: str) -> AccessToken | None:
+    """The access token if it is well-signed, unexpired and of a live session; else None."""
     try:
-        return AccessToken(raw)
+        token = AccessToken(raw)
     except TokenError:
         return None
+    return None if is_revoked(token) else token
 
 
-@database_sync_to_async
-def _load_user(user_id):
+def authenticate(raw: str):
+    """(user, token) for a live access token of an active user, else (None, None). Sync: one hop."""
+    token = validate_access_token(raw)
+    if token is None:
+        return None, None
     User = get_user_model()
-    return User.objects.filter(id=user_id, is_active=True).only("id", "username", "is_active").first()
+    user = User.objects.filter(id=token.get("user_id"), is_active=True).only("id", "username", "is_active").first()
+    return (user, token) if user is not None else (None, None)
 
 
 class JWTAuthMiddleware(BaseMiddleware):
@@ -58,11 +66,11 @@ class JWTAuthMiddleware(BaseMiddleware):
         scope = dict(scope)
         scope["user"] = AnonymousUser()
         scope["token_exp"] = None
+        scope["token_sid"] = None
         raw = token_from_scope(scope)
-        token = validate_access_token(raw) if raw else None
-        if token is not None:
-            user = await _load_user(token.get("user_id"))
-            if user is not None:
-                scope["user"] = user
-                scope["token_exp"] = token.get("exp")
+        user, token = await database_sync_to_async(authenticate)(raw) if raw else (None, None)
+        if user is not None:
+            scope["user"] = user
+            scope["token_exp"] = token.get("exp")
+            scope["token_sid"] = token.get(SID_CLAIM)
         return await super().__call__(scope, receive, send)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 from rest_framework import serializers
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+
+from .tokens import rotate, start_session
 
 from .models import User
 
@@ -29,6 +32,26 @@ class RegisterSerializer(serializers.Serializer):
     )
     email = serializers.EmailField(max_length=254)
     password = serializers.CharField(write_only=True, max_length=128, style={"input_type": "password"})
+
+
+class TokenPairSerializer(TokenObtainPairSerializer):
+    """Login: every successful login starts a new session (``sid`` claim)."""
+
+    @classmethod
+    def get_token(cls, user):
+        return start_session(user)
+
+
+class TokenPairResponseSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh = serializers.CharField()
+
+    def validate(self, attrs):
+        return rotate(attrs["refresh"])
 
 
 class LogoutSerializer(serializers.Serializer):

@@ -6,9 +6,9 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from rest_framework.exceptions import ValidationError
-from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.tokens import RefreshToken
+from chats import events
 
+from . import tokens
 from .models import User
 
 
@@ -36,10 +36,18 @@ def register_user(*, username: str, email: str, password: str) -> User:
 
 
 def logout(*, refresh: str) -> None:
-    """Blacklist a refresh token so it can never be used again."""
-    try:
-        RefreshToken(refresh).blacklist()
-    except TokenError as exc:
-        from rest_framework_simplejwt.exceptions import InvalidToken
+    """End the refresh token's session: the token is refused from now on, the session's
+    access tokens stop working, and the user's sockets of that session are closed."""
+    user_id, sid = tokens.revoke_session(refresh)
+    events.close_user_sockets(user_id=user_id, sid=sid)
 
-        raise InvalidToken(str(exc)) from None
+
+@transaction.atomic
+def set_active(*, user: User, active: bool) -> None:
+    """Activate or deactivate a user; deactivation closes every socket of theirs at once."""
+    if user.is_active == active:
+        return
+    User.objects.filter(id=user.id).update(is_active=active)
+    user.is_active = active
+    if not active:
+        transaction.on_commit(lambda: events.close_user_sockets(user_id=user.id, sid=None))

@@ -12,14 +12,25 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from messenger.errors import ERROR_RESPONSES
 
 from . import selectors, services
-from .serializers import LogoutSerializer, PublicUserSerializer, RegisterSerializer, UserSerializer, UserSearchQuerySerializer
+from .serializers import (
+    LogoutSerializer,
+    PublicUserSerializer,
+    RefreshSerializer,
+    RegisterSerializer,
+    TokenPairResponseSerializer,
+    TokenPairSerializer,
+    UserSearchQuerySerializer,
+    UserSerializer,
+)
+from .throttles import AuthRateThrottle
 
 
 class RegisterView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    throttle_classes = [AuthRateThrottle]
 
-    @extend_schema(request=RegisterSerializer, responses={201: UserSerializer, 400: ERROR_RESPONSES[400]}, auth=[])
+    @extend_schema(request=RegisterSerializer, responses={201: UserSerializer, 400: ERROR_RESPONSES[400], 429: ERROR_RESPONSES[429]}, auth=[])
     def post(self, request):
         data = RegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -27,19 +38,35 @@ class RegisterView(APIView):
         return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(responses={200: None, 401: ERROR_RESPONSES[401], 400: ERROR_RESPONSES[400]}, auth=[])
+_AUTH_ERRORS = {400: ERROR_RESPONSES[400], 401: ERROR_RESPONSES[401], 429: ERROR_RESPONSES[429]}
+
+
+@extend_schema(responses={200: TokenPairResponseSerializer, **_AUTH_ERRORS}, auth=[])
 class TokenView(TokenObtainPairView):
-    """Exchange username and password for an access and a refresh token."""
+    """Exchange username and password for an access and a refresh token (a new session)."""
+
+    serializer_class = TokenPairSerializer
+    throttle_classes = [AuthRateThrottle]
 
 
-@extend_schema(auth=[], responses={401: ERROR_RESPONSES[401], 400: ERROR_RESPONSES[400]})
+@extend_schema(request=RefreshSerializer, responses={200: TokenPairResponseSerializer, **_AUTH_ERRORS}, auth=[])
 class TokenRefresh(TokenRefreshView):
-    """Exchange a refresh token for a new pair; the old refresh token is refused from then on."""
+    """Exchange a refresh token for a new pair; the old refresh token is refused from then on.
+
+    Of several parallel refreshes of one token exactly one succeeds.
+    """
+
+    serializer_class = RefreshSerializer
+    throttle_classes = [AuthRateThrottle]
 
 
 class LogoutView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
+
+    def get_authenticate_header(self, request) -> str:
+        # Without it DRF turns the invalid-token 401 into a 403 (no authenticator to name).
+        return 'Bearer realm="api"'
 
     @extend_schema(request=LogoutSerializer, responses={204: None, 400: ERROR_RESPONSES[400], 401: ERROR_RESPONSES[401]}, auth=[])
     def post(self, request):

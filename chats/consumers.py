@@ -21,7 +21,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from accounts.auth import validate_access_token
+from accounts.auth import authenticate
+from accounts.tokens import SID_CLAIM
 from messenger.errors import MessengerError, ServiceUnavailable
 
 from . import events, services
@@ -31,6 +32,9 @@ from .serializers import MAX_ID
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_BIG = 1009
+# Largest frame we read; daphne is also started with --websocket-max-message-size 65536.
+MAX_FRAME_BYTES = 64 * 1024
 SUBPROTOCOL = "messenger.v1"
 REF_MAX = 128
 
@@ -69,6 +73,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
         self.user_id = user.id
+        self.sid = self.scope.get("token_sid")
         self.group = events.user_group(user.id)
         self._expiry_handle = None
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -108,6 +113,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise FrameError("invalid_json", "Binary frames are not supported; send JSON text.")
+            if len(text_data) > MAX_FRAME_BYTES // 4 and len(text_data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+                await self.close(code=CLOSE_TOO_BIG)
+                return
             try:
                 frame = json.loads(text_data)
             except (ValueError, RecursionError):
@@ -187,9 +195,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         raw = frame.get("token")
         if not isinstance(raw, str) or not raw:
             raise InvalidInput({"token": ["An access token is required."]})
-        token = validate_access_token(raw)
-        if token is None or token.get("user_id") is None or str(token.get("user_id")) != str(self.user_id):
+        user, token = await database_sync_to_async(authenticate)(raw)
+        if user is None or user.id != self.user_id:
             raise FrameError("token_not_valid", "The token is invalid, expired or for another user.")
+        self.sid = token.get(SID_CLAIM)
         self._schedule_expiry(token.get("exp"))
         await self._send({"type": "auth.refreshed", "exp": token.get("exp"), "ref": ref})
 
@@ -208,6 +217,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message.get("skip") == self.channel_name:
             return
         await self.send(text_data=message["text"])
+
+    async def session_revoke(self, message: dict):
+        """Logout of this socket's session (sid) or deactivation of the user (sid None)."""
+        sid = message.get("sid")
+        if sid is None or sid == self.sid:
+            await self._send({"type": "error", "code": "session_revoked", "detail": "Logged out.", "ref": None})
+            await self.close(code=CLOSE_UNAUTHORIZED)
 
     async def _send(self, payload: dict) -> None:
         await self.send(text_data=events.encode(payload))

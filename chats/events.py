@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 # The one channel-layer message type our consumer handles; clients never choose it.
 DELIVER = "event.deliver"
+# Layer message that closes a user's sockets (logout, deactivation).
+REVOKE = "session.revoke"
 
 
 def user_group(user_id: int) -> str:
@@ -96,6 +98,17 @@ async def send_collected(bucket: list[Outgoing]) -> None:
                 await layer.group_send(user_group(user_id), message)
             except Exception:  # noqa: BLE001 - the layer is best-effort by design
                 logger.warning("channel layer send failed for user %s", user_id, exc_info=True)
+
+
+def close_user_sockets(*, user_id: int, sid: str | None) -> None:
+    """Close the user's sockets of login session ``sid`` (all of them when None) with 4401."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(user_group(user_id), {"type": REVOKE, "sid": sid})
+    except Exception:  # noqa: BLE001 - sockets still close when their access token expires
+        logger.warning("could not reach sockets of user %s to close them", user_id, exc_info=True)
 
 
 def send_now(outgoing: Outgoing) -> None:

@@ -168,7 +168,7 @@ SIMPLE_JWT = {
 }
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.SessionJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -197,6 +197,8 @@ GROUP_MAX_MEMBERS = env_int("GROUP_MAX_MEMBERS", 10_000)
 SEND_RATE_LIMIT = env_int("SEND_RATE_LIMIT", 50)
 SEND_RATE_WINDOW_SECONDS = env_int("SEND_RATE_WINDOW_SECONDS", 1)
 TYPING_THROTTLE_SECONDS = 3
+# Login, refresh and registration attempts per client address ("N/sec|min|hour|day"); empty disables.
+AUTH_THROTTLE_RATE = os.environ.get("AUTH_THROTTLE_RATE", "30/min")
 
 # --- i18n, static -------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

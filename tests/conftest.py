@@ -44,6 +44,7 @@ def pytest_configure(config):
 def _fast_and_isolated(settings):
     """Cheap password hashing; a fresh channel layer per test (no state across event loops)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.AUTH_THROTTLE_RATE = "100000/min"  # tests that check throttling set their own rate
     layers = copy.deepcopy(settings.CHANNEL_LAYERS)
     if "CONFIG" in layers["default"]:
         layers["default"]["CONFIG"]["prefix"] = RUN_PREFIX
