@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken
 
@@ -14,3 +15,9 @@ class SessionJWTAuthentication(JWTAuthentication):
         if is_revoked(token):
             raise InvalidToken({"detail": "Session has been logged out.", "code": "token_not_valid"})
         return token
+
+
+class SessionJWTScheme(SimpleJWTScheme):
+    """Declares the bearer scheme in OpenAPI; spectacular matches exact classes, not subclasses."""
+
+    target_class = SessionJWTAuthentication
