@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.token_blacklist.models import (
+    BlacklistedToken,
+    OutstandingToken,
+)
 
 from accounts.models import User
 from tests.conftest import PASSWORD, refresh_token

@@ -430,6 +430,17 @@ def test_admin_cannot_remove_owner_or_admin(api, alice, bob, carol):
     assert chat.memberships.count() == 3
 
 
+def test_owner_removes_admin(api, alice, bob):
+    """The owner may remove an admin: 204, membership gone, system message added."""
+    chat = group(alice)
+    services.add_member(actor_id=alice.id, chat_id=chat.id, user_id=bob.id, role="admin")
+    before = refreshed(chat).last_seq
+    response = api(alice).delete(f"/api/chats/{chat.id}/members/{bob.id}")
+    assert response.status_code == 204
+    assert membership(chat, bob) is None
+    assert Message.objects.get(chat=chat, seq=before + 1).kind == "system"
+
+
 def test_member_cannot_remove_others(api, alice, bob, carol):
     """A plain member removing someone else is 403; nothing changes."""
     chat = group(alice, bob, carol)
@@ -876,6 +887,17 @@ def test_non_member_gets_same_404_as_missing_chat(api, alice, bob, stranger, kin
     assert list(Message.objects.values_list("id", flat=True)) == messages_before
     assert list(Membership.objects.values_list("id", "user_id", "role", "last_read_seq")) == memberships_before
     assert refreshed(chat).title == ("Team" if kind == "group" else "")
+
+
+@pytest.mark.parametrize("method,path,payload", ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in ENDPOINTS])
+def test_anonymous_gets_401_on_every_chat_endpoint(api, alice, bob, method, path, payload):
+    """Without a token every chat endpoint answers 401 not_authenticated and changes nothing."""
+    chat = group(alice, bob)
+    body = {k: (bob.id if v == "{stranger}" else v) for k, v in payload.items()} if payload is not None else None
+    response = getattr(api(), method)(path.format(chat=chat.id, owner=alice.id), body, format="json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+    assert chat.memberships.count() == 2 and refreshed(chat).last_seq == 1 and chat.title == "Team"
 
 
 def test_removed_member_loses_access(api, alice, bob):
