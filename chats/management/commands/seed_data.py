@@ -1,15 +1,26 @@
-"""``manage.py seed_data``: a small demo data set, idempotent (run it twice, nothing doubles).
+"""``manage.py seed_data``: a small demo data set, or a bulk load data set for benchmarks.
 
-Everything goes through the services, so seeded chats look exactly like real ones.
+Without options: the demo -- four users, a direct chat, a group and a few messages, all
+made through the services so they look exactly like real ones. Idempotent.
+
+With ``--users N --chats M --messages K`` (plus the optional shape options): the load
+data set of :mod:`chats.loadgen` -- deterministic, idempotent and resumable, written
+with ``COPY`` on PostgreSQL. On SQLite it works through plain INSERTs, which is fine
+for thousands of rows (tests, a laptop) but far too slow for the million scale.
+The million-scale run used for the benchmarks::
+
+    DATABASE_URL=postgres://... manage.py seed_data --users 1000000 --chats 100000 \
+        --messages 10000000 --group-size 1000 --big-chat-messages 1000000
 """
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
-from django.db import transaction
+from django.contrib.auth.hashers import make_password
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, transaction
 
-from chats import services
+from chats import loadgen, services
 from chats.models import Chat, Membership
 
 DEMO_PASSWORD = "messenger-demo-1"
@@ -28,10 +39,70 @@ GROUP_SCRIPT = [
 ]
 
 
+LOAD_OPTIONS = ("users", "chats", "messages", "group_size", "groups", "big_chat_messages")
+
+
 class Command(BaseCommand):
-    help = "Create demo users (printed with their password), a direct chat, a group and a few messages."
+    help = (
+        "Without options: create demo users (printed with their password), a direct chat, a group and a few "
+        "messages. With --users/--chats/--messages: bulk-load a benchmark data set (COPY on PostgreSQL)."
+    )
+
+    def add_arguments(self, parser):
+        load = parser.add_argument_group("load mode (all three of --users, --chats, --messages)")
+        load.add_argument("--users", type=int, help="Load users load_0000001..load_<N>, sharing one password.")
+        load.add_argument("--chats", type=int, help="Chats in total: the groups first, direct chats for the rest.")
+        load.add_argument("--messages", type=int, help="Messages in total over all chats.")
+        load.add_argument("--group-size", type=int, default=None, help="Members per group (default 1000, capped at --users).")
+        load.add_argument("--groups", type=int, help="Number of groups (default: enough for every user to be in one).")
+        load.add_argument(
+            "--big-chat-messages", type=int, help="Messages in chat 1, a group (default: a tenth of --messages)."
+        )
 
     def handle(self, *args, **options):
+        if any(options.get(name) is not None for name in LOAD_OPTIONS):
+            self._load(options)
+        else:
+            self._demo()
+
+    def _load(self, options) -> None:
+        missing = [f"--{name}" for name in ("users", "chats", "messages") if options.get(name) is None]
+        if missing:
+            raise CommandError(f"Load mode needs {', '.join(missing)} as well.")
+        try:
+            plan = loadgen.LoadPlan.build(
+                users=options["users"],
+                chats=options["chats"],
+                messages=options["messages"],
+                group_size=options["group_size"] or 1000,
+                groups=options["groups"],
+                big_chat_messages=options["big_chat_messages"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        # One hash for every load user: hashing a million passwords would take hours.
+        password_hash = make_password(loadgen.LOAD_PASSWORD)
+        self.stdout.write(
+            f"Loading into {connection.vendor}: {plan.users:,} users, {plan.groups:,} groups of {plan.group_size:,}, "
+            f"{plan.directs:,} direct chats, {plan.messages:,} messages ({plan.big_chat_messages:,} in chat 1)."
+        )
+        self.stdout.flush()
+        loader = loadgen.Loader(plan, password_hash=password_hash, progress_stream=self.stderr)
+        report = loader.run()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Created {report.users:,} users, {report.chats:,} chats, {report.memberships:,} memberships, "
+                f"{report.messages:,} messages (existing ones were kept)."
+            )
+        )
+        for phase, seconds in report.seconds.items():
+            self.stdout.write(f"  {phase:<30} {seconds:8.1f} s")
+        first, last = loadgen.username(0), loadgen.username(plan.users - 1)
+        self.stdout.write(f"Load users {first}..{last}  password={loadgen.LOAD_PASSWORD}")
+        if report.users:
+            self.stdout.write(f"  (the one hash shared by the {report.users:,} users created now: {password_hash})")
+
+    def _demo(self) -> None:
         users = {name: self._user(name) for name in DEMO_USERS}
         direct = services.open_direct_chat(user_id=users["alice"].id, other_user_id=users["bob"].id).chat
         group = self._group(users)

@@ -1,0 +1,30 @@
+"""Bulk load data for benchmarks: ``manage.py seed_data --users N --chats M --messages K``.
+
+The data set is a pure function of its :class:`LoadPlan` (see :mod:`.plan` for the layout):
+users ``load_0000001`` .. ``load_<N>`` sharing one password hash, groups of
+``group_size`` members first, direct chats for the rest of the chats, chat 1 holding
+``big_chat_messages`` messages and the rest spread evenly; message ``s`` of chat ``c``
+has ``seq = s`` and ``client_id = "load-<c>-<s>"``.
+
+Everything the services maintain holds for the loaded rows: ``seq`` runs 1..last_seq
+without gaps, ``last_activity_at`` is the newest message's time, every member's
+``last_read_seq`` lies between the seq of their own newest message and ``last_seq``,
+``read_all_seq`` is the lowest watermark, direct chats carry ``direct_key`` and two
+memberships, every group has one owner, its creator.
+
+Idempotent and resumable: users are found by username; a chat is written together
+with its memberships and all its messages in one transaction, so a chat that exists
+(a group by title and owner, a direct chat by ``direct_key``) is complete and is
+skipped. Rerunning with other numbers only adds the users and chats that are missing;
+existing chats keep what they hold.
+
+On PostgreSQL rows go in through ``COPY`` (psycopg 3); ids come from the tables' own
+sequences (``nextval``), so no ``setval`` is needed afterwards; the tables are vacuumed
+and analyzed at the end. Other backends (SQLite) get ``executemany`` INSERTs: correct,
+but meant for thousands of rows, not millions.
+"""
+
+from .loader import Loader, LoadReport
+from .plan import LOAD_PASSWORD, LoadPlan, username
+
+__all__ = ["LOAD_PASSWORD", "LoadPlan", "LoadReport", "Loader", "username"]

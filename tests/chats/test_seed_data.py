@@ -1,0 +1,182 @@
+"""``manage.py seed_data``: the demo stays small and idempotent; load mode builds data the services accept.
+
+Load mode runs on whatever database is configured: COPY on PostgreSQL, INSERTs on SQLite.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.db.models import Count, Max, Min
+
+from chats import services
+from chats.loadgen import LOAD_PASSWORD, LoadPlan, username
+from chats.loadgen.plan import watermarks
+from chats.models import Chat, Membership, Message
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+SMALL = ["--users", "50", "--chats", "5", "--messages", "500"]
+
+
+@pytest.fixture(autouse=True)
+def _no_send_rate_limit(settings):
+    settings.SEND_RATE_LIMIT = 0
+
+
+def seed(*args: str) -> str:
+    out = io.StringIO()
+    call_command("seed_data", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def counts() -> dict[str, int]:
+    return {
+        "users": User.objects.count(),
+        "chats": Chat.objects.count(),
+        "memberships": Membership.objects.count(),
+        "messages": Message.objects.count(),
+    }
+
+
+def assert_invariants() -> None:
+    """What the services maintain, checked over every chat in the database."""
+    for chat in Chat.objects.annotate(
+        n=Count("messages"), low=Min("messages__seq"), high=Max("messages__seq"), newest=Max("messages__created_at")
+    ):
+        assert chat.n == chat.last_seq, chat  # with unique (chat, seq): 1..last_seq, no gaps
+        if chat.last_seq:
+            assert (chat.low, chat.high) == (1, chat.last_seq), chat
+            assert chat.last_activity_at == chat.newest, chat
+        marks = list(chat.memberships.values_list("last_read_seq", flat=True))
+        assert marks and all(0 <= mark <= chat.last_seq for mark in marks), chat
+        assert chat.read_all_seq == min(marks), chat
+        roles = Counter(chat.memberships.values_list("role", flat=True))
+        if chat.kind == Chat.Kind.DIRECT:
+            member_ids = list(chat.memberships.values_list("user_id", flat=True))
+            assert len(member_ids) == 2 and chat.direct_key == Chat.make_direct_key(*member_ids), chat
+        else:
+            assert chat.direct_key is None and roles[Membership.Role.OWNER] == 1, chat
+            assert chat.memberships.get(role=Membership.Role.OWNER).user_id == chat.created_by_id
+        # Sending marks read: nobody's watermark is below their own newest message.
+        for membership in chat.memberships.all():
+            own = chat.messages.filter(sender_id=membership.user_id).aggregate(m=Max("seq"))["m"] or 0
+            assert membership.last_read_seq >= own, membership
+
+
+def test_demo_is_idempotent():
+    """Running the demo seed twice creates nothing the second time."""
+    output = seed()
+    first = counts()
+    assert "password=messenger-demo-1" in output
+    # Six scripted messages plus whatever system messages the services add (group created, ...).
+    assert {**first, "messages": None} == {"users": 4, "chats": 2, "memberships": 6, "messages": None}
+    assert first["messages"] >= 6
+    seed()
+    assert counts() == first
+    assert_invariants()
+
+
+def test_load_mode_builds_the_planned_data_and_is_idempotent():
+    """Load mode creates N users, M chats, K messages with every invariant holding; a rerun adds nothing."""
+    output = seed(*SMALL)
+    loaded = counts()
+    plan = LoadPlan.build(users=50, chats=5, messages=500)
+    assert loaded == {"users": 50, "chats": 5, "memberships": plan.group_size + 2 * plan.directs, "messages": 500}
+    assert "Created 50 users, 5 chats" in output
+    assert_invariants()
+
+    big = Chat.objects.get(title="Load group 1")
+    assert big.kind == Chat.Kind.GROUP and big.last_seq == plan.big_chat_messages == 50
+    assert Chat.objects.filter(kind=Chat.Kind.DIRECT).count() == 4
+    assert list(big.messages.order_by("seq").values_list("client_id", flat=True)[:2]) == ["load-1-1", "load-1-2"]
+    user = User.objects.get(username=username(0))
+    assert user.username == "load_0000001" and user.check_password(LOAD_PASSWORD)
+    assert User.objects.filter(password=user.password).count() == 50  # one hash for all
+
+    output = seed(*SMALL)
+    assert counts() == loaded
+    assert "Created 0 users, 0 chats, 0 memberships, 0 messages" in output
+
+
+def test_load_mode_resumes_missing_chats_and_keeps_other_data():
+    """A chat lost mid-run (or never written) is recreated whole; demo data and existing chats stay as they are."""
+    seed()
+    seed(*SMALL)
+    before = counts()
+    lost = Chat.objects.filter(kind=Chat.Kind.DIRECT, direct_key__isnull=False).order_by("-id").first()
+    lost_key, lost_seq = lost.direct_key, lost.last_seq
+    lost.delete()  # cascades to its memberships and messages
+
+    output = seed(*SMALL)
+
+    assert "Created 0 users, 1 chats" in output
+    assert counts() == before
+    again = Chat.objects.get(direct_key=lost_key)
+    assert again.last_seq == lost_seq
+    assert_invariants()
+
+
+def test_loaded_chats_work_with_the_services():
+    """A send into a loaded chat gets seq last_seq + 1; reads and direct-chat lookups see the loaded rows."""
+    seed(*SMALL)
+    big = Chat.objects.get(title="Load group 1")
+    sender = big.memberships.order_by("last_read_seq").first().user
+    last_seq = big.last_seq
+
+    result = services.send_message(user_id=sender.id, chat_id=big.id, client_id="after-load-1", text="Still works")
+
+    assert result.duplicate is False and result.message.seq == last_seq + 1
+    big.refresh_from_db()
+    assert big.last_seq == last_seq + 1
+    for membership in big.memberships.all():
+        services.mark_read(user_id=membership.user_id, chat_id=big.id, up_to_seq=big.last_seq)
+    big.refresh_from_db()
+    assert big.read_all_seq == big.last_seq
+    # A loaded client_id repeated by its sender is a duplicate, not a new message.
+    first = big.messages.get(seq=1)
+    repeat = services.send_message(user_id=first.sender_id, chat_id=big.id, client_id="load-1-1", text="again")
+    assert repeat.duplicate is True and repeat.message.id == first.id
+
+    direct = Chat.objects.filter(kind=Chat.Kind.DIRECT).first()
+    a, b = direct.memberships.values_list("user_id", flat=True)
+    opened = services.open_direct_chat(user_id=a, other_user_id=b)
+    assert opened.chat.id == direct.id and opened.created is False
+    sent = services.send_message(user_id=b, chat_id=direct.id, client_id="after-load-2", text="Hi")
+    assert sent.message.seq == direct.last_seq + 1
+    assert_invariants()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--users", "10"], "needs --chats, --messages"),
+        (["--users", "1", "--chats", "1", "--messages", "1"], "--users must be at least 2"),
+        (["--users", "3", "--chats", "10", "--messages", "1", "--groups", "0"], "at most 3 distinct direct chats"),
+        (["--users", "10", "--chats", "2", "--messages", "5", "--big-chat-messages", "6"], "--big-chat-messages"),
+    ],
+)
+def test_load_mode_rejects_impossible_numbers(args, message):
+    """Impossible numbers fail with a CommandError before anything is written."""
+    with pytest.raises(CommandError, match=message):
+        seed(*args)
+    assert counts()["users"] == 0
+
+
+def test_plan_layout_is_consistent():
+    """Message counts add up, direct pairs never repeat, group members are distinct, watermarks stay in range."""
+    plan = LoadPlan.build(users=7, chats=20, messages=1001, group_size=4, big_chat_messages=300)
+    assert plan.groups == 2 and plan.directs == 18
+    assert sum(plan.message_count(c) for c in range(plan.chats)) == 1001
+    assert plan.message_count(0) == 300
+    pairs = [frozenset(plan.member_indices(c)) for c in range(plan.groups, plan.chats)]
+    assert all(len(pair) == 2 for pair in pairs) and len(set(pairs)) == len(pairs)
+    for c in range(plan.groups):
+        assert len(set(plan.member_indices(c))) == 4 and plan.owner_index(c) == plan.member_indices(c)[0]
+    for count in (0, 1, 5, 300):
+        assert all(0 <= mark <= count for mark in watermarks(3, count, 4))
