@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
+
+from messenger.db import run_in_db
 
 from .tokens import SID_CLAIM, is_revoked
 
@@ -68,7 +69,7 @@ class JWTAuthMiddleware(BaseMiddleware):
         scope["token_exp"] = None
         scope["token_sid"] = None
         raw = token_from_scope(scope)
-        user, token = await database_sync_to_async(authenticate)(raw) if raw else (None, None)
+        user, token = await run_in_db(authenticate, raw) if raw else (None, None)
         if user is not None:
             scope["user"] = user
             scope["token_exp"] = token.get("exp")

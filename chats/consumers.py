@@ -1,7 +1,7 @@
 """The WebSocket endpoint ``/ws/``: one socket per device, fanned out per user.
 
 Thin on purpose. A frame is parsed and shape-checked here without touching the
-database; then exactly one ``database_sync_to_async`` call runs the matching service
+database; then exactly one ``run_in_db`` call (a database thread) runs the matching service
 (one thread hop, one transaction); replies go straight to this socket and the
 events the service committed go out through the channel layer to per-user groups.
 
@@ -17,12 +17,13 @@ import json
 import logging
 import time
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError, InterfaceError, OperationalError
 
 from accounts.auth import authenticate
 from accounts.tokens import SID_CLAIM
+from messenger.db import run_in_db
 from messenger.errors import MessengerError, ServiceUnavailable
 
 from . import events, services
@@ -63,6 +64,17 @@ def _seq_field(frame: dict, name: str) -> int:
 
 class ChatConsumer(AsyncWebsocketConsumer):
     user_id: int | None = None
+
+    async def dispatch(self, message):
+        """Channels' dispatch minus its per-message ``aclose_old_connections()`` thread hop.
+
+        This consumer never touches the ORM in async code: all database work goes through
+        ``run_in_db``, which closes stale connections in the thread that owns them.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -121,7 +133,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             except (ValueError, RecursionError):
                 raise FrameError("invalid_json", "The frame is not valid JSON.") from None
             if not isinstance(frame, dict):
-                raise FrameError("invalid_json", "A frame must be a JSON object.")
+                # Well-formed JSON of the wrong shape is a validation error, not a parse error.
+                raise InvalidInput("A frame must be a JSON object.")
             ref = frame.get("ref")
             if ref is not None and (not isinstance(ref, str) or len(ref) > REF_MAX):
                 ref = None
@@ -149,7 +162,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _run(self, fn, /, **kwargs):
         """One thread hop into a service; send the events it committed afterwards."""
         with events.collect() as bucket:
-            result = await database_sync_to_async(fn)(**kwargs)
+            result = await run_in_db(fn, **kwargs)
         await events.send_collected(bucket)
         return result
 
@@ -158,7 +171,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_id = services.clean_client_id(frame.get("client_id"))
         text = services.clean_text(frame.get("text"))
         with events.collect() as bucket:
-            result = await database_sync_to_async(services.send_message)(
+            result = await run_in_db(
+                services.send_message,
                 user_id=self.user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=self.channel_name
             )
         # The ack first: the sending device learns its message is stored before anyone else hears of it.
@@ -195,7 +209,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         raw = frame.get("token")
         if not isinstance(raw, str) or not raw:
             raise InvalidInput({"token": ["An access token is required."]})
-        user, token = await database_sync_to_async(authenticate)(raw)
+        user, token = await run_in_db(authenticate, raw)
         if user is None or user.id != self.user_id:
             raise FrameError("token_not_valid", "The token is invalid, expired or for another user.")
         self.sid = token.get(SID_CLAIM)

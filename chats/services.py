@@ -19,7 +19,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import events, selectors
+from . import events, selectors, sql
 from .exceptions import ChatNotFound, Conflict, Forbidden, InvalidInput, NotFound, RateLimited
 from .models import Chat, Membership, Message
 from .payloads import chat_payload, message_payload
@@ -95,15 +95,6 @@ def clean_title(title: object) -> str:
 
 # --- locking -----------------------------------------------------------------------
 
-_MEMBER = "SELECT {col} FROM chats_membership m WHERE m.chat_id = chats_chat.id AND m.user_id = %(user)s"
-_LOCK_SQL = f"""
-UPDATE chats_chat SET last_seq = last_seq
-WHERE id = %(chat)s AND EXISTS ({_MEMBER.format(col="1")})
-RETURNING id, kind, last_seq, read_all_seq,
-          ({_MEMBER.format(col="m.id")}), ({_MEMBER.format(col="m.last_read_seq")}), ({_MEMBER.format(col="m.role")})
-"""
-
-
 def _lock_chat(*, chat_id: int, user_id: int) -> _LockedChat:
     """Take the chat's row lock on behalf of a member, or raise ChatNotFound.
 
@@ -113,25 +104,22 @@ def _lock_chat(*, chat_id: int, user_id: int) -> _LockedChat:
     """
     if not selectors._valid_id(chat_id):
         raise ChatNotFound()
-    with connection.cursor() as cursor:
-        cursor.execute(_LOCK_SQL, {"chat": int(chat_id), "user": int(user_id)})
-        row = cursor.fetchone()
+    row = sql.run_one(sql.LOCK_CHAT, {"chat": int(chat_id), "user": int(user_id)})
     if row is None:
         raise ChatNotFound()
     return _LockedChat(*row)
 
 
-def _advance_read_all(*, chat: _LockedChat, member_ids: list[int] | None = None) -> int:
-    """Recompute the chat's read-by-everyone watermark under its lock; broadcast if it grew."""
-    new_value = selectors.read_all_seq(chat_id=chat.id)
-    if new_value > chat.read_all_seq:
-        Chat.objects.filter(id=chat.id).update(read_all_seq=new_value)
-        events.publish_on_commit(
-            user_ids=member_ids if member_ids is not None else selectors.member_ids(chat_id=chat.id),
-            event={"type": "chat.read_all", "chat_id": chat.id, "up_to_seq": new_value},
-        )
-        return new_value
-    return chat.read_all_seq
+def _advance_read_all(*, chat_id: int, current: int, member_ids: list[int] | None = None) -> int:
+    """Recompute the read-by-everyone watermark under the chat lock; broadcast if it grew."""
+    row = sql.run_one(sql.ADVANCE_READ_ALL, {"chat": chat_id})
+    if row is None:
+        return current
+    events.publish_on_commit(
+        user_ids=member_ids if member_ids is not None else selectors.member_ids(chat_id=chat_id),
+        event={"type": "chat.read_all", "chat_id": chat_id, "up_to_seq": row[0]},
+    )
+    return row[0]
 
 
 def _append_message(
@@ -154,11 +142,6 @@ def _system_message(*, chat: _LockedChat, text: str, recipients: list[int], read
         event={"type": "message.new", "message": message_payload(message, read_all_seq=read_all_seq)},
     )
     return message
-
-
-def _relock(chat: _LockedChat, **changes) -> _LockedChat:
-    values = {**chat.__dict__, **changes}
-    return _LockedChat(**values)
 
 
 # --- rate limits -------------------------------------------------------------------
@@ -204,39 +187,55 @@ def send_message(
     return _send_message(user_id=user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=skip_channel)
 
 
-def _duplicate_of(*, user_id: int, client_id: str, chat_id: int) -> SendResult | None:
+class _Duplicate(Exception):
+    """Raised inside the send transaction to roll it back when the key was used before."""
+
+
+def _original(*, user_id: int, client_id: str, chat_id: int) -> SendResult:
     original = Message.objects.filter(sender_id=user_id, client_id=client_id).select_related("chat").first()
-    if original is None:
-        return None
+    if original is None:  # pragma: no cover - the unique index said it exists
+        raise ChatNotFound()
     if original.chat_id != int(chat_id):
         raise Conflict({"client_id": ["Already used for a message in another chat."]})
     return SendResult(message=original, duplicate=True, read_all_seq=original.chat.read_all_seq)
 
 
-@transaction.atomic
 def _send_message(*, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None) -> SendResult:
-    chat = _lock_chat(chat_id=chat_id, user_id=user_id)
-    # Under the lock: a parallel send of this key to this chat has committed (or rolled back).
-    duplicate = _duplicate_of(user_id=user_id, client_id=client_id, chat_id=chat.id)
-    if duplicate is not None:
-        return duplicate
-    if chat.kind == Chat.Kind.DIRECT and Membership.objects.filter(chat_id=chat.id, user__is_active=False).exists():
-        raise Forbidden("The other user's account is deactivated.")
+    if not selectors._valid_id(chat_id):
+        raise ChatNotFound()
     try:
-        with transaction.atomic():  # savepoint: same key sent to *another* chat in parallel
-            message = _append_message(
-                chat=chat, sender_id=user_id, kind=Message.Kind.TEXT, text=text, client_id=client_id
-            )
-    except IntegrityError:
-        duplicate = _duplicate_of(user_id=user_id, client_id=client_id, chat_id=chat.id)
-        if duplicate is None:
-            raise
-        return duplicate
-    Membership.objects.filter(id=chat.membership_id).update(last_read_seq=message.seq)
-    recipients = selectors.member_ids(chat_id=chat.id)
-    read_all = chat.read_all_seq
-    if chat.my_last_read_seq <= chat.read_all_seq:
-        read_all = _advance_read_all(chat=_relock(chat, last_seq=message.seq), member_ids=recipients)
+        return _store_message(user_id=user_id, chat_id=int(chat_id), client_id=client_id, text=text, skip_channel=skip_channel)
+    except _Duplicate:
+        # The claim was rolled back: a duplicate never consumes a seq.
+        return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
+
+
+@transaction.atomic
+def _store_message(*, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None) -> SendResult:
+    now = timezone.now()
+    db_now = connection.ops.adapt_datetimefield_value(now)
+    claimed = sql.run_one(sql.CLAIM_SEQ, {"chat": chat_id, "user": user_id, "client_id": client_id, "now": db_now})
+    if claimed is None:
+        raise ChatNotFound()
+    _, kind, seq, read_all, membership_id, my_read, earlier_id, peer_inactive = claimed
+    if earlier_id is not None:
+        raise _Duplicate()
+    if peer_inactive:
+        raise Forbidden("The other user's account is deactivated.")
+    inserted = sql.run_one(
+        sql.INSERT_MESSAGE,
+        {"chat": chat_id, "seq": seq, "user": user_id, "text": text, "client_id": client_id, "now": db_now},
+    )
+    if inserted is None:  # a parallel send of this key committed first
+        raise _Duplicate()
+    sql.run(sql.RAISE_WATERMARK, {"membership": membership_id, "seq": seq})
+    recipients = [row[0] for row in sql.run(sql.MEMBER_IDS, {"chat": chat_id})]
+    if my_read <= read_all:  # the sender may have held the read-by-everyone watermark back
+        read_all = _advance_read_all(chat_id=chat_id, current=read_all, member_ids=recipients)
+    message = Message(
+        id=inserted[0], chat_id=chat_id, seq=seq, sender_id=user_id, kind=Message.Kind.TEXT, text=text,
+        client_id=client_id, created_at=now,
+    )
     events.publish_on_commit(
         user_ids=recipients,
         event={"type": "message.new", "message": message_payload(message, read_all_seq=read_all)},
@@ -249,26 +248,25 @@ def _send_message(*, user_id: int, chat_id: int, client_id: str, text: str, skip
 def mark_read(*, user_id: int, chat_id: int, up_to_seq: int, skip_channel: str | None = None) -> ReadResult:
     """Move the reader's watermark to max(old, min(up_to_seq, last_seq)).
 
-    Costs O(1) rows whatever the number of messages or members: one membership
-    UPDATE, one index probe for the chat minimum, and one chat UPDATE when the
-    read-by-everyone watermark grows (then ``chat.read_all`` goes to all members).
+    Costs O(1) rows whatever the number of messages or members: the chat row lock,
+    one membership UPDATE, one index probe for the chat minimum, and one chat UPDATE
+    when the read-by-everyone watermark grows (then ``chat.read_all`` goes to all members).
     """
     if not isinstance(up_to_seq, int) or isinstance(up_to_seq, bool) or up_to_seq < 0:
         raise InvalidInput({"up_to_seq": ["Must be a non-negative integer."]})
     chat = _lock_chat(chat_id=chat_id, user_id=user_id)
-    new_value = max(chat.my_last_read_seq, min(up_to_seq, chat.last_seq))
-    if new_value == chat.my_last_read_seq:
-        return ReadResult(chat.id, user_id, new_value, chat.read_all_seq, changed=False)
-    Membership.objects.filter(id=chat.membership_id).update(last_read_seq=new_value)
-    read_all = chat.read_all_seq
-    if chat.my_last_read_seq <= chat.read_all_seq:
-        read_all = _advance_read_all(chat=chat)
+    target = min(up_to_seq, chat.last_seq)
+    raised = sql.run_one(sql.RAISE_WATERMARK, {"membership": chat.membership_id, "seq": target})
+    if raised is None:
+        current = Membership.objects.filter(id=chat.membership_id).values_list("last_read_seq", flat=True).get()
+        return ReadResult(chat.id, user_id, current, chat.read_all_seq, changed=False)
+    read_all = _advance_read_all(chat_id=chat.id, current=chat.read_all_seq)
     events.publish_on_commit(
         user_ids=[user_id],
-        event={"type": "chat.read", "chat_id": chat.id, "user_id": user_id, "last_read_seq": new_value},
+        event={"type": "chat.read", "chat_id": chat.id, "user_id": user_id, "last_read_seq": target},
         skip_channel=skip_channel,
     )
-    return ReadResult(chat.id, user_id, new_value, read_all, changed=True)
+    return ReadResult(chat.id, user_id, target, read_all, changed=True)
 
 
 def notify_typing(*, user_id: int, chat_id: int) -> bool:
@@ -476,4 +474,4 @@ def remove_member(*, actor_id: int, chat_id: int, user_id: int) -> None:
     )
     if remaining:
         # The member who left may have held the read-by-everyone watermark back.
-        _advance_read_all(chat=chat, member_ids=remaining)
+        _advance_read_all(chat_id=chat.id, current=chat.read_all_seq, member_ids=remaining)

@@ -106,7 +106,13 @@ TEMPLATES = [
 
 # --- Database -----------------------------------------------------------------
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    # Persistent connections: each database thread keeps its connection (and its prepared
+    # statements); health checks replace one that died (database restart) before use.
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=env_int("CONN_MAX_AGE", 300), conn_health_checks=True
+        )
+    }
 else:
     DATABASES = {
         "default": {
@@ -188,6 +194,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ChatKindEnum": "chats.models.Chat.Kind",
+        "MessageKindEnum": "chats.models.Message.Kind",
+        "MemberRoleEnum": "chats.models.Membership.Role",
+    },
 }
 
 # --- Messenger limits --------------------------------------------------------------
@@ -197,6 +208,8 @@ GROUP_MAX_MEMBERS = env_int("GROUP_MAX_MEMBERS", 10_000)
 SEND_RATE_LIMIT = env_int("SEND_RATE_LIMIT", 50)
 SEND_RATE_WINDOW_SECONDS = env_int("SEND_RATE_WINDOW_SECONDS", 1)
 TYPING_THROTTLE_SECONDS = 3
+# Threads (each with its own database connection) running socket commands per process.
+DB_THREADS = env_int("DB_THREADS", 8)
 # Login, refresh and registration attempts per client address ("N/sec|min|hour|day"); empty disables.
 AUTH_THROTTLE_RATE = os.environ.get("AUTH_THROTTLE_RATE", "30/min")
 

@@ -21,6 +21,14 @@ RUN_PREFIX = f"test-{uuid.uuid4().hex[:10]}"
 _counter = itertools.count(1)
 
 
+def pytest_sessionstart(session):
+    # Database threads (messenger.db) keep persistent connections in production; in tests they
+    # close after every call, so no thread holds the test database open at teardown.
+    from django.db import connections
+
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
+
+
 def pytest_configure(config):
     if os.environ.get("REQUIRE_SERVICES") != "1":
         return
