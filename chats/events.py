@@ -89,15 +89,20 @@ async def send_collected(bucket: list[Outgoing]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    many = getattr(layer, "group_send_many", None)
     for outgoing in bucket:
         message = {"type": DELIVER, "text": outgoing.text}
         if outgoing.skip_channel:
             message["skip"] = outgoing.skip_channel
-        for user_id in outgoing.user_ids:
-            try:
-                await layer.group_send(user_group(user_id), message)
-            except Exception:  # noqa: BLE001 - the layer is best-effort by design
-                logger.warning("channel layer send failed for user %s", user_id, exc_info=True)
+        groups = [user_group(user_id) for user_id in outgoing.user_ids]
+        try:
+            if many is not None:
+                await many(groups, message)
+            else:
+                for group in groups:
+                    await layer.group_send(group, message)
+        except Exception:  # noqa: BLE001 - the layer is best-effort by design
+            logger.warning("channel layer send failed (%d users); clients catch up by seq", len(groups), exc_info=True)
 
 
 def close_user_sockets(*, user_id: int, sid: str | None) -> None:

@@ -131,9 +131,8 @@ if os.environ.get("TEST_DATABASE_NAME"):
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # Pub/sub layer: one SUBSCRIBE per group per process, re-subscribed by redis-py
-            # after a reconnect; no per-channel capacity to overflow silently.
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # channels-redis' pub/sub layer plus pipelined fan-out (see messenger/layers.py).
+            "BACKEND": "messenger.layers.PipelinedPubSubChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNEL_PREFIX", "messenger")},
         }
     }
