@@ -111,7 +111,13 @@ def _lock_chat(*, chat_id: int, user_id: int) -> _LockedChat:
 
 
 def _advance_read_all(*, chat_id: int, current: int, member_ids: list[int] | None = None) -> int:
-    """Recompute the read-by-everyone watermark under the chat lock; broadcast if it grew."""
+    """Recompute the read-by-everyone watermark; broadcast ``chat.read_all`` if it grew.
+
+    Call it *after* the transaction that moved a watermark (or removed a member) has
+    committed. Then of two concurrent writers, the one whose probe starts last sees both
+    watermarks, so no advance is lost -- without holding the chat lock across a commit.
+    The UPDATE only ever raises the value, so racing probes cannot move it backwards.
+    """
     row = sql.run_one(sql.ADVANCE_READ_ALL, {"chat": chat_id})
     if row is None:
         return current
@@ -204,14 +210,23 @@ def _send_message(*, user_id: int, chat_id: int, client_id: str, text: str, skip
     if not selectors._valid_id(chat_id):
         raise ChatNotFound()
     try:
-        return _store_message(user_id=user_id, chat_id=int(chat_id), client_id=client_id, text=text, skip_channel=skip_channel)
+        result, recipients, may_advance = _store_message(
+            user_id=user_id, chat_id=int(chat_id), client_id=client_id, text=text, skip_channel=skip_channel
+        )
     except _Duplicate:
         # The claim was rolled back: a duplicate never consumes a seq.
         return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
+    if may_advance:  # the sender may have held the read-by-everyone watermark back
+        read_all = _advance_read_all(chat_id=int(chat_id), current=result.read_all_seq, member_ids=recipients)
+        result = SendResult(message=result.message, duplicate=False, read_all_seq=read_all)
+    return result
 
 
 @transaction.atomic
-def _store_message(*, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None) -> SendResult:
+def _store_message(
+    *, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None
+) -> tuple[SendResult, list[int], bool]:
+    """The send transaction: claim the next seq under the chat lock, insert, raise the sender's watermark."""
     now = timezone.now()
     db_now = connection.ops.adapt_datetimefield_value(now)
     claimed = sql.run_one(sql.CLAIM_SEQ, {"chat": chat_id, "user": user_id, "client_id": client_id, "now": db_now})
@@ -230,8 +245,6 @@ def _store_message(*, user_id: int, chat_id: int, client_id: str, text: str, ski
         raise _Duplicate()
     sql.run(sql.RAISE_WATERMARK, {"membership": membership_id, "seq": seq})
     recipients = [row[0] for row in sql.run(sql.MEMBER_IDS, {"chat": chat_id})]
-    if my_read <= read_all:  # the sender may have held the read-by-everyone watermark back
-        read_all = _advance_read_all(chat_id=chat_id, current=read_all, member_ids=recipients)
     message = Message(
         id=inserted[0], chat_id=chat_id, seq=seq, sender_id=user_id, kind=Message.Kind.TEXT, text=text,
         client_id=client_id, created_at=now,
@@ -241,32 +254,42 @@ def _store_message(*, user_id: int, chat_id: int, client_id: str, text: str, ski
         event={"type": "message.new", "message": message_payload(message, read_all_seq=read_all)},
         skip_channel=skip_channel,
     )
-    return SendResult(message=message, duplicate=False, read_all_seq=read_all)
+    # my_read may predate the lock (it only grows); if it is above read_all, the sender
+    # was not holding the minimum and the probe can be skipped.
+    return SendResult(message=message, duplicate=False, read_all_seq=read_all), recipients, my_read <= read_all
 
 
-@transaction.atomic
 def mark_read(*, user_id: int, chat_id: int, up_to_seq: int, skip_channel: str | None = None) -> ReadResult:
     """Move the reader's watermark to max(old, min(up_to_seq, last_seq)).
 
-    Costs O(1) rows whatever the number of messages or members: the chat row lock,
-    one membership UPDATE, one index probe for the chat minimum, and one chat UPDATE
-    when the read-by-everyone watermark grows (then ``chat.read_all`` goes to all members).
+    O(1) rows whatever the number of messages or members, and no chat lock: one
+    membership UPDATE (its own transaction), then one index probe for the chat minimum
+    and a chat UPDATE only when the read-by-everyone watermark grows (then
+    ``chat.read_all`` goes to all members). Readers never wait for senders.
     """
     if not isinstance(up_to_seq, int) or isinstance(up_to_seq, bool) or up_to_seq < 0:
         raise InvalidInput({"up_to_seq": ["Must be a non-negative integer."]})
-    chat = _lock_chat(chat_id=chat_id, user_id=user_id)
-    target = min(up_to_seq, chat.last_seq)
-    raised = sql.run_one(sql.RAISE_WATERMARK, {"membership": chat.membership_id, "seq": target})
+    if not selectors._valid_id(chat_id):
+        raise ChatNotFound()
+    chat_id = int(chat_id)
+    raised = sql.run_one(sql.READ_UP_TO, {"chat": chat_id, "user": user_id, "seq": up_to_seq})
     if raised is None:
-        current = Membership.objects.filter(id=chat.membership_id).values_list("last_read_seq", flat=True).get()
-        return ReadResult(chat.id, user_id, current, chat.read_all_seq, changed=False)
-    read_all = _advance_read_all(chat_id=chat.id, current=chat.read_all_seq)
+        state = (
+            Membership.objects.filter(chat_id=chat_id, user_id=user_id)
+            .values_list("last_read_seq", "chat__read_all_seq")
+            .first()
+        )
+        if state is None:
+            raise ChatNotFound()
+        return ReadResult(chat_id, user_id, state[0], state[1], changed=False)
+    new_value, read_all = raised
     events.publish_on_commit(
         user_ids=[user_id],
-        event={"type": "chat.read", "chat_id": chat.id, "user_id": user_id, "last_read_seq": target},
+        event={"type": "chat.read", "chat_id": chat_id, "user_id": user_id, "last_read_seq": new_value},
         skip_channel=skip_channel,
     )
-    return ReadResult(chat.id, user_id, target, read_all, changed=True)
+    read_all = _advance_read_all(chat_id=chat_id, current=read_all)
+    return ReadResult(chat_id, user_id, new_value, read_all, changed=True)
 
 
 def notify_typing(*, user_id: int, chat_id: int) -> bool:
@@ -436,13 +459,20 @@ def add_member(*, actor_id: int, chat_id: int, user_id: int, role: str = Members
     return membership
 
 
-@transaction.atomic
 def remove_member(*, actor_id: int, chat_id: int, user_id: int) -> None:
     """Remove a member (owner/admin) or leave (anyone removes themself).
 
     An admin removes plain members only; the owner removes anyone. When the owner
     leaves, the longest-standing admin (else member) becomes owner.
     """
+    chat, remaining = _remove_member(actor_id=actor_id, chat_id=chat_id, user_id=user_id)
+    if remaining:
+        # The member who left may have held the read-by-everyone watermark back.
+        _advance_read_all(chat_id=chat.id, current=chat.read_all_seq, member_ids=remaining)
+
+
+@transaction.atomic
+def _remove_member(*, actor_id: int, chat_id: int, user_id: int) -> tuple[_LockedChat, list[int]]:
     chat = _lock_chat(chat_id=chat_id, user_id=actor_id)
     if chat.kind != Chat.Kind.GROUP:
         raise InvalidInput("Members of a direct chat cannot be removed.")
@@ -472,6 +502,4 @@ def remove_member(*, actor_id: int, chat_id: int, user_id: int) -> None:
         user_ids=[*remaining, target.user_id],
         event={"type": "chat.member_removed", "chat_id": chat.id, "user_id": target.user_id},
     )
-    if remaining:
-        # The member who left may have held the read-by-everyone watermark back.
-        _advance_read_all(chat_id=chat.id, current=chat.read_all_seq, member_ids=remaining)
+    return chat, remaining

@@ -54,6 +54,16 @@ WHERE id = %(membership)s AND last_read_seq < %(seq)s
 RETURNING last_read_seq
 """
 
+# Read up to a seq, clamped to last_seq, only forward; one statement, its own transaction.
+_LAST_SEQ = "(SELECT c.last_seq FROM chats_chat c WHERE c.id = %(chat)s)"
+# LEAST(seq, last_seq), spelled so SQLite understands it too.
+_TARGET = f"(CASE WHEN %(seq)s < {_LAST_SEQ} THEN %(seq)s ELSE {_LAST_SEQ} END)"
+READ_UP_TO = f"""
+UPDATE chats_membership SET last_read_seq = {_TARGET}
+WHERE chat_id = %(chat)s AND user_id = %(user)s AND last_read_seq < {_TARGET}
+RETURNING last_read_seq, (SELECT c.read_all_seq FROM chats_chat c WHERE c.id = %(chat)s)
+"""
+
 MEMBER_IDS = "SELECT user_id FROM chats_membership WHERE chat_id = %(chat)s"
 
 # read_all_seq = the lowest watermark (one probe of the (chat_id, last_read_seq) index);
