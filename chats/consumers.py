@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_BIG = 1009
+# "Service restart": the channel layer lost Redis, so events may be lost; reconnect and catch up.
+CLOSE_RESYNC = 1012
 # Largest frame we read; daphne is also started with --websocket-max-message-size 65536.
 MAX_FRAME_BYTES = 64 * 1024
 SUBPROTOCOL = "messenger.v1"
@@ -80,8 +82,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         user = self.scope.get("user")
+        offered = self.scope.get("subprotocols") or []
+        subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
         if user is None or not user.is_authenticated:
-            await self.accept()
+            # Select the offered subprotocol here too: a browser fails a handshake whose offered
+            # subprotocols were all ignored (1006), and would never see the 4401.
+            await self.accept(subprotocol=subprotocol)
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
         self.user_id = user.id
@@ -89,8 +95,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.group = events.user_group(user.id)
         self._expiry_handle = None
         await self.channel_layer.group_add(self.group, self.channel_name)
-        offered = self.scope.get("subprotocols") or []
-        await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        await self.accept(subprotocol=subprotocol)
         await self._send({"type": "session.ready", "user": {"id": user.id, "username": user.username}})
         self._schedule_expiry(self.scope.get("token_exp"))
 
@@ -239,5 +244,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._send({"type": "error", "code": "session_revoked", "detail": "Logged out.", "ref": None})
             await self.close(code=CLOSE_UNAUTHORIZED)
 
+    async def layer_resync(self, message: dict):
+        """The layer re-subscribed after losing Redis (messenger/layers.py): events published
+        meanwhile are gone, and a quiet chat would show no seq gap to reveal them. Close with
+        1012 so the client reconnects and catches up by ``after_seq`` (docs/PROTOCOL.md §9),
+        which also brings chats it joined or left in the meantime."""
+        if self.user_id is not None:
+            await self.close(code=CLOSE_RESYNC)
+
     async def _send(self, payload: dict) -> None:
         await self.send(text_data=events.encode(payload))
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Sockets opened on a path we do not serve: accepted, then closed with 4404."""
+
+    async def connect(self):
+        await self.accept()
+        await self.close(code=4404)

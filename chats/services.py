@@ -141,8 +141,20 @@ def _append_message(
     return message
 
 
-def _system_message(*, chat: _LockedChat, text: str, recipients: list[int], read_all_seq: int) -> Message:
+def _system_message(
+    *, chat: _LockedChat, text: str, recipients: list[int], read_all_seq: int, actor_still_member: bool = True,
+    before_broadcast=None,
+) -> Message:
+    """Append a system message (a member change, a rename) and broadcast it after commit.
+
+    The actor has seen what they did: their watermark moves past it. ``before_broadcast``
+    runs between the append and the broadcast (to publish events that must come first).
+    """
     message = _append_message(chat=chat, sender_id=None, kind=Message.Kind.SYSTEM, text=text, client_id=None)
+    if actor_still_member:
+        sql.run(sql.RAISE_WATERMARK, {"membership": chat.membership_id, "seq": message.seq})
+    if before_broadcast is not None:
+        before_broadcast()
     events.publish_on_commit(
         user_ids=recipients,
         event={"type": "message.new", "message": message_payload(message, read_all_seq=read_all_seq)},
@@ -450,12 +462,15 @@ def add_member(*, actor_id: int, chat_id: int, user_id: int, role: str = Members
     actor = User.objects.only("username").get(id=actor_id)
     membership = Membership.objects.create(chat_id=chat.id, user=user, role=role, last_read_seq=chat.last_seq + 1)
     recipients.append(user.id)
-    _system_message(chat=chat, text=f"{actor.username} added {user.username}", recipients=recipients, read_all_seq=chat.read_all_seq)
+    # The new member hears chat.created (the chat as it now is) before any message of it.
+    _system_message(
+        chat=chat, text=f"{actor.username} added {user.username}", recipients=recipients,
+        read_all_seq=chat.read_all_seq, before_broadcast=lambda: _announce_chat(chat_id=chat.id, user_ids=[user.id]),
+    )
     events.publish_on_commit(
         user_ids=[uid for uid in recipients if uid != user.id],
         event={"type": "chat.member_added", "chat_id": chat.id, "user_id": user.id, "role": role},
     )
-    _announce_chat(chat_id=chat.id, user_ids=[user.id])
     return membership
 
 
@@ -496,8 +511,14 @@ def _remove_member(*, actor_id: int, chat_id: int, user_id: int) -> tuple[_Locke
             .first()
         )
         Membership.objects.filter(id=successor.id).update(role=Membership.Role.OWNER)
+        events.publish_on_commit(
+            user_ids=remaining,
+            event={"type": "chat.member_updated", "chat_id": chat.id, "user_id": successor.user_id, "role": Membership.Role.OWNER},
+        )
     text = f"{actor.username} left" if leaving else f"{actor.username} removed {target.user.username}"
-    _system_message(chat=chat, text=text, recipients=remaining, read_all_seq=chat.read_all_seq)
+    _system_message(
+        chat=chat, text=text, recipients=remaining, read_all_seq=chat.read_all_seq, actor_still_member=not leaving
+    )
     events.publish_on_commit(
         user_ids=[*remaining, target.user_id],
         event={"type": "chat.member_removed", "chat_id": chat.id, "user_id": target.user_id},

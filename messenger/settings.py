@@ -74,10 +74,13 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "chats",
+    "webclient",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # daphne serves no static files; WhiteNoise serves Swagger UI's, the admin's and the client's.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -219,6 +222,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Development serves straight from the apps' static folders; production from collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Logging --------------------------------------------------------------------------
@@ -226,12 +232,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Tokens never reach a log line; the filter is the net under third-party lines (see messenger/logsafe.py).
+    "filters": {"redact_secrets": {"()": "messenger.logsafe.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
-        # daphne's access log prints the full request path, query string (and so a ?token=) included.
-        "django.channels.server": {"level": "WARNING"},
-        "daphne.access": {"level": "WARNING"},
+        # Django's default config gives "django" its own console handler; everything goes
+        # through the root handler instead, so no line is printed twice.
+        "django": {"handlers": [], "propagate": True},
+        # Its SQL parameters include stored refresh tokens; redacted on the record itself.
+        "django.db.backends": {"filters": ["redact_secrets"]},
     },
 }
 

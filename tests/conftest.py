@@ -11,6 +11,7 @@ import pytest
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
@@ -19,14 +20,6 @@ PASSWORD = "Correct-Horse-42"
 # Subprocesses (e.g. a second daphne) must get it as CHANNEL_PREFIX / CACHE_PREFIX.
 RUN_PREFIX = f"test-{uuid.uuid4().hex[:10]}"
 _counter = itertools.count(1)
-
-
-def pytest_sessionstart(session):
-    # Database threads (messenger.db) keep persistent connections in production; in tests they
-    # close after every call, so no thread holds the test database open at teardown.
-    from django.db import connections
-
-    connections.settings["default"]["CONN_MAX_AGE"] = 0
 
 
 def pytest_configure(config):
@@ -52,6 +45,9 @@ def pytest_configure(config):
 def _fast_and_isolated(settings):
     """Cheap password hashing; a fresh channel layer per test (no state across event loops)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Database threads (messenger.db) keep persistent connections in production; in tests they
+    # close after every call, so no thread holds the test database open at teardown.
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
     settings.AUTH_THROTTLE_RATE = "100000/min"  # tests that check throttling set their own rate
     layers = copy.deepcopy(settings.CHANNEL_LAYERS)
     if "CONFIG" in layers["default"]:

@@ -1,0 +1,76 @@
+"""Event order and bookkeeping around member changes, and the edges of the socket router."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from chats import services
+from chats.models import Membership
+from tests.conftest import receive_until, ws_connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_added_member_hears_chat_created_before_its_first_message(make_user):
+    """A new member's sockets get chat.created first, then the system message about them."""
+    owner = await database_sync_to_async(make_user)()
+    newcomer = await database_sync_to_async(make_user)()
+    chat = await database_sync_to_async(services.create_group)(user_id=owner.id, title="g", member_ids=[])
+    ws = await ws_connect(newcomer)
+    await database_sync_to_async(services.add_member)(actor_id=owner.id, chat_id=chat.id, user_id=newcomer.id)
+    created = await ws.receive_json_from(timeout=5)
+    assert created["type"] == "chat.created"
+    assert created["chat"]["id"] == chat.id and created["chat"]["last_seq"] == 2
+    assert created["chat"]["unread_count"] == 0
+    message = await ws.receive_json_from(timeout=5)
+    assert message["type"] == "message.new" and message["message"]["kind"] == "system"
+    assert message["message"]["seq"] == 2
+    await ws.disconnect()
+
+
+async def test_owner_leaving_announces_the_new_owner(make_user):
+    """When the owner leaves, remaining members learn who owns the group now."""
+    owner = await database_sync_to_async(make_user)()
+    admin = await database_sync_to_async(make_user)()
+    member = await database_sync_to_async(make_user)()
+    chat = await database_sync_to_async(services.create_group)(user_id=owner.id, title="g", member_ids=[member.id])
+    await database_sync_to_async(services.add_member)(actor_id=owner.id, chat_id=chat.id, user_id=admin.id, role="admin")
+    ws = await ws_connect(member)
+    await database_sync_to_async(services.remove_member)(actor_id=owner.id, chat_id=chat.id, user_id=owner.id)
+    updated, _ = await receive_until(ws, "chat.member_updated")
+    assert updated == {"type": "chat.member_updated", "chat_id": chat.id, "user_id": admin.id, "role": "owner"}
+    role = await database_sync_to_async(lambda: Membership.objects.get(chat=chat, user=admin).role)()
+    assert role == "owner"
+    await ws.disconnect()
+
+
+def test_the_actor_has_read_their_own_system_message(make_user):
+    """Renaming or adding moves the actor's read watermark past the system message it creates."""
+    owner, other, third = make_user(), make_user(), make_user()
+    chat = services.create_group(user_id=owner.id, title="g", member_ids=[other.id])
+    services.rename_group(user_id=owner.id, chat_id=chat.id, title="renamed")
+    services.add_member(actor_id=owner.id, chat_id=chat.id, user_id=third.id)
+    chat.refresh_from_db()
+    assert Membership.objects.get(chat=chat, user=owner).last_read_seq == chat.last_seq == 3
+    assert Membership.objects.get(chat=chat, user=other).last_read_seq == 1
+
+
+async def test_unknown_socket_path_closes_with_4404():
+    """A socket on a path we do not serve is closed with 4404, not a server error."""
+    from messenger.asgi import application
+
+    communicator = WebsocketCommunicator(application, "/nope/")
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+
+
+def test_swagger_ui_assets_are_served(client):
+    """Swagger UI's own JavaScript is served by the app (daphne serves no static files)."""
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    asset = client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+    assert asset.status_code == 200
+    assert b"".join(asset.streaming_content)[:10]
