@@ -74,7 +74,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "chats",
-    "webclient",
 ]
 
 MIDDLEWARE = [
