@@ -1,0 +1,123 @@
+"""Direct PostgreSQL access for the harness: create the bench database, read pg_stat counters.
+
+The harness never writes domain rows through SQL while a server runs except to reset
+the read-ack group's watermarks between runs (a fixture reset, not a code path under test).
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+TABLES = ("chats_message", "chats_chat", "chats_membership")
+
+
+def admin_url(base: str) -> str:
+    return f"{base}/postgres"
+
+
+def connect(base: str, db: str, **kw) -> psycopg.Connection:
+    return psycopg.connect(f"{base}/{db}", autocommit=True, **kw)
+
+
+def database_exists(base: str, db: str) -> bool:
+    with psycopg.connect(admin_url(base), autocommit=True) as conn:
+        return (
+            conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [db]
+            ).fetchone()
+            is not None
+        )
+
+
+def ensure_database(base: str, db: str) -> bool:
+    """Create ``db`` if missing; True if it was created."""
+    if database_exists(base, db):
+        return False
+    with psycopg.connect(admin_url(base), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    return True
+
+
+def table_writes(base: str, db: str) -> dict[str, dict[str, int]]:
+    """Cumulative rows inserted/updated/deleted per table (pg_stat_user_tables), fresh snapshot."""
+    with connect(base, db) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        rows = conn.execute(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+            [list(TABLES)],
+        ).fetchall()
+        sessions = conn.execute(
+            "SELECT sessions, xact_commit FROM pg_stat_database WHERE datname = %s",
+            [db],
+        ).fetchone()
+    out = {name: {"ins": ins, "upd": upd, "del": dele} for name, ins, upd, dele in rows}
+    out["_db"] = {
+        "sessions": int(sessions[0] or 0),
+        "xact_commit": int(sessions[1] or 0),
+    }
+    return out
+
+
+def writes_delta(before: dict, after: dict) -> dict[str, dict[str, int]]:
+    return {
+        name: {k: after[name][k] - before.get(name, {}).get(k, 0) for k in after[name]}
+        for name in after
+    }
+
+
+def settled_table_writes(base: str, db: str, *, timeout_s: float = 3.0) -> dict:
+    """pg_stat counters once they stop moving (backends flush their stats on exit or when idle)."""
+    last = table_writes(base, db)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        time.sleep(0.5)
+        now = table_writes(base, db)
+        if {k: v for k, v in now.items() if k != "_db"} == {
+            k: v for k, v in last.items() if k != "_db"
+        }:
+            return now
+        last = now
+    return last
+
+
+def reset_read_group(base: str, db: str, *, chat_id: int, watermark: int) -> None:
+    """Put every member of the read-ack group back at ``watermark`` so each run starts alike."""
+    with connect(base, db) as conn, conn.transaction():
+        conn.execute(
+            "UPDATE chats_membership SET last_read_seq = %s WHERE chat_id = %s",
+            [watermark, chat_id],
+        )
+        conn.execute(
+            "UPDATE chats_chat SET read_all_seq = %s WHERE id = %s",
+            [watermark, chat_id],
+        )
+
+
+def stored_with_prefix(base: str, db: str, prefix: str) -> tuple[int, int]:
+    """(messages, distinct (sender, client_id)) whose client_id starts with ``prefix``."""
+    with connect(base, db) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT (sender_id, client_id)) FROM chats_message WHERE client_id LIKE %s",
+            [prefix.replace("%", r"\%").replace("_", r"\_") + "%"],
+        ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def seq_gaps(base: str, db: str, chat_ids: list[int]) -> list[tuple[int, int, int]]:
+    """(chat_id, last_seq, messages) for chats whose seq is not exactly 1..last_seq."""
+    with connect(base, db) as conn:
+        rows = conn.execute(
+            """
+            SELECT c.id, c.last_seq, count(m.id), coalesce(max(m.seq), 0), coalesce(min(m.seq), 1)
+            FROM chats_chat c LEFT JOIN chats_message m ON m.chat_id = c.id
+            WHERE c.id = ANY(%s) GROUP BY c.id, c.last_seq
+            """,
+            [chat_ids],
+        ).fetchall()
+    return [
+        (cid, last, n)
+        for cid, last, n, mx, mn in rows
+        if not (n == last == mx and mn == 1) and not (n == 0 and last == 0)
+    ]

@@ -1,0 +1,110 @@
+"""Quick and full run sizes, and the targets from the performance issue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # S1: 1:1 chats, rising open-loop rate steps (msgs/s), each step_s long.
+    s1_pairs: int
+    s1_rates: tuple[int, ...]
+    s1_step_s: float
+    # S2: one sender in a group of s2_group sockets; 1 msg/s for s2_slow_s, then delivery-rate steps.
+    s2_group: int
+    s2_slow_s: float
+    s2_deliveries: tuple[int, ...]
+    s2_step_s: float
+    # S3: idle authenticated sockets.
+    s3_sockets: int
+    # S4: sequential requests per history query, and a time bound per query.
+    s4_requests: int
+    s4_max_s: float
+    # S5: read acks per second in a group of s5_group members, for s5_s.
+    s5_group: int
+    s5_rate: int
+    s5_s: float
+    # S6: users with two sockets each, closed loop, s6_s per phase.
+    s6_users: int
+    s6_s: float
+    # How long after the last scheduled send a message may still arrive before it is lost.
+    deadline_s: float
+    # Stop a step's sends once the oldest undelivered message is this old (it has failed anyway).
+    abort_backlog_s: float
+
+    @property
+    def users(self) -> int:
+        return max(
+            self.s3_sockets,
+            self.s2_group,
+            self.s5_group,
+            2 * self.s1_pairs,
+            2 * self.s6_users,
+        )
+
+
+QUICK = Profile(
+    name="quick",
+    s1_pairs=50,
+    s1_rates=(100, 250, 500, 1000, 2000, 3000),
+    s1_step_s=2.0,
+    s2_group=200,
+    s2_slow_s=3.0,
+    s2_deliveries=(2000, 5000, 10000),
+    s2_step_s=1.5,
+    s3_sockets=1000,
+    s4_requests=50,
+    s4_max_s=3.0,
+    s5_group=200,
+    s5_rate=200,
+    s5_s=3.0,
+    s6_users=8,
+    s6_s=3.0,
+    deadline_s=2.0,
+    abort_backlog_s=1.0,
+)
+
+FULL = Profile(
+    name="full",
+    s1_pairs=200,
+    s1_rates=(100, 250, 500, 1000, 2000, 3000, 4000, 6000, 8000),
+    s1_step_s=10.0,
+    s2_group=1000,
+    s2_slow_s=30.0,
+    s2_deliveries=(2000, 5000, 10000, 20000),
+    s2_step_s=5.0,
+    s3_sockets=10000,
+    s4_requests=200,
+    s4_max_s=30.0,
+    s5_group=1000,
+    s5_rate=1000,
+    s5_s=10.0,
+    s6_users=16,
+    s6_s=10.0,
+    deadline_s=5.0,
+    abort_backlog_s=2.0,
+)
+
+PROFILES = {"quick": QUICK, "full": FULL}
+
+# Targets for our server (issue 3); the references are shown against the same numbers.
+S1_P99_MS = 25.0
+S1_TARGET_RATE = 2000
+S2_P99_MS = 150.0
+S2_TARGET_DELIVERIES = 10_000
+# A delivery-rate step counts as sustained when nothing is lost, the last recipient has
+# each message within this bound (the server keeps up instead of queueing) ...
+S2_SUSTAIN_P99_MS = 1000.0
+# ... and the measured delivery rate reaches this fraction of the offered one.
+S2_SUSTAIN_FRACTION = 0.9
+S3_TARGET_KIB = 24.0
+S3_TARGET_CONNECTS = 800
+S4_P99_MS = 20.0
+S5_P99_MS = 10.0
+S6_MAX_OVERHEAD_PCT = 20.0
+# A "rows per ack" above this is not O(1).
+S5_MAX_ROWS_PER_ACK = 3.0
+
+MESSAGE_TEXT = "bench message: the quick brown fox jumps over the lazy dog 0123456789"

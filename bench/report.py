@@ -1,0 +1,389 @@
+"""The markdown table (summary + per-step details) from a run's results dict."""
+
+from __future__ import annotations
+
+from .profiles import (
+    S1_P99_MS,
+    S1_TARGET_RATE,
+    S2_P99_MS,
+    S2_TARGET_DELIVERIES,
+    S3_TARGET_CONNECTS,
+    S3_TARGET_KIB,
+    S4_P99_MS,
+    S5_MAX_ROWS_PER_ACK,
+    S5_P99_MS,
+    S6_MAX_OVERHEAD_PCT,
+)
+
+
+def _ms(value) -> str:
+    if value is None:
+        return "–"
+    return (
+        f"{value:.2f}"
+        if value < 10
+        else f"{value:.1f}"
+        if value < 100
+        else f"{value:.0f}"
+    )
+
+
+def _lat(summary: dict | None) -> list[str]:
+    summary = summary or {}
+    return [
+        _ms(summary.get("p50_ms")),
+        _ms(summary.get("p99_ms")),
+        _ms(summary.get("p999_ms")),
+    ]
+
+
+def _srv(server: dict | None) -> list[str]:
+    server = server or {}
+    cpu = server.get("cpu_pct")
+    rss = server.get("rss_mib")
+    return [
+        f"{cpu:.0f} %" if cpu is not None else "–",
+        f"{rss:.0f} MiB" if rss is not None else "–",
+    ]
+
+
+def _met(is_ours: bool, ok: bool | None) -> str:
+    if not is_ours or ok is None:
+        return ""
+    return "yes" if ok else "**NO**"
+
+
+def _loss(step: dict | None) -> str:
+    if not step:
+        return "–"
+    lost = step.get("lost_deliveries", 0) + step.get("missing_acks", 0)
+    errors = sum((step.get("errors") or {}).values())
+    text = str(lost)
+    if lost and "never_delivered" in step:
+        text += f" ({step['never_delivered'] + step.get('never_acked', 0)} never)"
+    if errors:
+        text += f" (+{errors} err)"
+    return text
+
+
+def _best_step(steps: list[dict]) -> dict | None:
+    passed = [s for s in steps if s.get("passed")]
+    return passed[-1] if passed else (steps[0] if steps else None)
+
+
+def summary_rows(results: dict) -> list[list[str]]:
+    rows: list[list[str]] = []
+    labels = results["servers"]
+    for scenario, per_server in results["scenarios"].items():
+        for name, r in per_server.items():
+            label = labels.get(name, name)
+            ours = name == "ours"
+            if "error" in r and len(r) <= 3:
+                rows.append(
+                    [
+                        scenario,
+                        label,
+                        f"error: {r['error']}",
+                        "–",
+                        "–",
+                        "–",
+                        "–",
+                        "–",
+                        "–",
+                        "",
+                        "",
+                    ]
+                )
+                continue
+            if scenario == "S1":
+                step = _best_step(r.get("steps", []))
+                best = r.get("max_sustained_rate", 0)
+                figure = f"max sustained **{best}** msgs/s" + (
+                    "" if best else " (none passed; 1st step shown)"
+                )
+                ok = best >= S1_TARGET_RATE
+                rows.append(
+                    [
+                        scenario,
+                        label,
+                        figure,
+                        *_lat(step and step["delivery"]),
+                        _loss(step),
+                        *_srv(step and step["server"]),
+                        f">= {S1_TARGET_RATE}/s, p99 <= {S1_P99_MS:.0f} ms, 0 loss",
+                        _met(ours, ok),
+                    ]
+                )
+            elif scenario == "S2":
+                slow = r.get("slow") or {}
+                p99 = (slow.get("last_recipient") or {}).get("p99_ms")
+                rows.append(
+                    [
+                        scenario,
+                        label,
+                        f"last of {r.get('group')} @ 1 msg/s",
+                        *_lat(slow.get("last_recipient")),
+                        _loss(slow),
+                        *_srv(slow.get("server")),
+                        f"p99 <= {S2_P99_MS:.0f} ms",
+                        _met(
+                            ours,
+                            p99 is not None and p99 <= S2_P99_MS and _loss(slow) == "0",
+                        ),
+                    ]
+                )
+                best = r.get("max_sustained_deliveries_per_s", 0)
+                step = _best_step(r.get("steps", []))
+                rows.append(
+                    [
+                        scenario,
+                        label,
+                        f"sustained **{best:.0f}** deliveries/s",
+                        *_lat(step and step["last_recipient"]),
+                        _loss(step),
+                        *_srv(step and step["server"]),
+                        f">= {S2_TARGET_DELIVERIES}/s",
+                        _met(ours, best >= S2_TARGET_DELIVERIES),
+                    ]
+                )
+            elif scenario == "S3":
+                kib = r.get("kib_per_socket")
+                cps = (r.get("connect") or {}).get("connects_per_s", 0)
+                fails = sum(((r.get("connect") or {}).get("failures") or {}).values())
+                figure = f"**{kib}** KiB/socket, **{cps:.0f}** connects/s ({(r.get('connect') or {}).get('sockets')} sockets)"
+                rows.append(
+                    [
+                        scenario,
+                        label,
+                        figure,
+                        *_lat((r.get("connect") or {}).get("handshake")),
+                        str(fails),
+                        *_srv(
+                            {
+                                **(r.get("connect_phase_server") or {}),
+                                "rss_mib": r.get("rss_after_mib"),
+                            }
+                        ),
+                        f"<= {S3_TARGET_KIB:.0f} KiB, >= {S3_TARGET_CONNECTS}/s",
+                        _met(
+                            ours,
+                            kib is not None
+                            and kib <= S3_TARGET_KIB
+                            and cps >= S3_TARGET_CONNECTS,
+                        ),
+                    ]
+                )
+            elif scenario == "S4":
+                for qname, q in (r.get("queries") or {}).items():
+                    p99 = (q.get("latency") or {}).get("p99_ms")
+                    bad = sum((q.get("bad_responses") or {}).values())
+                    rows.append(
+                        [
+                            scenario,
+                            label,
+                            f"`{qname}`",
+                            *_lat(q.get("latency")),
+                            str(bad),
+                            *_srv(r.get("server")),
+                            f"p99 <= {S4_P99_MS:.0f} ms",
+                            _met(
+                                ours, p99 is not None and p99 <= S4_P99_MS and not bad
+                            ),
+                        ]
+                    )
+            elif scenario == "S5":
+                p99 = (r.get("ack_latency") or {}).get("p99_ms")
+                rpa = r.get("rows_per_ack")
+                lost = r.get("missing_acks", 0)
+                rows.append(
+                    [
+                        scenario,
+                        label,
+                        f"{r.get('acks')} acks @ {r.get('offered_rate')}/s in {r.get('group')}; **{rpa}** rows/ack",
+                        *_lat(r.get("ack_latency")),
+                        str(lost),
+                        *_srv(r.get("server")),
+                        f"p99 <= {S5_P99_MS:.0f} ms, O(1) rows/ack",
+                        _met(
+                            ours,
+                            p99 is not None
+                            and p99 <= S5_P99_MS
+                            and rpa is not None
+                            and rpa <= S5_MAX_ROWS_PER_ACK
+                            and not lost,
+                        ),
+                    ]
+                )
+            elif scenario == "S6":
+                u, d = r.get("unique") or {}, r.get("duplicate") or {}
+                over = r.get("overhead_pct")
+                figure = (
+                    f"dedup overhead **{over} %**: {u.get('acks_per_s')} → {d.get('acks_per_s')} sends/s "
+                    f"({u.get('messages_per_s')} → {d.get('messages_per_s')} stored/s)"
+                )
+                rows.append(
+                    [
+                        scenario,
+                        label,
+                        figure,
+                        *_lat(d.get("ack_latency")),
+                        str(r.get("bad_pairs", 0)),
+                        *_srv(d.get("server")),
+                        f"<= {S6_MAX_OVERHEAD_PCT:.0f} %",
+                        _met(
+                            ours,
+                            over is not None
+                            and over <= S6_MAX_OVERHEAD_PCT
+                            and not r.get("bad_pairs"),
+                        ),
+                    ]
+                )
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    out = [
+        f"## Bench run `{meta['run_id']}` ({meta['profile']}, {meta['procs']} server process(es) for ours and the floor)",
+        "",
+        (
+            f"{meta['started']}, commit `{meta['commit']}` (app source digest `{meta.get('source_digest')}`), {meta['cpus']} CPUs, load average at start {meta['loadavg']}, "
+            f"took {meta.get('duration_s', 0):.0f} s (setup {meta.get('setup_s', 0):.0f} s). "
+            "Latencies in ms, open loop, from the scheduled send time. CPU and RSS: the server's own processes."
+        ),
+        "",
+        _table(
+            [
+                "Scenario",
+                "Server",
+                "Result",
+                "p50",
+                "p99",
+                "p99.9",
+                "Loss",
+                "Srv CPU",
+                "Srv RSS",
+                "Target (ours)",
+                "Met",
+            ],
+            summary_rows(results),
+        ),
+    ]
+    labels = results["servers"]
+    s1 = results["scenarios"].get("S1") or {}
+    if s1:
+        rows = []
+        for name, r in s1.items():
+            for st in r.get("steps", []):
+                rows.append(
+                    [
+                        labels.get(name, name),
+                        st["offered_rate"],
+                        f"{st['sent']}/{st['scheduled']}",
+                        st["delivered"],
+                        _loss(st),
+                        *_lat(st["delivery"]),
+                        _ms((st["ack"] or {}).get("p99_ms")),
+                        _ms((st.get("send_lag") or {}).get("p99_ms")),
+                        *_srv(st["server"]),
+                        f"{st['client_cpu_pct']:.0f} %",
+                        "pass"
+                        if st.get("passed")
+                        else f"fail{': ' + st['aborted'] if st.get('aborted') else ''}",
+                    ]
+                )
+        out += [
+            "",
+            "### S1 steps (1:1, delivery latency)",
+            "",
+            _table(
+                [
+                    "Server",
+                    "msgs/s",
+                    "sent",
+                    "delivered",
+                    "loss",
+                    "p50",
+                    "p99",
+                    "p99.9",
+                    "ack p99",
+                    "send lag p99",
+                    "Srv CPU",
+                    "Srv RSS",
+                    "client CPU",
+                    "",
+                ],
+                rows,
+            ),
+        ]
+    s2 = results["scenarios"].get("S2") or {}
+    if s2:
+        rows = []
+        for name, r in s2.items():
+            for st in ([r["slow"]] if r.get("slow") else []) + r.get("steps", []):
+                rows.append(
+                    [
+                        labels.get(name, name),
+                        f"{st['offered_rate']:.2f}",
+                        st.get("offered_deliveries_per_s", "1 msg/s"),
+                        st["delivered_per_s"],
+                        _loss(st),
+                        *_lat(st["last_recipient"]),
+                        _ms((st["delivery"] or {}).get("p50_ms")),
+                        *_srv(st["server"]),
+                        f"{st['client_cpu_pct']:.0f} %",
+                        ""
+                        if "passed" not in st
+                        else "pass"
+                        if st["passed"]
+                        else f"fail{': ' + st['aborted'] if st.get('aborted') else ''}",
+                    ]
+                )
+        out += [
+            "",
+            "### S2 steps (group fan-out; latency of the last recipient)",
+            "",
+            _table(
+                [
+                    "Server",
+                    "msgs/s",
+                    "offered deliv/s",
+                    "delivered/s",
+                    "loss",
+                    "p50",
+                    "p99",
+                    "p99.9",
+                    "any-recipient p50",
+                    "Srv CPU",
+                    "Srv RSS",
+                    "client CPU",
+                    "",
+                ],
+                rows,
+            ),
+        ]
+    checks = results.get("checks") or {}
+    if checks:
+        out += ["", "### Checks", ""] + [f"- {k}: {v}" for k, v in checks.items()]
+    problems = results.get("log_problems") or {}
+    if any(problems.values()):
+        out += [
+            "",
+            "### Server log lines that look like errors (first 10 per server)",
+            "",
+        ]
+        for name, lines in problems.items():
+            for line in lines[:10]:
+                out.append(f"- {labels.get(name, name)}: `{line}`")
+    if meta.get("notes"):
+        out += ["", "### Notes", ""] + [f"- {n}" for n in meta["notes"]]
+    return "\n".join(out) + "\n"

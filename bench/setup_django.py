@@ -1,0 +1,219 @@
+"""Bench data, built through Django inside a subprocess: ``python -m bench.setup_django``.
+
+``prepare`` (on the bench database): migrate, create users ``bench000001..`` and the
+chats the scenarios use (1:1 pairs via ``services.open_direct_chat``, groups via
+``services.create_group``), give the read-ack group and the history chat their messages
+with one ``INSERT ... SELECT generate_series`` each (once; later runs reuse them), and
+mint an access token per user. ``history`` (on any database, e.g. ``messenger_load``):
+find the chat with the most messages and mint a token for one of its members.
+Both print one JSON object on stdout. Idempotent: run it twice and nothing doubles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "messenger.settings")
+
+import django
+
+django.setup()
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection, transaction
+from rest_framework_simplejwt.tokens import AccessToken
+
+from chats import services
+from chats.models import Chat, Membership
+
+User = get_user_model()
+PREFIX = "bench"
+
+
+def log(text: str) -> None:
+    print(f"[setup] {text}", file=sys.stderr, flush=True)
+
+
+def ensure_users(n: int) -> list[int]:
+    names = [f"{PREFIX}{i:06d}" for i in range(1, n + 1)]
+    have = set(
+        User.objects.filter(username__in=names).values_list("username", flat=True)
+    )
+    missing = [name for name in names if name not in have]
+    if missing:
+        log(f"creating {len(missing)} users")
+        User.objects.bulk_create(
+            [
+                User(
+                    username=name,
+                    email=f"{name}@bench.invalid",
+                    password="!bench-unusable",
+                )
+                for name in missing
+            ],
+            batch_size=2000,
+        )
+    by_name = dict(
+        User.objects.filter(username__in=names).values_list("username", "id")
+    )
+    return [by_name[name] for name in names]
+
+
+def ensure_group(*, title: str, user_ids: list[int]) -> Chat:
+    chat = Chat.objects.filter(
+        kind=Chat.Kind.GROUP, title=title, created_by_id=user_ids[0]
+    ).first()
+    if chat is None:
+        log(f"creating group {title!r} of {len(user_ids)} members")
+        chat = services.create_group(
+            user_id=user_ids[0], title=title, member_ids=user_ids[1:]
+        )
+    return chat
+
+
+def fill_messages(*, chat: Chat, sender_id: int, upto_seq: int) -> int:
+    """Give ``chat`` messages up to ``upto_seq`` (one INSERT ... SELECT), once."""
+    chat.refresh_from_db()
+    if chat.last_seq >= upto_seq:
+        return chat.last_seq
+    start = chat.last_seq + 1
+    log(f"inserting messages {start}..{upto_seq} into chat {chat.id}")
+    t0 = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at)
+            SELECT %(chat)s, g, %(sender)s, 'text', 'bench history message number ' || g, NULL,
+                   now() - make_interval(secs => %(upto)s - g)
+            FROM generate_series(%(start)s, %(upto)s) AS g
+            """,
+            {"chat": chat.id, "sender": sender_id, "start": start, "upto": upto_seq},
+        )
+        cur.execute(
+            "UPDATE chats_chat SET last_seq = %s, last_activity_at = now() WHERE id = %s",
+            [upto_seq, chat.id],
+        )
+        cur.execute(
+            "UPDATE chats_membership SET last_read_seq = %s WHERE chat_id = %s",
+            [upto_seq, chat.id],
+        )
+        cur.execute(
+            "UPDATE chats_chat SET read_all_seq = %s WHERE id = %s", [upto_seq, chat.id]
+        )
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE chats_message")
+    log(f"inserted in {time.perf_counter() - t0:.1f} s")
+    return upto_seq
+
+
+def token(user_id: int) -> str:
+    return tokens_for([user_id])[str(user_id)]
+
+
+def tokens_for(user_ids: list[int]) -> dict[str, str]:
+    """Real access tokens (``AccessToken.for_user``), signed with the server's SECRET_KEY."""
+    users = User.objects.in_bulk(user_ids)
+    return {str(uid): str(AccessToken.for_user(users[uid])) for uid in user_ids}
+
+
+def prepare(spec: dict) -> dict:
+    t0 = time.perf_counter()
+    call_command("migrate", interactive=False, verbosity=0)
+    users = ensure_users(spec["users"])
+    pairs = []
+    for k in range(spec["pairs"]):
+        a, b = users[2 * k], users[2 * k + 1]
+        pairs.append(
+            [a, b, services.open_direct_chat(user_id=a, other_user_id=b).chat.id]
+        )
+    groups = {}
+    for name, size in spec["groups"].items():
+        chat = ensure_group(title=f"{PREFIX}-{name}-{size}", user_ids=users[:size])
+        groups[name] = {"chat_id": chat.id, "members": users[:size]}
+    s5 = spec.get("read_group")
+    if s5:
+        chat = ensure_group(
+            title=f"{PREFIX}-reads-{s5['size']}", user_ids=users[: s5["size"]]
+        )
+        last_seq = fill_messages(chat=chat, sender_id=users[0], upto_seq=s5["messages"])
+        groups["reads"] = {
+            "chat_id": chat.id,
+            "members": users[: s5["size"]],
+            "last_seq": last_seq,
+        }
+    history = None
+    if spec.get("history_messages"):
+        chat = ensure_group(title=f"{PREFIX}-history", user_ids=users[:2])
+        last_seq = fill_messages(
+            chat=chat, sender_id=users[0], upto_seq=spec["history_messages"] + 1
+        )
+        history = {
+            "chat_id": chat.id,
+            "user_id": users[1],
+            "last_seq": last_seq,
+            "token": token(users[1]),
+            "database": connection.settings_dict["NAME"],
+        }
+    tokens = tokens_for(users)
+    log(f"prepared in {time.perf_counter() - t0:.1f} s")
+    return {
+        "users": users,
+        "pairs": pairs,
+        "groups": groups,
+        "history": history,
+        "tokens": tokens,
+    }
+
+
+def history(min_messages: int) -> dict:
+    """The chat with the most messages in this database, if it has at least ``min_messages``."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT id, last_seq FROM chats_chat ORDER BY last_seq DESC LIMIT 1"
+        )
+        row = cur.fetchone()
+    if row is None or row[1] < min_messages:
+        return {}
+    chat_id, last_seq = row
+    member = (
+        Membership.objects.filter(chat_id=chat_id, user__is_active=True)
+        .order_by("id")
+        .values_list("user_id", flat=True)
+        .first()
+    )
+    if member is None:
+        return {}
+    with connection.cursor() as cur:
+        # Trust but verify: the deepest page the scenario asks for must really be there.
+        cur.execute(
+            "SELECT count(*) FROM chats_message WHERE chat_id = %s AND seq BETWEEN %s AND %s",
+            [chat_id, min_messages - 10_000, min_messages],
+        )
+        if cur.fetchone()[0] < 10_001:
+            return {}
+    return {
+        "chat_id": chat_id,
+        "user_id": member,
+        "last_seq": last_seq,
+        "token": token(member),
+        "database": connection.settings_dict["NAME"],
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["prepare", "history"])
+    parser.add_argument("--spec", default="{}")
+    parser.add_argument("--min-messages", type=int, default=1_000_000)
+    args = parser.parse_args()
+    result = (
+        prepare(json.loads(args.spec))
+        if args.command == "prepare"
+        else history(args.min_messages)
+    )
+    json.dump(result, sys.stdout)
