@@ -1,0 +1,306 @@
+"""Two real daphne processes sharing one PostgreSQL database and one Redis behave as one server.
+
+The processes are started from this module (``daphne messenger.asgi:application``) against the
+test database, with this run's channel-layer and cache prefix, and are killed when the module
+ends. Clients are the ``websockets`` library over real TCP, and plain HTTP via urllib.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings as django_settings
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from chats import services
+from tests.conftest import RUN_PREFIX, access_token
+
+POSTGRES = django_settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+REDIS = bool(os.environ.get("REDIS_URL"))
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not (POSTGRES and REDIS),
+        reason="two daphne processes need a shared server database and Redis: set DATABASE_URL (PostgreSQL) and REDIS_URL",
+    ),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 5
+START_TIMEOUT = 60
+
+
+# --- the two processes ---------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url() -> str:
+    """The *test* database this run uses, as a URL for the child processes."""
+    db = django_settings.DATABASES["default"]
+    auth = quote(db.get("USER") or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
+
+
+class Daphne:
+    def __init__(self, name: str, log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"daphne-{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_NAME", "REQUIRE_SERVICES")}
+        env.update(
+            DATABASE_URL=_database_url(),
+            REDIS_URL=os.environ["REDIS_URL"],
+            CHANNEL_PREFIX=RUN_PREFIX,
+            CACHE_PREFIX=RUN_PREFIX,
+            DJANGO_SETTINGS_MODULE="messenger.settings",
+            PYTHONUNBUFFERED="1",
+        )
+        daphne = Path(sys.executable).with_name("daphne")
+        for _attempt in range(3):
+            self.port = _free_port()
+            log = self.log_path.open("ab")
+            self.proc = subprocess.Popen(
+                [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), "messenger.asgi:application"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.close()
+            if self._wait_until_listening():
+                return
+            self.stop()
+        raise RuntimeError(f"daphne {self.name} did not start; log:\n{self.log()}")
+
+    def _wait_until_listening(self) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def ws(self, token: str, stack: ExitStack):
+        """A socket authenticated with ``token``, closed when ``stack`` exits."""
+        connection = stack.enter_context(
+            connect(f"ws://127.0.0.1:{self.port}/ws/?token={token}", open_timeout=TIMEOUT, proxy=None)
+        )
+        ready = recv(connection)
+        assert ready["type"] == "session.ready", ready
+        return connection
+
+    def get(self, path: str, token: str) -> dict:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {token}"}
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=TIMEOUT) as response:
+            assert response.status == 200
+            return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def daphnes(django_db_setup, tmp_path_factory):
+    """Two daphne processes on the test database and this run's Redis prefixes; killed at the end."""
+    log_dir = tmp_path_factory.mktemp("daphne")
+    servers = [Daphne("a", log_dir), Daphne("b", log_dir)]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def tokens_not_logged(daphnes):
+    """Collects tokens used by a test and checks that neither process ever logged one."""
+    used: list[str] = []
+    yield used
+    for server in daphnes:
+        text = server.log()
+        for token in used:
+            assert token not in text, f"a token appears in daphne {server.name}'s log"
+            # The signature alone would be enough to replay it.
+            assert token.rsplit(".", 1)[-1] not in text
+
+
+def recv(connection) -> dict:
+    return json.loads(connection.recv(timeout=TIMEOUT))
+
+
+def recv_until(connection, type_: str) -> dict:
+    while True:
+        frame = recv(connection)
+        if frame.get("type") == type_:
+            return frame
+
+
+def send(connection, frame: dict) -> None:
+    connection.send(json.dumps(frame))
+
+
+def ping_barrier(connection, ref: str = "barrier") -> None:
+    """The very next frame is the pong: nothing else was queued for this socket."""
+    send(connection, {"type": "ping", "ref": ref})
+    assert recv(connection) == {"type": "pong", "ref": ref}
+
+
+def assert_silent(connection) -> None:
+    ping_barrier(connection)
+    with pytest.raises(TimeoutError):
+        connection.recv(timeout=0.3)
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_events_cross_processes_through_redis(daphnes, make_user, tokens_not_logged):
+    """A message sent to process A reaches the recipient and the sender's other device on process B
+    (and back); a duplicate sent to B is recognised; reads and typing (with its throttle) cross too."""
+    a, b = daphnes
+    alice, bob = make_user(), make_user()
+    chat = services.open_direct_chat(user_id=alice.id, other_user_id=bob.id).chat
+    alice_token, bob_token = access_token(alice), access_token(bob)
+    tokens_not_logged += [alice_token, bob_token]
+    with ExitStack() as stack:
+        alice_on_a, alice_on_b, bob_on_b = a.ws(alice_token, stack), b.ws(alice_token, stack), b.ws(bob_token, stack)
+        send(alice_on_a, {"type": "message.send", "chat_id": chat.id, "client_id": "x-1", "text": "across", "ref": "s"})
+        ack = recv(alice_on_a)
+        assert ack["type"] == "message.ack" and ack["duplicate"] is False and ack["ref"] == "s"
+        message = ack["message"]
+        for connection in (bob_on_b, alice_on_b):
+            assert recv(connection) == {"type": "message.new", "message": message}
+
+        # The same client_id sent to the other process: the original, and no second broadcast.
+        send(alice_on_b, {"type": "message.send", "chat_id": chat.id, "client_id": "x-1", "text": "across"})
+        again = recv(alice_on_b)
+        assert again["type"] == "message.ack" and again["duplicate"] is True
+        assert again["message"]["id"] == message["id"]
+        for connection in (alice_on_a, alice_on_b, bob_on_b):
+            assert_silent(connection)
+
+        # Bob answers on B. Sending marks his read up to his own message, so the read-by-everyone
+        # watermark reaches alice's message: alice (on A and B) hears the reply and chat.read_all
+        # (the protocol orders messages by seq, not events of different types against each other).
+        send(bob_on_b, {"type": "message.send", "chat_id": chat.id, "client_id": "y-1", "text": "back"})
+        reply = recv(bob_on_b)
+        assert reply["type"] == "message.ack"
+        reply = reply["message"]
+        first_receipt = {"type": "chat.read_all", "chat_id": chat.id, "up_to_seq": message["seq"]}
+        assert recv(bob_on_b) == first_receipt
+        for connection in (alice_on_a, alice_on_b):
+            frames = {f["type"]: f for f in (recv(connection), recv(connection))}
+            assert frames == {"chat.read_all": first_receipt, "message.new": {"type": "message.new", "message": reply}}
+
+        # Alice reads on A: her sockets get chat.read (reply on A, event on B); everyone gets chat.read_all.
+        send(alice_on_a, {"type": "message.read", "chat_id": chat.id, "up_to_seq": reply["seq"]})
+        second_receipt = {"type": "chat.read_all", "chat_id": chat.id, "up_to_seq": reply["seq"]}
+        for connection in (alice_on_a, alice_on_b):
+            frames = {f["type"]: f for f in (recv(connection), recv(connection))}
+            assert frames["chat.read_all"] == second_receipt
+            assert frames["chat.read"]["user_id"] == alice.id
+            assert frames["chat.read"]["last_read_seq"] == reply["seq"]
+        assert recv(bob_on_b) == second_receipt
+
+        # Typing crosses processes, and its throttle is shared: a second typing through A is dropped.
+        send(bob_on_b, {"type": "typing", "chat_id": chat.id})
+        assert recv(alice_on_a) == {"type": "typing", "chat_id": chat.id, "user_id": bob.id}
+        assert recv(alice_on_b) == {"type": "typing", "chat_id": chat.id, "user_id": bob.id}
+        bob_on_a = a.ws(bob_token, stack)
+        send(bob_on_a, {"type": "typing", "chat_id": chat.id})
+        for connection in (alice_on_a, alice_on_b, bob_on_b, bob_on_a):
+            assert_silent(connection)
+
+
+def test_catch_up_after_reconnect_returns_exactly_the_missed_messages(daphnes, make_user, tokens_not_logged):
+    """A recipient who disconnects while K messages are sent (on another process) reconnects and gets
+    exactly those K, in order, from GET /api/chats/{id}/messages?after_seq=<last seen>; live events follow."""
+    a, b = daphnes
+    alice, bob = make_user(), make_user()
+    chat = services.open_direct_chat(user_id=alice.id, other_user_id=bob.id).chat
+    alice_token, bob_token = access_token(alice), access_token(bob)
+    tokens_not_logged += [alice_token, bob_token]
+    k = 7
+
+    with ExitStack() as stack:
+        alice_on_a = a.ws(alice_token, stack)
+        bob_on_b = b.ws(bob_token, stack)
+        send(alice_on_a, {"type": "message.send", "chat_id": chat.id, "client_id": "before", "text": "seen live"})
+        recv_until(alice_on_a, "message.ack")
+        last_seen = recv_until(bob_on_b, "message.new")["message"]["seq"]
+        bob_on_b.close()
+
+        sent = []
+        for n in range(k):
+            send(alice_on_a, {"type": "message.send", "chat_id": chat.id, "client_id": f"missed-{n}", "text": f"missed {n}"})
+            sent.append(recv_until(alice_on_a, "message.ack")["message"])
+
+        # Subscribe first, then fetch what was missed.
+        bob_on_b = b.ws(bob_token, stack)
+        page = b.get(f"/api/chats/{chat.id}/messages?after_seq={last_seen}", bob_token)
+        assert [m["id"] for m in page["results"]] == [m["id"] for m in sent]
+        assert [m["seq"] for m in page["results"]] == list(range(last_seen + 1, last_seen + k + 1))
+        assert [m["text"] for m in page["results"]] == [f"missed {n}" for n in range(k)]
+        assert page["has_more"] is False
+        # The same answer from the other process: the database is the truth, not the process.
+        assert a.get(f"/api/chats/{chat.id}/messages?after_seq={last_seen}", bob_token) == page
+
+        send(alice_on_a, {"type": "message.send", "chat_id": chat.id, "client_id": "after", "text": "live again"})
+        recv_until(alice_on_a, "message.ack")
+        live = recv_until(bob_on_b, "message.new")["message"]
+        assert live["seq"] == last_seen + k + 1
+
+
+def test_bad_token_on_a_real_server_closes_4401(daphnes, make_user, tokens_not_logged):
+    """Through a real daphne, a bad token is accepted then closed with 4401, and is not logged."""
+    a, _ = daphnes
+    alice = make_user()
+    bad = access_token(alice)[:-6] + "AAAAAA"
+    tokens_not_logged.append(bad)
+    with connect(f"ws://127.0.0.1:{a.port}/ws/?token={bad}", open_timeout=TIMEOUT, proxy=None) as connection:
+        with pytest.raises(ConnectionClosed) as closed:
+            connection.recv(timeout=TIMEOUT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
