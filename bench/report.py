@@ -278,6 +278,18 @@ def markdown(results: dict) -> str:
             summary_rows(results),
         ),
     ]
+    try:
+        load = float(meta["loadavg"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        load = 0.0
+    if load > (meta.get("cpus") or 1):
+        out += [
+            "",
+            (
+                f"**Warning:** the machine was busy when the run started (load average "
+                f"{load:.1f} on {meta.get('cpus')} CPUs); figures from this run are not comparable."
+            ),
+        ]
     labels = results["servers"]
     s1 = results["scenarios"].get("S1") or {}
     if s1:

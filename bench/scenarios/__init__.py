@@ -1,0 +1,15 @@
+"""The WebSocket scenarios S1, S2, S3, S5, S6; each takes a server and returns a result dict.
+
+Every scenario opens its own sockets, runs bounded open- or closed-loop load, waits
+for stragglers until the profile's deadline, closes its sockets and leaves the server
+idle for the next one. CPU and RSS are the server processes' own, read from /proc.
+S4 (HTTP history) is ``bench.history``.
+"""
+
+from .common import Context
+from .dedup import s6_dedup
+from .idle import s3_idle
+from .messaging import s1_direct, s2_fanout
+from .reads import s5_reads
+
+__all__ = ["Context", "s1_direct", "s2_fanout", "s3_idle", "s5_reads", "s6_dedup"]
