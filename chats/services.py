@@ -19,6 +19,8 @@ from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from messenger import metrics
+
 from . import events, selectors, sql
 from .exceptions import ChatNotFound, Conflict, Forbidden, InvalidInput, NotFound, RateLimited
 from .models import Chat, Membership, Message
@@ -181,6 +183,7 @@ def check_send_rate(*, user_id: int) -> None:
         cache.set(key, 1, timeout=window * 2)
         count = 1
     if count > limit:
+        metrics.RATE_LIMITED.labels(limit="send").inc()
         raise RateLimited(
             f"At most {limit} messages per {window} s.", retry_after=(bucket + 1) * window - now
         )
@@ -201,7 +204,13 @@ def send_message(
     """
     client_id = clean_client_id(client_id)
     text = clean_text(text)
-    check_send_rate(user_id=user_id)
+    try:
+        check_send_rate(user_id=user_id)
+    except RateLimited:
+        # A retry of a message that is already stored is answered, not refused.
+        if selectors._valid_id(chat_id) and Message.objects.filter(sender_id=user_id, client_id=client_id).exists():
+            return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
+        raise
     return _send_message(user_id=user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=skip_channel)
 
 
@@ -227,7 +236,9 @@ def _send_message(*, user_id: int, chat_id: int, client_id: str, text: str, skip
         )
     except _Duplicate:
         # The claim was rolled back: a duplicate never consumes a seq.
+        metrics.DUPLICATE_SENDS.inc()
         return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
+    metrics.MESSAGES_STORED.inc()
     if may_advance:  # the sender may have held the read-by-everyone watermark back
         read_all = _advance_read_all(chat_id=int(chat_id), current=result.read_all_seq, member_ids=recipients)
         result = SendResult(message=result.message, duplicate=False, read_all_seq=read_all)

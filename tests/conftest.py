@@ -41,6 +41,21 @@ def pytest_configure(config):
         raise pytest.UsageError("REQUIRE_SERVICES=1 but " + "; ".join(problems))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _release_test_database(django_db_setup, django_db_blocker):
+    """After the last test, drop connections other threads still hold, so the test database can go."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings):
     """Cheap password hashing; a fresh channel layer per test (no state across event loops)."""

@@ -74,3 +74,18 @@ def test_swagger_ui_assets_are_served(client):
     asset = client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
     assert asset.status_code == 200
     assert b"".join(asset.streaming_content)[:10]
+
+
+def test_a_retry_of_a_stored_message_is_answered_even_when_rate_limited(make_user, settings):
+    """Over the send limit, a repeat of an already stored client_id still gets the original back."""
+    settings.SEND_RATE_LIMIT = 1
+    settings.SEND_RATE_WINDOW_SECONDS = 3600
+    alice, bob = make_user(), make_user()
+    chat = services.open_direct_chat(user_id=alice.id, other_user_id=bob.id).chat
+    first = services.send_message(user_id=alice.id, chat_id=chat.id, client_id="once", text="hi")
+    again = services.send_message(user_id=alice.id, chat_id=chat.id, client_id="once", text="hi")
+    assert again.duplicate is True and again.message.id == first.message.id
+    from chats.exceptions import RateLimited
+
+    with pytest.raises(RateLimited):
+        services.send_message(user_id=alice.id, chat_id=chat.id, client_id="new", text="hi")
