@@ -1,0 +1,168 @@
+"""Production entry point: daphne with a bounded send buffer per socket and a token-safe access log.
+
+    python -m messenger.serve -b 0.0.0.0 -p 8000 [any other daphne option]
+
+runs ``daphne messenger.asgi:application`` (which keeps working as it is) with these changes:
+
+* **A client that stops reading is dropped.** Twisted queues whatever a protocol writes, without
+  limit, while the peer does not read, so one stalled phone in a busy group would grow the
+  server's memory for as long as it stays connected. daphne's keepalive ping does not bound it
+  either: it is only sent after ``--ping-interval`` seconds *without an incoming frame*, so a
+  client that keeps sending but never reads is never pinged. Here every outgoing frame first
+  looks at the socket's user-space send buffer; above ``--max-send-buffer`` bytes (env
+  ``WS_MAX_SEND_BUFFER``, default 1 MiB) the TCP connection is aborted and its buffer freed.
+  The client reconnects and catches up with ``after_seq``, as after any disconnect.
+* **The access log never shows a query string.** daphne prints HTTP request URIs whole, so a
+  ``?token=<jwt>`` on a plain HTTP request (a client whose upgrade failed, a misdirected
+  REST call) would be written to the log. Paths are logged without their query here.
+  (WebSocket lines already carry the path only.)
+* **A client that sends faster than its frames are handled is slowed down, not queued for.**
+  daphne puts every received frame on an unbounded queue for the application; a client blasting
+  64 KiB frames grows the server by about what it sends. Here a socket stops being read while
+  32 of its frames wait (``MAX_INBOUND_FRAMES``), so TCP flow control pushes back on the client.
+* **64 KiB frame cap by default** (``--websocket-max-message-size`` / ``--websocket-max-frame-size``),
+  the protocol's limit, instead of daphne's 1 MiB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from daphne.access import AccessLogGenerator
+from daphne.cli import CommandLineInterface
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol
+
+# Imported after daphne.server, which installs the asyncio reactor.
+from twisted.internet import reactor  # isort: skip
+
+logger = logging.getLogger(__name__)
+
+APPLICATION = "messenger.asgi:application"
+DEFAULT_MAX_SEND_BUFFER = 1024 * 1024
+MAX_FRAME_BYTES = 64 * 1024
+# Received frames that may wait for the application before the socket stops being read.
+MAX_INBOUND_FRAMES = 32
+RESUME_POLL_SECONDS = 0.01
+CLOSE_CODE_SLOW_CLIENT = 1008
+
+
+def buffered_bytes(transport) -> int:
+    """Bytes a Twisted TCP transport has accepted from us but not yet handed to the kernel."""
+    data = getattr(transport, "dataBuffer", b"")
+    return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+
+
+class BoundedWebSocketProtocol(WebSocketProtocol):
+    """daphne's WebSocket protocol with both directions bounded.
+
+    Outgoing: above ``max_send_buffer`` unsent bytes the connection is dropped. Incoming: when
+    ``max_inbound_frames`` received frames wait for the application, the socket stops being
+    read until half of them are handled, so TCP flow control slows the sender down instead of
+    daphne queueing whatever arrives.
+    """
+
+    max_send_buffer = DEFAULT_MAX_SEND_BUFFER
+    max_inbound_frames = MAX_INBOUND_FRAMES
+    _reading_paused = False
+
+    def onMessage(self, payload, isBinary):
+        super().onMessage(payload, isBinary)
+        queue = getattr(self, "application_queue", None)
+        if not self._reading_paused and queue is not None and queue.qsize() >= self.max_inbound_frames:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+            reactor.callLater(RESUME_POLL_SECONDS, self._resume_when_drained)
+
+    def _resume_when_drained(self) -> None:
+        if self.state == self.STATE_CLOSED or not getattr(self.transport, "connected", False):
+            return
+        if self.application_queue.qsize() > self.max_inbound_frames // 2:
+            reactor.callLater(RESUME_POLL_SECONDS, self._resume_when_drained)
+            return
+        self._reading_paused = False
+        self.transport.resumeProducing()
+
+    def serverSend(self, content, binary=False):
+        if self.state == self.STATE_OPEN and self.transport is not None:
+            pending = buffered_bytes(self.transport)
+            if pending > self.max_send_buffer:
+                logger.warning(
+                    "dropping slow WebSocket client %s: %d bytes unsent (limit %d)",
+                    ":".join(map(str, self.client_addr)) if self.client_addr else "-",
+                    pending,
+                    self.max_send_buffer,
+                )
+                self.wasClean = False
+                self.wasNotCleanReason = "send buffer limit exceeded"
+                self.dropConnection(abort=True)
+                return
+        super().serverSend(content, binary)
+
+
+class BoundedServer(Server):
+    """daphne's Server: :class:`BoundedWebSocketProtocol` for every WebSocket, queryless access log."""
+
+    max_send_buffer = DEFAULT_MAX_SEND_BUFFER
+
+    def __init__(self, *args, action_logger=None, **kwargs):
+        if isinstance(action_logger, AccessLogGenerator) and not isinstance(action_logger, QuerylessAccessLog):
+            action_logger = QuerylessAccessLog(action_logger.stream)
+        super().__init__(*args, action_logger=action_logger, **kwargs)
+
+    # Server.run() creates ``self.ws_factory``; the setter swaps in our protocol class
+    # without copying run().
+    @property
+    def ws_factory(self):
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory) -> None:
+        factory.protocol = type(
+            "BoundedWebSocketProtocol", (BoundedWebSocketProtocol,), {"max_send_buffer": self.max_send_buffer}
+        )
+        self._ws_factory = factory
+
+
+class QuerylessAccessLog(AccessLogGenerator):
+    """daphne's access log with query strings cut from every logged path."""
+
+    def __call__(self, protocol, action, details):
+        path = details.get("path")
+        if isinstance(path, str) and "?" in path:
+            details = {**details, "path": path.split("?", 1)[0]}
+        super().__call__(protocol, action, details)
+
+
+class ServeCommand(CommandLineInterface):
+    description = __doc__.splitlines()[0]
+
+    def __init__(self):
+        super().__init__()
+        for action in self.parser._actions:
+            if action.dest == "application":
+                action.nargs = "?"
+                action.default = APPLICATION
+            elif action.dest in ("websocket_max_message_size", "websocket_max_frame_size"):
+                action.default = MAX_FRAME_BYTES
+        self.parser.add_argument(
+            "--max-send-buffer",
+            type=int,
+            default=int(os.environ.get("WS_MAX_SEND_BUFFER") or DEFAULT_MAX_SEND_BUFFER),
+            help="Bytes a WebSocket may leave unread before it is dropped (env WS_MAX_SEND_BUFFER; default 1 MiB).",
+        )
+
+    def run(self, args):
+        options, _ = self.parser.parse_known_args(args)
+        self.server_class = type("Server", (BoundedServer,), {"max_send_buffer": options.max_send_buffer})
+        return super().run(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ServeCommand().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()
