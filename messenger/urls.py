@@ -11,6 +11,7 @@ urlpatterns = [
     *history_urlpatterns,
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("", include("webclient.urls")),
 ]
 
 handler404 = "messenger.errors.json_404"

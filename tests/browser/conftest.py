@@ -1,0 +1,265 @@
+"""A live daphne server on the test database and a real Chromium driven by Playwright.
+
+The server is one ``daphne messenger.asgi:application`` subprocess (``DEBUG=false``, so the
+client is checked the way production serves it) on a free port, started once per session
+against this run's test database, channel-layer and cache prefix. It needs PostgreSQL: the
+subprocess cannot see pytest's SQLite test database. Chromium is Debian's
+``/usr/bin/chromium`` (``.ci/run`` installs it); Playwright's own browser download is never used.
+
+Playwright's sync API runs an event loop in the test's thread, so the ORM cannot be used
+while a browser is open: tests make their data over HTTP (:class:`LiveServer`), and each test
+starts and stops its own Playwright (under a second) before the database is flushed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings as django_settings
+
+from tests.conftest import RUN_PREFIX
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START_TIMEOUT = 60
+PASSWORD = "Browser-pass-42"
+
+
+def _unavailable(reason: str):
+    """A missing prerequisite: an error in CI (REQUIRE_SERVICES=1), a skip elsewhere."""
+    if os.environ.get("REQUIRE_SERVICES") == "1":
+        pytest.fail(f"browser tests cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _test_database_url() -> str:
+    db = django_settings.DATABASES["default"]
+    auth = quote(db.get("USER") or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class ApiCallError(AssertionError):
+    def __init__(self, status: int, body):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class User:
+    id: int
+    username: str
+    password: str
+    access: str
+
+
+class LiveServer:
+    """The daphne subprocess plus a tiny JSON client for making test data over HTTP."""
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("TEST_DATABASE_NAME", "REQUIRE_SERVICES")
+        }
+        env.update(
+            DEBUG="false",
+            SECRET_KEY="browser-tests-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            SECURE_SSL_REDIRECT="false",
+            DATABASE_URL=_test_database_url(),
+            CHANNEL_PREFIX=RUN_PREFIX,
+            CACHE_PREFIX=RUN_PREFIX,
+            FAST_PASSWORD_HASHER="1",
+            AUTH_THROTTLE_RATE="100000/min",
+            SEND_RATE_LIMIT="10000",
+            DJANGO_SETTINGS_MODULE="messenger.settings",
+            PYTHONUNBUFFERED="1",
+        )
+        daphne = Path(sys.executable).with_name("daphne")
+        for _attempt in range(3):
+            self.port = _free_port()
+            with self.log_path.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [
+                        str(daphne),
+                        "-b",
+                        "127.0.0.1",
+                        "-p",
+                        str(self.port),
+                        "messenger.asgi:application",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            if self._wait_until_serving():
+                return
+            self.stop()
+        raise RuntimeError(f"daphne did not start; log:\n{self.log()}")
+
+    def _wait_until_serving(self) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
+                    if response.status == 200:
+                        return True
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
+
+    # --- JSON over HTTP -------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, body=None, *, token: str | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                raw = response.read()
+                return json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                payload = raw.decode(errors="replace")
+            raise ApiCallError(error.code, payload) from None
+
+    def register(self, username: str) -> User:
+        created = self.call(
+            "POST",
+            "/api/auth/register",
+            {
+                "username": username,
+                "email": f"{username}@example.com",
+                "password": PASSWORD,
+            },
+        )
+        tokens = self.call(
+            "POST", "/api/auth/token", {"username": username, "password": PASSWORD}
+        )
+        return User(
+            id=created["id"],
+            username=username,
+            password=PASSWORD,
+            access=tokens["access"],
+        )
+
+    def direct_chat(self, owner: User, other: User) -> dict:
+        return self.call(
+            "POST",
+            "/api/chats",
+            {"kind": "direct", "user_id": other.id},
+            token=owner.access,
+        )
+
+    def send(self, sender: User, chat_id: int, text: str, client_id: str) -> dict:
+        return self.call(
+            "POST",
+            f"/api/chats/{chat_id}/messages",
+            {"client_id": client_id, "text": text},
+            token=sender.access,
+        )
+
+
+@pytest.fixture(scope="session")
+def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    if (
+        django_settings.DATABASES["default"]["ENGINE"]
+        != "django.db.backends.postgresql"
+    ):
+        pytest.skip(
+            "browser tests need a live daphne on a PostgreSQL test database (the subprocess cannot see "
+            "pytest's SQLite test database): set DATABASE_URL=postgres://..."
+        )
+    server = LiveServer(tmp_path_factory.mktemp("browser") / "daphne.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def browser(daphne_server, transactional_db):
+    """A fresh Chromium per test. Requested after ``transactional_db``, so it closes before the flush."""
+    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+        _unavailable(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable(
+            "the playwright package is not installed (pip install -r requirements-dev.txt)"
+        )
+    playwright = sync_playwright().start()
+    try:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    finally:
+        playwright.stop()
