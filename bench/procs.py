@@ -174,8 +174,12 @@ class Server:
 
     def wait_ready(self) -> None:
         try:
-            for proc, port in zip(self.procs, self.ports):
-                wait_port(port, proc)
+            for proc, port, log in zip(self.procs, self.ports, self.logs):
+                try:
+                    wait_port(port, proc)
+                except RuntimeError as exc:
+                    tail = log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{self.name}: {exc}; {log}:\n{tail}") from None
         except BaseException:
             self.stop()
             raise

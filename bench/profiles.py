@@ -12,6 +12,8 @@ class Profile:
     s1_pairs: int
     s1_rates: tuple[int, ...]
     s1_step_s: float
+    # Re-runs of a step that failed on latency alone (no loss, no errors, no abort).
+    s1_retries: int
     # S2: one sender in a group of s2_group sockets; 1 msg/s for s2_slow_s, then delivery-rate steps.
     s2_group: int
     s2_slow_s: float
@@ -50,6 +52,7 @@ QUICK = Profile(
     s1_pairs=50,
     s1_rates=(100, 250, 500, 1000, 2000, 3000),
     s1_step_s=2.0,
+    s1_retries=0,
     s2_group=200,
     s2_slow_s=3.0,
     s2_deliveries=(2000, 5000, 10000),
@@ -71,6 +74,7 @@ FULL = Profile(
     s1_pairs=200,
     s1_rates=(100, 250, 500, 1000, 2000, 3000, 4000, 6000, 8000),
     s1_step_s=10.0,
+    s1_retries=1,
     s2_group=1000,
     s2_slow_s=30.0,
     s2_deliveries=(2000, 5000, 10000, 20000),

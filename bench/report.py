@@ -308,9 +308,9 @@ def markdown(results: dict) -> str:
                         _ms((st.get("send_lag") or {}).get("p99_ms")),
                         *_srv(st["server"]),
                         f"{st['client_cpu_pct']:.0f} %",
-                        "pass"
-                        if st.get("passed")
-                        else f"fail{': ' + st['aborted'] if st.get('aborted') else ''}",
+                        ("pass" if st.get("passed") else "fail")
+                        + (" (retry)" if st.get("attempt", 1) > 1 else "")
+                        + (f": {st['aborted']}" if st.get("aborted") else ""),
                     ]
                 )
         out += [
