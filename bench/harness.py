@@ -37,6 +37,12 @@ APPLIES = {
     "S6": ("ours",),
 }
 LABELS = {"raw": "raw websockets relay", "floor": "Channels floor", "ours": "messenger"}
+SCENARIOS = {
+    "S1": scenarios.s1_direct,
+    "S2": scenarios.s2_fanout,
+    "S3": scenarios.s3_idle,
+    "S6": scenarios.s6_dedup,
+}
 SECRET = (
     "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-not-for-production"
 )
@@ -349,24 +355,22 @@ async def _run(
                 )[name]
             log(f"{scenario} on {LABELS[name]}")
             t0 = time.perf_counter()
-            if scenario == "S1":
-                out = await scenarios.s1_direct(ctx, server)
-            elif scenario == "S2":
-                out = await scenarios.s2_fanout(ctx, server)
-            elif scenario == "S3":
-                out = await scenarios.s3_idle(ctx, server)
-            elif scenario == "S6":
-                out = await scenarios.s6_dedup(ctx, server)
-            elif scenario == "S5":
-                # Fresh processes, stopped afterwards: every backend's row counters get flushed.
-                server.stop()
-                results["log_problems"][name] = (
-                    results["log_problems"].get(name, []) + server.log_problems()
-                )
-                servers[name] = server = start_servers(
-                    args, [name], run_id, log_dir / "S5"
-                )[name]
-                out = await scenarios.s5_reads(ctx, server, stop_server=server.stop)
+            try:
+                if scenario == "S5":
+                    # Fresh processes, stopped afterwards: every backend's row counters get flushed.
+                    server.stop()
+                    results["log_problems"][name] = (
+                        results["log_problems"].get(name, []) + server.log_problems()
+                    )
+                    servers[name] = server = start_servers(
+                        args, [name], run_id, log_dir / "S5"
+                    )[name]
+                    out = await scenarios.s5_reads(ctx, server, stop_server=server.stop)
+                else:
+                    out = await SCENARIOS[scenario](ctx, server)
+            except Exception as exc:  # noqa: BLE001 - one broken scenario must not lose the run
+                log(f"{scenario} on {LABELS[name]} failed: {exc!r}")
+                out = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             out["elapsed_s"] = round(time.perf_counter() - t0, 1)
             out.setdefault("alive_after", server.alive())
             touched_chats.update(out.pop("chat_ids", []))
@@ -389,15 +393,19 @@ async def _run(
             servers["ours-s4"] = s4_server = start_servers(
                 args, ["ours"], run_id, log_dir / "S4", database=h["database"]
             )["ours"]
-            out = await asyncio.to_thread(
-                history.run,
-                s4_server,
-                chat_id=h["chat_id"],
-                last_seq=h["last_seq"],
-                token=h["token"],
-                requests=profile.s4_requests,
-                max_s=profile.s4_max_s,
-            )
+            try:
+                out = await asyncio.to_thread(
+                    history.run,
+                    s4_server,
+                    chat_id=h["chat_id"],
+                    last_seq=h["last_seq"],
+                    token=h["token"],
+                    requests=profile.s4_requests,
+                    max_s=profile.s4_max_s,
+                )
+            except Exception as exc:  # noqa: BLE001 - keep the rest of the run
+                log(f"S4 failed: {exc!r}")
+                out = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             out["database"] = h["database"]
             out["elapsed_s"] = round(time.perf_counter() - t0, 1)
             results["scenarios"]["S4"] = {"ours": out}

@@ -181,7 +181,7 @@ def summary_rows(results: dict) -> list[list[str]]:
                         [
                             scenario,
                             label,
-                            f"`{qname}`",
+                            f"`{qname}` (n={(q.get('latency') or {}).get('count', 0)})",
                             *_lat(q.get("latency")),
                             str(bad),
                             *_srv(r.get("server")),
