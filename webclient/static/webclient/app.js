@@ -1,32 +1,32 @@
-// The browser client: wires the session (api.js), the live socket (socket.js) and the chat
-// state (store.js) to the page. No framework: elements are created once per item and updated
-// in place (keyed by chat id or by seq / client_id), so focus, scroll position and screen
-// readers are not disturbed by re-renders.
+// The browser client's entry point: wires the session (api.js), the live socket (socket.js), the
+// chat state (store.js), the rendering (view.js) and the dialogs (dialogs.js) to the page, and
+// implements the protocol's client rules: sync on every (re)connect, merge by seq, fetch holes,
+// resend unacknowledged messages, mark read when visible. No framework and no build step.
 
 import { ApiError, Session } from "./api.js";
+import { setupDialogs } from "./dialogs.js";
+import { $, announce, showToast } from "./dom.js";
 import { LiveSocket } from "./socket.js";
-import { Chat, compareChats, newClientId } from "./store.js";
+import { Chat, newClientId } from "./store.js";
+import {
+  chatButton,
+  chatTitle,
+  initView,
+  openChat,
+  renderChatHeader,
+  renderChatList,
+  renderChatPane,
+  renderMessages,
+  renderTyping,
+  resetView,
+  usernameOf,
+} from "./view.js";
 
 const TYPING_SEND_EVERY_MS = 3_000;
 const TYPING_SHOW_MS = 4_000;
 const PAGE_SIZE = 50;
 const CATCH_UP_PAGE = 200;
 const PHONE_QUERY = window.matchMedia("(max-width: 720px)");
-
-const $ = (id) => document.getElementById(id);
-const el = (tag, props = {}, ...children) => {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "className") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? "" : value);
-  }
-  node.append(...children.filter((child) => child !== null && child !== undefined));
-  return node;
-};
 
 const session = new Session();
 const socket = new LiveSocket(session);
@@ -46,49 +46,8 @@ const state = {
 
 // --- small helpers -----------------------------------------------------------------------------
 
-function usernameOf(userId) {
-  if (userId === state.me?.id) return state.me.username;
-  return state.usernames.get(userId) ?? `user #${userId}`;
-}
-
 function rememberMembers(chat) {
   for (const member of chat.members ?? []) state.usernames.set(member.id, member.username);
-}
-
-function chatTitle(chat) {
-  if (chat.kind === "group") return chat.title || "Group";
-  const other = chat.members?.find((member) => member.id !== state.me.id);
-  return other ? other.username : "Direct chat";
-}
-
-function formatTime(iso) {
-  if (!iso) return "";
-  const date = new Date(iso);
-  const now = new Date();
-  const sameDay = date.toDateString() === now.toDateString();
-  return sameDay
-    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-    : date.toLocaleDateString([], { day: "numeric", month: "short" });
-}
-
-let toastTimer = null;
-function showToast(text) {
-  const toast = $("toast");
-  toast.textContent = text;
-  toast.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => (toast.hidden = true), 6_000);
-}
-
-function announce(text) {
-  // Re-set so that the same text twice is still announced.
-  const region = $("announcer");
-  region.textContent = "";
-  requestAnimationFrame(() => (region.textContent = text));
-}
-
-function openChat() {
-  return state.openChatId === null ? null : state.chats.get(state.openChatId) ?? null;
 }
 
 function pageVisible() {
@@ -163,10 +122,7 @@ function resetState() {
   state.outbox.clear();
   state.buffered = [];
   state.syncing = false;
-  $("chat-list").replaceChildren();
-  $("message-list").replaceChildren();
-  renderedMessages.clear();
-  renderedChats.clear();
+  resetView();
   setConnectionStatus("stopped");
 }
 
@@ -511,83 +467,6 @@ function autosize() {
   composerInput.style.height = `${Math.min(composerInput.scrollHeight, 160)}px`;
 }
 
-// --- chat list ------------------------------------------------------------------------------------
-
-const renderedChats = new Map(); // chat id -> li
-
-function renderChatList() {
-  const list = $("chat-list");
-  const chats = [...state.chats.values()].sort(compareChats);
-  $("chat-list-empty").hidden = chats.length > 0;
-  let previous = null;
-  const keep = new Set();
-  for (const chat of chats) {
-    keep.add(chat.id);
-    let item = renderedChats.get(chat.id);
-    if (!item) {
-      item = buildChatItem(chat);
-      renderedChats.set(chat.id, item);
-    }
-    updateChatItem(item, chat);
-    const wanted = previous ? previous.nextSibling : list.firstChild;
-    if (wanted !== item) list.insertBefore(item, wanted);
-    previous = item;
-  }
-  for (const [id, item] of renderedChats) {
-    if (!keep.has(id)) {
-      item.remove();
-      renderedChats.delete(id);
-    }
-  }
-}
-
-function buildChatItem(chat) {
-  const button = el(
-    "button",
-    { type: "button", className: "chat-item", dataset: { chatId: chat.id }, onclick: () => navigateToChat(chat.id) },
-    el("span", { className: "chat-item-title" }),
-    el("span", { className: "chat-item-time" }),
-    el("span", { className: "chat-item-preview" }),
-    el("span", { className: "badge" }),
-  );
-  return el("li", { dataset: { chatId: chat.id } }, button);
-}
-
-function updateChatItem(item, chat) {
-  const button = item.firstChild;
-  const [title, time, preview, badge] = button.children;
-  const name = chatTitle(chat);
-  title.textContent = name;
-  time.textContent = formatTime(chat.activityAt);
-  const typers = chat.typingUsers();
-  let previewText = "";
-  if (typers.length) previewText = "typing…";
-  else if (chat.last_message) {
-    const message = chat.last_message;
-    const who =
-      message.kind === "system"
-        ? ""
-        : message.sender_id === state.me.id
-          ? "You: "
-          : chat.kind === "group"
-            ? `${usernameOf(message.sender_id)}: `
-            : "";
-    previewText = `${who}${message.text}`;
-  } else previewText = "No messages yet";
-  preview.textContent = previewText;
-  preview.classList.toggle("is-typing", typers.length > 0);
-  const unread = chat.unreadCount;
-  badge.textContent = unread > 0 ? (unread > 999 ? "999+" : String(unread)) : "";
-  badge.hidden = unread === 0;
-  button.setAttribute(
-    "aria-label",
-    `${name}${unread ? `, ${unread} unread` : ""}${previewText ? `, ${previewText}` : ""}`,
-  );
-  if (chat.id === state.openChatId) button.setAttribute("aria-current", "true");
-  else button.removeAttribute("aria-current");
-  item.classList.toggle("unread", unread > 0);
-}
-
 // --- routing between list and chat (hash: #chat-<id>) -----------------------------------------------
 
 function navigateToChat(chatId) {
@@ -621,7 +500,7 @@ function closeChat() {
   renderChatPane();
   renderChatList();
   showPane("list");
-  if (wasOpen !== null) renderedChats.get(wasOpen)?.firstChild.focus();
+  if (wasOpen !== null) chatButton(wasOpen)?.focus();
 }
 
 async function selectChat(chatId) {
@@ -658,176 +537,6 @@ async function selectChat(chatId) {
   maybeMarkRead();
 }
 
-// --- open chat ----------------------------------------------------------------------------------
-
-function renderChatPane() {
-  const chat = openChat();
-  $("no-chat").hidden = Boolean(chat);
-  $("chat-view").hidden = !chat;
-  if (!chat) {
-    $("message-list").replaceChildren();
-    renderedMessages.clear();
-    renderedFor = null;
-    return;
-  }
-  renderChatHeader();
-  renderMessages();
-}
-
-function renderChatHeader() {
-  const chat = openChat();
-  if (!chat) return;
-  $("chat-title").textContent = chatTitle(chat);
-  let subtitle = "";
-  if (chat.kind === "group") {
-    subtitle = chat.members
-      ? chat.members.map((member) => (member.id === state.me.id ? "you" : member.username)).join(", ")
-      : `${chat.members_count} members`;
-  } else subtitle = "Direct chat";
-  $("chat-subtitle").textContent = subtitle;
-  const role = chat.roleOf(state.me.id);
-  $("add-member-btn").hidden = !(chat.kind === "group" && (role === "owner" || role === "admin"));
-  renderTyping();
-}
-
-function renderTyping() {
-  const chat = openChat();
-  if (!chat) return;
-  const names = chat.typingUsers().map(usernameOf);
-  let text = "";
-  if (names.length === 1) text = `${names[0]} is typing…`;
-  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
-  else if (names.length > 2) text = "Several people are typing…";
-  const typing = $("typing");
-  if (typing.textContent !== text) typing.textContent = text;
-  typing.hidden = !text;
-  $("chat-subtitle").hidden = Boolean(text);
-}
-
-const renderedMessages = new Map(); // "s<seq>" or "c<client_id>" -> li
-let renderedFor = null; // chat id the rendered messages belong to
-
-function messageKey(message) {
-  return message.seq !== undefined ? `s${message.seq}` : `c${message.client_id}`;
-}
-
-/**
- * Brings the message list in line with the open chat's state. It follows new messages when the
- * reader is at the bottom; `stick` (an own message) or `toBottom` (a chat just opened) always
- * scroll to the newest. Prepending older pages keeps what the reader was looking at in place.
- */
-function renderMessages({ stick = false, toBottom = false } = {}) {
-  const chat = openChat();
-  if (!chat) return;
-  const scroller = $("messages");
-  const list = $("message-list");
-  if (renderedFor !== chat.id) {
-    list.replaceChildren();
-    renderedMessages.clear();
-    renderedFor = chat.id;
-    toBottom = true;
-  }
-  const nearBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
-  const firstBefore = list.firstElementChild;
-  const anchorTop = firstBefore ? firstBefore.getBoundingClientRect().top : 0;
-
-  const items = chat.loaded ? [...chat.sortedMessages(), ...chat.pending.values()] : [];
-  let previous = null;
-  const keep = new Set();
-  for (const message of items) {
-    const key = messageKey(message);
-    keep.add(key);
-    let item = renderedMessages.get(key);
-    if (!item) {
-      item = buildMessage(chat, message);
-      renderedMessages.set(key, item);
-    }
-    updateMessage(chat, item, message);
-    const wanted = previous ? previous.nextSibling : list.firstChild;
-    if (wanted !== item) list.insertBefore(item, wanted);
-    previous = item;
-  }
-  for (const [key, item] of renderedMessages) {
-    if (!keep.has(key)) {
-      item.remove();
-      renderedMessages.delete(key);
-    }
-  }
-
-  const status = $("history-status");
-  if (!chat.loaded) status.textContent = "Loading…";
-  else if (state.loadingOlder) status.textContent = "Loading older messages…";
-  else if (chat.hasOlder) status.textContent = "";
-  else status.textContent = chat.messages.size ? "Beginning of the conversation" : "No messages yet. Say hello!";
-
-  if (toBottom || stick || nearBottom) {
-    scroller.scrollTop = scroller.scrollHeight;
-  } else if (firstBefore && firstBefore.isConnected) {
-    // Older messages were prepended: keep the previous first message where it was.
-    scroller.scrollTop += firstBefore.getBoundingClientRect().top - anchorTop;
-  }
-}
-
-function buildMessage(chat, message) {
-  if (message.kind === "system") {
-    return el(
-      "li",
-      { className: "msg system", dataset: { seq: message.seq } },
-      el("span", { className: "system-text", text: message.text }),
-    );
-  }
-  const mine = message.sender_id === state.me.id || message.seq === undefined;
-  const item = el(
-    "li",
-    { className: `msg ${mine ? "mine" : "theirs"}` },
-    !mine && chat.kind === "group" ? el("span", { className: "sender", text: usernameOf(message.sender_id) }) : null,
-    el("p", { className: "text", text: message.text }),
-    el("span", { className: "meta" }, el("time", { datetime: message.created_at, text: formatTime(message.created_at) })),
-  );
-  if (mine) item.querySelector(".meta").append(el("span", { className: "tick" }));
-  return item;
-}
-
-function updateMessage(chat, item, message) {
-  if (message.seq !== undefined) item.dataset.seq = message.seq;
-  else item.dataset.clientId = message.client_id;
-  const tick = item.querySelector(".tick");
-  if (!tick) return;
-  let mark;
-  let label;
-  let status;
-  if (message.seq === undefined) {
-    if (message.failed) {
-      mark = "!";
-      label = `Not sent: ${message.failed}`;
-      status = "failed";
-    } else {
-      mark = "◷";
-      label = "Sending";
-      status = "pending";
-    }
-  } else if (chat.isReadByOthers(message)) {
-    mark = "✓✓";
-    label = "Read";
-    status = "read";
-  } else {
-    mark = "✓";
-    label = "Sent";
-    status = "sent";
-  }
-  if (tick.dataset.status !== status) {
-    tick.textContent = mark;
-    tick.dataset.status = status;
-    tick.setAttribute("aria-label", label);
-    tick.title = label;
-    item.dataset.status = status;
-    item.querySelector(".retry")?.remove();
-    if (status === "failed") {
-      item.append(el("button", { type: "button", className: "retry link", text: "Retry", onclick: () => retry(message) }));
-    }
-  }
-}
-
 // Infinite scroll upward: load the page before the oldest held message near the top.
 $("messages").addEventListener("scroll", () => {
   const chat = openChat();
@@ -859,174 +568,25 @@ async function fillViewport(chat) {
   }
 }
 
-// --- dialogs: new direct chat, new group, add member --------------------------------------------------
+// --- start ------------------------------------------------------------------------------------------
 
-/** A debounced username search that lists users as buttons; `onPick(user)` on activation. */
-function userPicker(input, results, { onPick, exclude = () => new Set() }) {
-  let timer = null;
-  let generation = 0;
-  const run = async () => {
-    const query = input.value.trim();
-    const mine = ++generation;
-    if (!query) {
-      results.replaceChildren();
-      return;
-    }
-    try {
-      const users = await session.request("GET", `/api/users?search=${encodeURIComponent(query)}`);
-      if (mine !== generation) return;
-      const skip = exclude();
-      const shown = users.filter((user) => !skip.has(user.id));
-      for (const user of users) state.usernames.set(user.id, user.username);
-      results.replaceChildren(
-        ...(shown.length
-          ? shown.map((user) =>
-              el(
-                "li",
-                {},
-                el("button", { type: "button", className: "user-option", text: user.username, onclick: () => onPick(user) }),
-              ),
-            )
-          : [el("li", { className: "empty", text: "No users found." })]),
-      );
-    } catch (error) {
-      if (mine === generation) results.replaceChildren(el("li", { className: "error", text: error.message }));
-    }
-  };
-  input.addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(run, 200);
-  });
-  input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") {
-      event.preventDefault();
-      clearTimeout(timer);
-      run().then(() => results.querySelector("button")?.focus());
-    }
-  });
-  return {
-    reset() {
-      input.value = "";
-      results.replaceChildren();
-    },
-    refresh: run,
-  };
-}
+initView(state, { open: navigateToChat, retry });
 
-function openDialog(dialog, focus) {
-  dialog.showModal();
-  focus.focus();
-}
-
-// New direct chat.
-const directPicker = userPicker($("direct-search"), $("direct-results"), {
-  onPick: async (user) => {
-    try {
-      const raw = await session.request("POST", "/api/chats", { kind: "direct", user_id: user.id });
-      upsertChat(raw);
-      renderChatList();
-      $("direct-dialog").close();
-      navigateToChat(raw.id);
-    } catch (error) {
-      showToast(error.message);
-    }
-  },
-});
-$("new-chat-btn").addEventListener("click", () => {
-  directPicker.reset();
-  openDialog($("direct-dialog"), $("direct-search"));
-});
-
-// New group.
-const groupMembers = new Map(); // id -> username
-function renderGroupMembers() {
-  $("group-members").replaceChildren(
-    ...[...groupMembers].map(([id, username]) =>
-      el(
-        "li",
-        { className: "chip" },
-        el("span", { text: username }),
-        el("button", {
-          type: "button",
-          className: "chip-remove",
-          "aria-label": `Remove ${username}`,
-          text: "×",
-          onclick: () => {
-            groupMembers.delete(id);
-            renderGroupMembers();
-            groupPicker.refresh();
-            $("group-search").focus();
-          },
-        }),
-      ),
-    ),
-  );
-}
-const groupPicker = userPicker($("group-search"), $("group-results"), {
-  exclude: () => new Set(groupMembers.keys()),
-  onPick: (user) => {
-    groupMembers.set(user.id, user.username);
-    renderGroupMembers();
-    groupPicker.reset();
-    $("group-search").focus();
-  },
-});
-$("new-group-btn").addEventListener("click", () => {
-  groupMembers.clear();
-  renderGroupMembers();
-  groupPicker.reset();
-  $("group-title").value = "";
-  $("group-error").textContent = "";
-  openDialog($("group-dialog"), $("group-title"));
-});
-$("group-dialog").querySelector(".cancel").addEventListener("click", () => $("group-dialog").close());
-$("group-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const title = $("group-title").value.trim();
-  if (!title) {
-    $("group-error").textContent = "Give the group a name.";
-    $("group-title").focus();
-    return;
-  }
-  const submit = event.currentTarget.querySelector("button[type=submit]");
-  submit.disabled = true;
-  try {
-    const raw = await session.request("POST", "/api/chats", { kind: "group", title, member_ids: [...groupMembers.keys()] });
+setupDialogs({
+  session,
+  state,
+  openChat,
+  chatCreated(raw) {
     upsertChat(raw);
     renderChatList();
-    $("group-dialog").close();
     navigateToChat(raw.id);
-  } catch (error) {
-    $("group-error").textContent = error.message;
-  } finally {
-    submit.disabled = false;
-  }
-});
-
-// Add a member to the open group.
-const memberPicker = userPicker($("member-search"), $("member-results"), {
-  exclude: () => new Set((openChat()?.members ?? []).map((member) => member.id)),
-  onPick: async (user) => {
-    const chat = openChat();
-    if (!chat) return;
-    try {
-      const raw = await session.request("POST", `/api/chats/${chat.id}/members`, { user_id: user.id });
-      upsertChat(raw);
-      renderChatHeader();
-      $("member-dialog").close();
-      announce(`${user.username} added`);
-    } catch (error) {
-      $("member-error").textContent = error.message;
-    }
+  },
+  memberAdded(raw, user) {
+    upsertChat(raw);
+    renderChatHeader();
+    announce(`${user.username} added`);
   },
 });
-$("add-member-btn").addEventListener("click", () => {
-  memberPicker.reset();
-  $("member-error").textContent = "";
-  openDialog($("member-dialog"), $("member-search"));
-});
-
-// --- start ------------------------------------------------------------------------------------------
 
 // For tests and debugging in the console: the live objects (nothing here is secret to this tab).
 window.messenger = { session, socket, state };
