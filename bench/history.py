@@ -60,26 +60,27 @@ def run(
         for name, path, first_seq in queries(chat_id, last_seq):
             hist = Histogram()
             bad: dict[str, int] = {}
-            deadline = time.perf_counter() + max_s
             skipped = 0
-            for i in range(requests + 5):  # the first five are warm-up, not recorded
-                if i == 5:
-                    # The time bound is for the timed requests, not the warm-up.
-                    deadline = time.perf_counter() + max_s
-                if time.perf_counter() > deadline:
-                    skipped = requests + 5 - i
-                    break
-                conn = conns[i % len(conns)]
-                t0 = time.perf_counter()
-                conn.request("GET", path, headers=headers)
-                response = conn.getresponse()
-                body = response.read()
-                elapsed = time.perf_counter() - t0
-                problem = _check(response.status, body, first_seq)
-                if problem:
-                    bad[problem] = bad.get(problem, 0) + 1
-                if i >= 5:
-                    hist.record_s(elapsed)
+            # Five warm-up requests (not recorded), then the timed ones; each phase is
+            # bounded by max_s, and at least one timed request is always made.
+            for phase, count in (("warm", 5), ("timed", requests)):
+                deadline = time.perf_counter() + max_s
+                for i in range(count):
+                    if i and time.perf_counter() > deadline:
+                        if phase == "timed":
+                            skipped = count - i
+                        break
+                    conn = conns[i % len(conns)]
+                    t0 = time.perf_counter()
+                    conn.request("GET", path, headers=headers)
+                    response = conn.getresponse()
+                    body = response.read()
+                    elapsed = time.perf_counter() - t0
+                    problem = _check(response.status, body, first_seq)
+                    if problem:
+                        bad[problem] = bad.get(problem, 0) + 1
+                    if phase == "timed":
+                        hist.record_s(elapsed)
             out["queries"][name] = {
                 "path": path,
                 "latency": hist.summary(),
