@@ -42,6 +42,15 @@ SUBPROTOCOL = "messenger.v1"
 REF_MAX = 128
 
 
+def _has_unpaired_surrogate(frame) -> bool:
+    """Whether a parsed frame holds a string with a lone surrogate (from a ``\\udXXX`` escape)."""
+    try:
+        json.dumps(frame, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return True
+    return False
+
+
 class FrameError(MessengerError):
     """A frame-level protocol error with an explicit code."""
 
@@ -137,6 +146,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 frame = json.loads(text_data)
             except (ValueError, RecursionError):
                 raise FrameError("invalid_json", "The frame is not valid JSON.") from None
+            if "\\u" in text_data and _has_unpaired_surrogate(frame):
+                # Valid JSON, but such a string cannot be stored, nor echoed back as UTF-8.
+                raise FrameError("invalid_json", "The frame holds an unpaired surrogate escape (\\ud800-\\udfff).")
             if not isinstance(frame, dict):
                 # Well-formed JSON of the wrong shape is a validation error, not a parse error.
                 raise InvalidInput("A frame must be a JSON object.")

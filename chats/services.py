@@ -72,6 +72,8 @@ def clean_text(text: object) -> str:
     """Message text: a string of 1..MESSAGE_MAX_LENGTH characters after trimming."""
     if not isinstance(text, str):
         raise InvalidInput({"text": ["Must be a string."]})
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL; REST (DRF) refuses it the same way
+        raise InvalidInput({"text": ["Null characters are not allowed."]})
     text = text.strip()
     if not text:
         raise InvalidInput({"text": ["Must not be blank."]})
@@ -83,6 +85,8 @@ def clean_text(text: object) -> str:
 def clean_client_id(client_id: object) -> str:
     if not isinstance(client_id, str) or not (1 <= len(client_id) <= CLIENT_ID_MAX) or not client_id.strip():
         raise InvalidInput({"client_id": [f"Must be a string of 1..{CLIENT_ID_MAX} characters."]})
+    if "\x00" in client_id:
+        raise InvalidInput({"client_id": ["Null characters are not allowed."]})
     return client_id
 
 

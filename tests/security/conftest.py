@@ -1,0 +1,33 @@
+"""Fixtures for the security tests: real server processes (see ``live.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .live import LiveServer, server_env
+
+
+class Servers:
+    """``servers(name, serve=..., args=..., **env)`` -> a running LiveServer; all stopped at the end."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.running: list[LiveServer] = []
+
+    def __call__(self, name: str, *, serve: bool = False, args: tuple[str, ...] = (), **env: str) -> LiveServer:
+        server = LiveServer(self.directory / f"{name}.log", server_env(self.directory, **env), serve=serve, args=args)
+        self.running.append(server)
+        return server.start()
+
+    def stop_all(self) -> None:
+        for server in self.running:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def start_server(django_db_setup, tmp_path_factory):
+    servers = Servers(tmp_path_factory.mktemp("live"))
+    yield servers
+    servers.stop_all()
