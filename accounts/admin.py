@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
+from messenger.admin_tools import EstimatedCountPaginator
+
 from . import services
 from .models import User
 
@@ -13,6 +15,7 @@ class UserAdmin(BaseUserAdmin):
     ordering = ("id",)
     actions = ["deactivate_users"]
     show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
     def save_model(self, request, obj, form, change):
         # Deactivation goes through the service so the user's open sockets are closed.

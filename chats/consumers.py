@@ -23,8 +23,10 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 
 from accounts.auth import authenticate
 from accounts.tokens import SID_CLAIM
+from messenger import metrics
 from messenger.db import run_in_db
 from messenger.errors import MessengerError, ServiceUnavailable
+from messenger.logs import request_id_from
 
 from . import events, services
 from .exceptions import InvalidInput
@@ -75,6 +77,8 @@ def _seq_field(frame: dict, name: str) -> int:
 
 class ChatConsumer(AsyncWebsocketConsumer):
     user_id: int | None = None
+    # perf_counter() at accept while counted in messenger_sockets_open; None otherwise.
+    _opened_at: float | None = None
 
     async def dispatch(self, message):
         """Channels' dispatch minus its per-message ``aclose_old_connections()`` thread hop.
@@ -93,7 +97,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         offered = self.scope.get("subprotocols") or []
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+        headers = dict(self.scope.get("headers") or [])
+        self.request_id = request_id_from(headers.get(b"x-request-id", b"").decode("latin-1"))
         if user is None or not user.is_authenticated:
+            logger.info("socket.rejected", extra={"reason": "unauthenticated", "request_id": self.request_id})
             # Select the offered subprotocol here too: a browser fails a handshake whose offered
             # subprotocols were all ignored (1006), and would never see the 4401.
             await self.accept(subprotocol=subprotocol)
@@ -105,10 +112,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._expiry_handle = None
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept(subprotocol=subprotocol)
+        self._opened_at = time.perf_counter()
+        metrics.SOCKETS_OPEN.inc()
+        logger.info("socket.open", extra={"user_id": user.id, "request_id": self.request_id})
         await self._send({"type": "session.ready", "user": {"id": user.id, "username": user.username}})
         self._schedule_expiry(self.scope.get("token_exp"))
 
     async def disconnect(self, code):
+        if self._opened_at is not None:
+            metrics.SOCKETS_OPEN.dec()
+            duration_ms = round((time.perf_counter() - self._opened_at) * 1000, 1)
+            self._opened_at = None
+            logger.info(
+                "socket.close",
+                extra={"user_id": self.user_id, "code": code, "duration_ms": duration_ms, "request_id": self.request_id},
+            )
         if self.user_id is None:
             return
         if self._expiry_handle is not None:
@@ -165,9 +183,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._error(exc, ref)
         except (OperationalError, InterfaceError) as exc:
             logger.warning("database unavailable during a socket command: %s", type(exc).__name__)
+            metrics.count_backend_error(exc, source="socket")
             await self._error(ServiceUnavailable(), ref)
         except DatabaseError:
             logger.exception("database error during a socket command")
+            metrics.DB_ERRORS.labels(source="socket").inc()
             await self._error(ServiceUnavailable(), ref)
         except Exception:
             logger.exception("unexpected error handling a socket frame")
@@ -248,6 +268,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message.get("skip") == self.channel_name:
             return
         await self.send(text_data=message["text"])
+        committed_at = message.get(events.COMMITTED_AT)
+        if committed_at is not None:
+            metrics.FANOUT_LATENCY.observe(max(0.0, time.time() - committed_at))
 
     async def session_revoke(self, message: dict):
         """Logout of this socket's session (sid) or deactivation of the user (sid None)."""

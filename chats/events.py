@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,12 +28,17 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from messenger import metrics
+
 logger = logging.getLogger(__name__)
 
 # The one channel-layer message type our consumer handles; clients never choose it.
 DELIVER = "event.deliver"
 # Layer message that closes a user's sockets (logout, deactivation).
 REVOKE = "session.revoke"
+# Key of the layer message (never of the client frame) holding the commit's wall-clock time,
+# from which the receiving consumer measures fan-out latency (messenger_fanout_latency_seconds).
+COMMITTED_AT = "committed_at"
 
 
 def user_group(user_id: int) -> str:
@@ -52,6 +58,8 @@ class Outgoing:
     skip_channel: str | None = None
     # For in-process bookkeeping (e.g. membership changes a consumer must know about).
     meta: dict = field(default_factory=dict)
+    # time.time() when the transaction that produced it committed.
+    committed_at: float | None = None
 
 
 _collector: contextvars.ContextVar[list[Outgoing] | None] = contextvars.ContextVar("events_collector", default=None)
@@ -64,6 +72,7 @@ def publish_on_commit(*, user_ids: Iterable[int], event: dict, skip_channel: str
         return
 
     def _after_commit() -> None:
+        outgoing.committed_at = time.time()
         bucket = _collector.get()
         if bucket is not None:
             bucket.append(outgoing)
@@ -94,6 +103,8 @@ async def send_collected(bucket: list[Outgoing]) -> None:
         message = {"type": DELIVER, "text": outgoing.text}
         if outgoing.skip_channel:
             message["skip"] = outgoing.skip_channel
+        if outgoing.committed_at is not None:
+            message[COMMITTED_AT] = outgoing.committed_at
         groups = [user_group(user_id) for user_id in outgoing.user_ids]
         try:
             if many is not None:
@@ -101,7 +112,8 @@ async def send_collected(bucket: list[Outgoing]) -> None:
             else:
                 for group in groups:
                     await layer.group_send(group, message)
-        except Exception:  # noqa: BLE001 - the layer is best-effort by design
+        except Exception as exc:  # noqa: BLE001 - the layer is best-effort by design
+            _count_failure(exc)
             logger.warning("channel layer send failed (%d users); clients catch up by seq", len(groups), exc_info=True)
 
 
@@ -112,13 +124,21 @@ def close_user_sockets(*, user_id: int, sid: str | None) -> None:
         return
     try:
         async_to_sync(layer.group_send)(user_group(user_id), {"type": REVOKE, "sid": sid})
-    except Exception:  # noqa: BLE001 - sockets still close when their access token expires
+    except Exception as exc:  # noqa: BLE001 - sockets still close when their access token expires
+        _count_failure(exc)
         logger.warning("could not reach sockets of user %s to close them", user_id, exc_info=True)
+
+
+def _count_failure(exc: BaseException) -> None:
+    metrics.CHANNEL_LAYER_SEND_FAILURES.inc()
+    if metrics.is_redis_error(exc):
+        metrics.REDIS_ERRORS.labels(source="channel_layer").inc()
 
 
 def send_now(outgoing: Outgoing) -> None:
     """Send from sync code (REST views, commands)."""
     try:
         async_to_sync(send_collected)([outgoing])
-    except Exception:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001
+        _count_failure(exc)
         logger.warning("channel layer unavailable; event dropped (clients catch up by seq)", exc_info=True)

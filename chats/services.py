@@ -187,7 +187,6 @@ def check_send_rate(*, user_id: int) -> None:
         cache.set(key, 1, timeout=window * 2)
         count = 1
     if count > limit:
-        metrics.RATE_LIMITED.labels(limit="send").inc()
         raise RateLimited(
             f"At most {limit} messages per {window} s.", retry_after=(bucket + 1) * window - now
         )
@@ -213,7 +212,9 @@ def send_message(
     except RateLimited:
         # A retry of a message that is already stored is answered, not refused.
         if selectors._valid_id(chat_id) and Message.objects.filter(sender_id=user_id, client_id=client_id).exists():
+            metrics.DUPLICATE_SENDS.inc()
             return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
+        metrics.RATE_LIMITED.labels(limit="send").inc()
         raise
     return _send_message(user_id=user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=skip_channel)
 

@@ -15,6 +15,8 @@ from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
+from messenger import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,6 +80,7 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, (OperationalError, InterfaceError)) or type(exc) is DatabaseError:
         logger.warning("database unavailable: %s", type(exc).__name__)
+        metrics.count_backend_error(exc, source="http")
         return Response(ServiceUnavailable().as_dict(), status=503, headers={"Retry-After": "1"})
     if not isinstance(exc, exceptions.APIException):
         return None
@@ -95,6 +98,8 @@ def exception_handler(exc, context):
         detail = str(detail)
     body = {"code": code, "detail": detail}
     headers = {}
+    if isinstance(exc, exceptions.Throttled):
+        metrics.RATE_LIMITED.labels(limit="auth").inc()
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         body["retry_after"] = exc.wait
         headers["Retry-After"] = str(int(exc.wait + 0.999))

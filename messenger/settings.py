@@ -78,6 +78,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: request id, one log line and the HTTP metrics per request (messenger/middleware.py).
+    "messenger.middleware.RequestLogMiddleware",
+    # /healthz and /readyz, before the host check and the HTTPS redirect (messenger/health.py).
+    "messenger.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # daphne serves no static files; WhiteNoise serves Swagger UI's, the admin's and the client's.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -215,6 +219,14 @@ DB_THREADS = env_int("DB_THREADS", 8)
 # Login, refresh and registration attempts per client address ("N/sec|min|hour|day"); empty disables.
 AUTH_THROTTLE_RATE = os.environ.get("AUTH_THROTTLE_RATE", "30/min")
 
+# --- Operations ------------------------------------------------------------------------
+# /metrics is open with DEBUG; otherwise it needs "Authorization: Bearer $METRICS_TOKEN" or a
+# client address (REMOTE_ADDR, addresses or CIDR networks) in METRICS_ALLOWED_IPS.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+# "json" (one JSON object per line) or "console" (aligned key=value lines); see messenger/logs.py.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or ("console" if DEBUG else "json")
+
 # --- i18n, static -------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -231,10 +243,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {"structured": {"()": "messenger.logs.build_formatter", "style": LOG_FORMAT}},
     # Tokens never reach a log line; the filter is the net under third-party lines (see messenger/logsafe.py).
-    "filters": {"redact_secrets": {"()": "messenger.logsafe.RedactSecrets"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}},
+    "filters": {
+        "redact_secrets": {"()": "messenger.logsafe.RedactSecrets"},
+        "request_id": {"()": "messenger.logs.RequestIdFilter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["redact_secrets", "request_id"]}
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         # Django's default config gives "django" its own console handler; everything goes
@@ -248,6 +265,8 @@ LOGGING = {
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # Scrapers reach each replica directly over the internal network, without TLS.
+    SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)

@@ -1,0 +1,121 @@
+"""Prometheus metrics: what we count, and the protected ``/metrics`` endpoint that exposes them.
+
+Every metric lives in prometheus_client's default registry, which also carries the
+``process_*`` (CPU, memory, open file descriptors) and ``python_*`` collectors. Each daphne
+process is one Python process with its own registry, so each process answers ``/metrics`` with
+its own numbers: scrape every replica (not the load balancer) and sum in PromQL.
+
+Instrumentation points, so the numbers mean one thing:
+
+* ``messenger_sockets_open`` -- authenticated sockets of this process (``ChatConsumer``).
+* ``messenger_messages_stored_total`` / ``messenger_duplicate_sends_total`` -- ``send_message``
+  outcomes (REST and socket alike); a duplicate is a repeated ``(sender, client_id)``.
+* ``messenger_fanout_latency_seconds`` -- from the commit of the transaction that produced an
+  event to the write of that event on a receiving socket (possibly in another process; wall
+  clocks, so hosts must be NTP-synced).
+* ``messenger_channel_layer_send_failures_total`` -- group sends that raised (events lost;
+  clients catch up by ``seq``).
+* ``messenger_rate_limited_total{limit}`` -- ``send``: the per-user send limit; ``auth``: DRF
+  throttles on login, refresh and registration.
+* ``messenger_db_errors_total{source}`` / ``messenger_redis_errors_total{source}`` -- failures of
+  the backing services seen by HTTP views, socket commands and the channel layer.
+* ``messenger_http_requests_total`` / ``messenger_http_request_duration_seconds`` -- per route
+  template (``api/chats/<pk>/messages``, never the raw path, so the label set stays small).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from functools import lru_cache
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# No "<name>_created" timestamp series beside every counter and histogram: they double the
+# output and Prometheus does not need them.
+disable_created_metrics()
+
+SOCKETS_OPEN = Gauge("messenger_sockets_open", "Authenticated WebSocket connections open in this process.")
+MESSAGES_STORED = Counter("messenger_messages_stored_total", "Messages stored by send_message (duplicates excluded).")
+DUPLICATE_SENDS = Counter(
+    "messenger_duplicate_sends_total", "Sends refused as a repeat of an earlier (sender, client_id); nothing stored."
+)
+FANOUT_LATENCY = Histogram(
+    "messenger_fanout_latency_seconds",
+    "Time from the commit that produced an event to its write on a receiving socket.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CHANNEL_LAYER_SEND_FAILURES = Counter(
+    "messenger_channel_layer_send_failures_total", "Channel-layer sends that failed (the events were dropped)."
+)
+RATE_LIMITED = Counter(
+    "messenger_rate_limited_total", "Requests refused by a rate limit (send: per-user sends; auth: DRF throttles).", ["limit"]
+)
+DB_ERRORS = Counter("messenger_db_errors_total", "Database errors answered as service_unavailable.", ["source"])
+REDIS_ERRORS = Counter("messenger_redis_errors_total", "Redis errors (channel layer or cache).", ["source"])
+HTTP_REQUESTS = Counter("messenger_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
+HTTP_DURATION = Histogram(
+    "messenger_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+for _limit in ("send", "auth"):
+    RATE_LIMITED.labels(limit=_limit)
+for _source in ("http", "socket"):
+    DB_ERRORS.labels(source=_source)
+for _source in ("http", "socket", "channel_layer"):
+    REDIS_ERRORS.labels(source=_source)
+
+
+def is_redis_error(exc: BaseException) -> bool:
+    """True for redis-py's errors (connection refused, timeouts, ...), wherever they surface."""
+    from redis.exceptions import RedisError
+
+    return isinstance(exc, RedisError)
+
+
+def count_backend_error(exc: BaseException, *, source: str) -> None:
+    """One more Redis or database error (by the exception's type) seen by ``source``."""
+    (REDIS_ERRORS if is_redis_error(exc) else DB_ERRORS).labels(source=source).inc()
+
+
+@lru_cache(maxsize=8)
+def _networks(allowed: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in allowed)
+
+
+def _client_allowed(request: HttpRequest) -> bool:
+    """``REMOTE_ADDR`` only, never ``X-Forwarded-For``: a client chooses that header freely."""
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "")
+    except ValueError:
+        return False
+    return any(address in network for network in _networks(tuple(settings.METRICS_ALLOWED_IPS)))
+
+
+def _token_ok(request: HttpRequest) -> bool:
+    expected = settings.METRICS_TOKEN
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if not expected or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), expected.encode())
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format. Open with ``DEBUG``; else ``Bearer $METRICS_TOKEN`` or an allowed
+    client address, and a 404 (not a 401/403 that would confirm the endpoint) for anyone else."""
+    if not (settings.DEBUG or _token_ok(request) or _client_allowed(request)):
+        # The body of every other 404 (messenger.errors.json_404), so nothing tells them apart.
+        return JsonResponse({"code": "not_found", "detail": "Not found."}, status=404)
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

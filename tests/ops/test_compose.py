@@ -1,0 +1,266 @@
+"""docker-compose.yml, the Dockerfile and deploy/nginx.conf: their shape, and that everything
+they name -- commands, settings, files, the ASGI application, health paths -- exists here.
+
+Docker itself is not needed: the files are parsed, and what they refer to is looked up in the
+project (management commands, environment variables read by settings, importable modules).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import get_commands
+from django.test import Client
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+APPS = ("app1", "app2")
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def env_names_read_by_the_project() -> set[str]:
+    """Every environment variable that settings.py (and the server entry point) reads."""
+    names: set[str] = set()
+    for path in (ROOT / "messenger" / "settings.py", ROOT / "messenger" / "serve.py"):
+        source = path.read_text()
+        names |= set(re.findall(r"os\.environ(?:\.get)?[\(\[]\s*\"(\w+)\"", source))
+        names |= set(re.findall(r"env_(?:bool|int|list)\(\s*\"(\w+)\"", source))
+    return names
+
+
+def resolved(value: str) -> str:
+    """Compose interpolation with the defaults, as when nothing is set in the shell or .env."""
+    return _INTERPOLATION.sub(lambda m: m.group(2) or "", value)
+
+
+def healthcheck_url(service: dict) -> str:
+    test = " ".join(service["healthcheck"]["test"])
+    match = re.search(r"https?://[^'\" ]+", test)
+    assert match, test
+    return match.group(0)
+
+
+def nginx_conf() -> str:
+    [volume] = [v for v in SERVICES["nginx"]["volumes"] if "nginx.conf" in v]
+    source, target, *_ = volume.split(":")
+    assert target == "/etc/nginx/nginx.conf"
+    path = ROOT / source
+    assert path.is_file(), source
+    return path.read_text()
+
+
+def block(text: str, opening: str) -> str:
+    """The body of the first ``<opening> { ... }`` block (braces balanced)."""
+    start = text.index(opening)
+    depth, index = 0, text.index("{", start)
+    for position in range(index, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[position], 0)
+        if depth == 0:
+            return text[index + 1 : position]
+    raise AssertionError(f"unbalanced block {opening}")
+
+
+# --- services and their wiring ------------------------------------------------------------------
+
+
+def test_services():
+    assert set(SERVICES) == {"postgres", "redis", "migrate", *APPS, "nginx"}
+    assert SERVICES["nginx"]["image"].startswith("nginx:1.27-alpine")
+
+
+@pytest.mark.parametrize("name", ["postgres", "redis"])
+def test_backing_services_keep_data_in_named_volumes_and_have_healthchecks(name):
+    service = SERVICES[name]
+    assert service["healthcheck"]["test"]
+    for volume in service["volumes"]:
+        assert volume.split(":")[0] in COMPOSE["volumes"]
+
+
+def test_migrate_runs_once_after_the_database_is_healthy_and_its_commands_exist():
+    migrate = SERVICES["migrate"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    commands = re.findall(r"manage\.py\s+(\w+)", " ".join(migrate["command"]))
+    assert "migrate" in commands
+    assert set(commands) <= set(get_commands()), set(commands) - set(get_commands())
+
+
+def test_two_identical_app_replicas_after_migrate_and_healthy_backends():
+    first, second = (SERVICES[name] for name in APPS)
+    assert first == second
+    assert first["image"] == SERVICES["migrate"]["image"] and first["build"] == SERVICES["migrate"]["build"]
+    assert first["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert first["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert first["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "ports" not in first, "replicas are reached through nginx only"
+
+
+def test_every_service_healthy_condition_points_at_a_service_with_a_healthcheck():
+    for name, service in SERVICES.items():
+        for target, condition in service.get("depends_on", {}).items():
+            assert target in SERVICES, (name, target)
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in SERVICES[target], (name, target)
+
+
+def test_nginx_waits_for_healthy_replicas_and_publishes_port_8000():
+    nginx = SERVICES["nginx"]
+    assert {name: nginx["depends_on"][name]["condition"] for name in APPS} == dict.fromkeys(APPS, "service_healthy")
+    assert any(str(port).split(":")[-2:] == ["8000", "8000"] for port in nginx["ports"])
+    assert "listen 8000;" in nginx_conf()
+
+
+@pytest.mark.django_db
+def test_health_paths_used_by_compose_and_the_image_exist():
+    """The replicas' healthcheck is readiness (/readyz); the image's own is liveness (/healthz)."""
+    app_url = healthcheck_url(SERVICES["app1"])
+    assert app_url.endswith("/readyz") and ":8000/" in app_url
+    image_check = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", DOCKERFILE, re.M | re.S)
+    assert image_check and "http://127.0.0.1:8000/healthz" in image_check.group(1)
+    assert healthcheck_url(SERVICES["nginx"]).endswith(":8000/healthz")
+    client = Client()
+    for path in ("/readyz", "/healthz"):
+        assert client.get(path, HTTP_HOST="127.0.0.1:8000").status_code == 200, path
+
+
+# --- settings it names --------------------------------------------------------------------------------
+
+
+def test_every_app_environment_variable_is_read_by_settings():
+    read = env_names_read_by_the_project()
+    environment = SERVICES["app1"]["environment"]
+    assert set(environment) <= read, set(environment) - read
+    interpolated = set(_INTERPOLATION.findall(yaml.safe_dump(COMPOSE)))
+    assert {name for name, _ in interpolated} <= read
+
+
+def test_allowed_hosts_include_what_clients_and_scrapers_use():
+    hosts = SERVICES["app1"]["environment"]["ALLOWED_HOSTS"].split(",")
+    assert "localhost" in hosts  # browsers on http://localhost:8000 through nginx (Host: $host)
+    assert set(APPS) <= set(hosts)
+
+
+def test_the_app_environment_loads_settings_and_passes_system_checks():
+    """The replicas' exact environment (compose defaults) starts Django: production mode,
+    structured logs, nothing missing."""
+    env = {key: value for key, value in os.environ.items() if key not in ("TEST_DATABASE_NAME", "REQUIRE_SERVICES")}
+    env.update({key: resolved(str(value)) for key, value in SERVICES["app1"]["environment"].items()})
+    env["DJANGO_SETTINGS_MODULE"] = "messenger.settings"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    probe = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG, settings.LOG_FORMAT)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert probe.stdout.split() == ["False", "json"]
+
+
+# --- the image -----------------------------------------------------------------------------------------
+
+
+def dockerfile_cmd() -> list[str]:
+    match = re.search(r"^CMD (\[.*\])$", DOCKERFILE, re.M)
+    assert match
+    return json.loads(match.group(1))
+
+
+def test_dockerfile_is_slim_multi_stage_non_root_and_collects_static():
+    stages = re.findall(r"^FROM (\S+)", DOCKERFILE, re.M)
+    assert stages[-1] == "python:3.11-slim" and len(stages) >= 2
+    users = re.findall(r"^USER (\S+)", DOCKERFILE, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert "manage.py collectstatic" in DOCKERFILE
+    assert not (ROOT / ".dockerignore").read_text().count("\nwebclient")
+
+
+def test_the_image_command_serves_the_asgi_application_with_the_frame_cap():
+    command = dockerfile_cmd()
+    assert command[command.index("--websocket-max-message-size") + 1] == "65536"
+    assert command[command.index("-b") + 1] == "0.0.0.0" and command[command.index("-p") + 1] == "8000"
+    if "-m" in command:
+        module = importlib.import_module(command[command.index("-m") + 1])
+        target = getattr(module, "APPLICATION", None) or next(arg for arg in command if ":" in arg)
+    else:
+        target = next(arg for arg in command if re.fullmatch(r"[\w.]+:\w+", arg))
+    module_name, attribute = target.split(":")
+    assert callable(getattr(importlib.import_module(module_name), attribute))
+
+
+def test_run_sh_starts_the_same_server_as_the_image():
+    run_sh = (ROOT / "run.sh").read_text()
+    command = dockerfile_cmd()
+    entry = " ".join(command[: command.index("-b")])
+    assert entry in run_sh, entry
+    assert "--websocket-max-message-size 65536" in run_sh
+
+
+def test_files_the_build_and_mounts_name_exist():
+    for service in SERVICES.values():
+        if "build" in service:
+            context = ROOT / (service["build"] if isinstance(service["build"], str) else service["build"]["context"])
+            assert (context / "Dockerfile").is_file()
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), source
+    for copied in re.findall(r"^COPY (?!--from)(\S+) ", DOCKERFILE, re.M):
+        assert (ROOT / copied).exists(), copied
+
+
+# --- nginx ----------------------------------------------------------------------------------------------
+
+
+def test_nginx_balances_over_both_replicas():
+    upstream = block(nginx_conf(), "upstream messenger_app")
+    servers = re.findall(r"^\s*server\s+(\S+?):(\d+)", upstream, re.M)
+    assert sorted(host for host, _ in servers) == sorted(APPS)
+    assert {port for _, port in servers} == {"8000"}
+    assert "keepalive" in upstream
+
+
+def test_nginx_routes_websocket_upgrades_with_long_timeouts():
+    conf = nginx_conf()
+    assert re.search(r"map \$http_upgrade \$connection_upgrade \{[^}]*default upgrade;", conf)
+    server = block(conf, "server {")
+    assert "proxy_set_header Upgrade $http_upgrade;" in server
+    assert "proxy_set_header Connection $connection_upgrade;" in server
+    assert "proxy_http_version 1.1;" in server
+    ws = block(server, "location /ws/")
+    assert "proxy_pass http://messenger_app;" in ws
+    timeout = re.search(r"proxy_read_timeout (\d+)s;", ws)
+    assert timeout and int(timeout.group(1)) >= 600
+
+
+def test_nginx_forwards_client_headers_and_request_id_and_keeps_metrics_inside():
+    server = block(nginx_conf(), "server {")
+    for header in ("Host $host", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme", "X-Request-ID $req_id"):
+        assert f"proxy_set_header {header};" in server, header
+    assert "return 404;" in block(server, "location = /metrics")
+    assert "proxy_pass http://messenger_app;" in block(server, "location / ")
+
+
+def test_nginx_locations_inherit_the_proxy_headers():
+    """A location with any proxy_set_header of its own loses every server-level one (Host,
+    X-Forwarded-*, Upgrade...): the headers are set once, at server level."""
+    server = block(nginx_conf(), "server {")
+    for opening in ("location /ws/", "location / "):
+        assert "proxy_set_header" not in block(server, opening), opening
+
+
+def test_nginx_access_log_has_no_query_string():
+    conf = nginx_conf()
+    log_format = conf[conf.index("log_format") : conf.index("access_log")]
+    assert "$uri" in log_format and "$request_uri" not in log_format and "$args" not in log_format
+    assert "$request " not in log_format and '$request"' not in log_format
