@@ -59,8 +59,11 @@ class Membership(models.Model):
         ADMIN = "admin", "Admin"
         MEMBER = "member", "Member"
 
-    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    # No single-column FK indexes: (chat, user), (chat, last_read_seq) and (user, chat) lead with them.
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="memberships", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
     role = models.CharField(max_length=6, choices=Role.choices, default=Role.MEMBER)
     joined_at = models.DateTimeField(default=timezone.now)
     # Read watermark: every message with seq <= last_read_seq has been read by this member.
@@ -86,10 +89,13 @@ class Message(models.Model):
         SYSTEM = "system", "System"
 
     id = models.BigAutoField(primary_key=True)
-    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")
+    # No single-column FK indexes: (chat, seq) and (sender, client_id) lead with them, and a
+    # redundant chat_id index tempts the planner into sorting a big chat's rows.
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages", db_index=False)
     seq = models.BigIntegerField()
     sender = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages",
+        db_index=False,
     )
     kind = models.CharField(max_length=6, choices=Kind.choices, default=Kind.TEXT)
     text = models.TextField()

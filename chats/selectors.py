@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, F, OuterRef, QuerySet, Subquery
+import operator
+from functools import reduce
+
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from .exceptions import ChatNotFound
@@ -18,6 +21,15 @@ from .models import Chat, Membership, Message
 INLINE_MEMBERS_LIMIT = 100
 
 
+def one(queryset):
+    """The first row of a queryset filtered on a unique key, or None.
+
+    Unlike ``.first()`` it adds no ``ORDER BY id``, which can steer PostgreSQL onto the
+    primary key index instead of the unique index the filter names.
+    """
+    return next(iter(queryset.order_by()[:1]), None)
+
+
 def get_membership(*, user_id: int, chat_id: int) -> Membership:
     """The caller's membership with its chat loaded, or ChatNotFound (missing and foreign look alike)."""
     try:
@@ -25,7 +37,7 @@ def get_membership(*, user_id: int, chat_id: int) -> Membership:
     except (TypeError, ValueError):
         raise ChatNotFound() from None
     membership = (
-        Membership.objects.select_related("chat").filter(chat_id=chat_id, user_id=user_id).first()
+        one(Membership.objects.select_related("chat").filter(chat_id=chat_id, user_id=user_id))
         if 0 < chat_id < 2**63
         else None
     )
@@ -85,8 +97,11 @@ def _views_for(memberships: list[Membership]) -> list[ChatView]:
         ):
             members_by_chat[member.chat_id].append(member)
     last_by_chat: dict[int, Message] = {}
-    if chat_ids:
-        for message in Message.objects.filter(chat_id__in=chat_ids, seq=F("chat__last_seq")):
+    # One probe of the (chat_id, seq) index per chat: the pairs are known from the chat rows.
+    # (A join on chat.last_seq lets the planner hash-join every message of a big chat.)
+    newest = [Q(chat_id=m.chat_id, seq=m.chat.last_seq) for m in memberships if m.chat.last_seq > 0]
+    if newest:
+        for message in Message.objects.filter(reduce(operator.or_, newest)).order_by():
             last_by_chat[message.chat_id] = message
     return [
         ChatView(
@@ -136,7 +151,7 @@ def history_page(*, chat: Chat, offset: int, limit: int) -> list[Message]:
     seq k and OFFSET becomes an index range: O(limit) at any depth.
     """
     return list(
-        Message.objects.filter(chat_id=chat.id, seq__gt=offset, seq__lte=offset + limit).order_by("seq")
+        Message.objects.filter(chat_id=chat.id, seq__gt=offset, seq__lte=offset + limit).order_by("seq")[:limit]
     )
 
 
@@ -153,11 +168,3 @@ def messages_before(*, chat: Chat, before_seq: int, limit: int) -> tuple[list[Me
     rows = rows[:limit]
     rows.reverse()
     return rows, has_more
-
-
-def read_all_seq(*, chat_id: int) -> int:
-    """Lowest read watermark over all members (0 for an empty chat): one index probe."""
-    value = (
-        Membership.objects.filter(chat_id=chat_id).order_by("last_read_seq").values_list("last_read_seq", flat=True).first()
-    )
-    return int(value or 0)

@@ -224,7 +224,7 @@ class _Duplicate(Exception):
 
 
 def _original(*, user_id: int, client_id: str, chat_id: int) -> SendResult:
-    original = Message.objects.filter(sender_id=user_id, client_id=client_id).select_related("chat").first()
+    original = selectors.one(Message.objects.filter(sender_id=user_id, client_id=client_id).select_related("chat"))
     if original is None:  # pragma: no cover - the unique index said it exists
         raise ChatNotFound()
     if original.chat_id != int(chat_id):
@@ -509,7 +509,7 @@ def _remove_member(*, actor_id: int, chat_id: int, user_id: int) -> tuple[_Locke
         raise InvalidInput("Members of a direct chat cannot be removed.")
     if not selectors._valid_id(user_id):
         raise NotFound("Member not found.")
-    target = Membership.objects.select_related("user").filter(chat_id=chat.id, user_id=int(user_id)).first()
+    target = selectors.one(Membership.objects.select_related("user").filter(chat_id=chat.id, user_id=int(user_id)))
     if target is None:
         raise NotFound("Member not found.")
     leaving = target.user_id == actor_id
