@@ -83,7 +83,7 @@ class ChatAdmin(admin.ModelAdmin):
     list_select_related = ("created_by",)
     readonly_fields = ("kind", "last_seq", "read_all_seq", "direct_key", "created_at", "last_activity_at")
     raw_id_fields = ("created_by",)
-    inlines = [MembershipInline]
+    inlines = (MembershipInline,)
     ordering = ("-id",)
     show_full_result_count = False
     paginator = EstimatedCountPaginator
