@@ -190,6 +190,7 @@ class FuzzClient:
         assert size <= CAP, f"a {size}-byte frame was accepted"
 
 
+@pytest.mark.timeout(max(300, FRAMES // 10))  # a bound against hangs, not a speed requirement
 def test_protocol_fuzz(start_server):
     server = start_server("fuzz", serve=True)
     me, friend, stranger = (server.register() for _ in range(3))
@@ -246,3 +247,104 @@ def test_protocol_fuzz(start_server):
     assert "Traceback" not in log and "Exception inside application" not in log, log[-8000:]
     # Bounded: after the first tenth (caches, allocator warm), memory stays within 64 MiB.
     assert max(samples[1:]) - samples[1] < 64 * MiB, samples
+
+
+# --- malformed WebSocket framing (below what a client library lets you send) ---------------------
+
+
+def _frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0, length: int | None = None) -> bytes:
+    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    n = len(payload) if length is None else length
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head.append(bit | n)
+    elif n < 2**16:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return bytes(head) + payload
+    key = os.urandom(4)
+    return bytes(head) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _close_code(sock) -> int | None:
+    """Read server frames until its close frame; its code, or None on EOF/reset without one."""
+    buffer = b""
+    sock.settimeout(10)
+    try:
+        while True:
+            while len(buffer) >= 2:
+                opcode, n, offset = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+                if n == 126:
+                    n, offset = int.from_bytes(buffer[2:4], "big"), 4
+                elif n == 127:
+                    n, offset = int.from_bytes(buffer[2:10], "big"), 10
+                if len(buffer) < offset + n:
+                    break
+                payload, buffer = buffer[offset : offset + n], buffer[offset + n :]
+                if opcode == 0x8:
+                    return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return None
+            buffer += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+
+
+MALFORMED = {
+    "invalid UTF-8 in a text frame": [_frame(0x1, b'{"type":"ping","ref":"\xff\xfe"}')],
+    "unmasked client frame": [_frame(0x1, b'{"type":"ping"}', mask=False)],
+    "reserved bits set": [_frame(0x1, b'{"type":"ping"}', rsv=0b111)],
+    "reserved opcode": [_frame(0x3, b"x")],
+    "control frame over 125 bytes": [_frame(0x9, b"p" * 126)],
+    "fragmented control frame": [_frame(0x9, b"p", fin=False)],
+    "continuation without a start": [_frame(0x0, b"x")],
+    "new message inside a fragmented one": [_frame(0x1, b'{"type":', fin=False), _frame(0x1, b'"ping"}')],
+    "fragments adding up to more than 64 KiB": [
+        _frame(0x1, b'{"type":"ping","pad":"', fin=False), *[_frame(0x0, b"p" * 16384, fin=False) for _ in range(5)],
+        _frame(0x0, b'"}'),
+    ],
+    "length header of 2**63 - 1": [_frame(0x1, b"", length=2**63 - 1)],
+    "close frame with code 999": [_frame(0x8, (999).to_bytes(2, "big"))],
+    "close frame with a 1-byte body": [_frame(0x8, b"\x03")],
+}
+
+
+def test_malformed_websocket_framing_never_breaks_the_server(start_server):
+    """Each framing violation closes that socket with a protocol close code (or a reset), never
+    1011; the server logs no traceback and keeps serving, fragmented valid messages included."""
+    from .live import raw_websocket
+
+    server = start_server("framing", serve=True)
+    token = server.login(server.register())["access"]
+    codes = {}
+    for name, frames_ in MALFORMED.items():
+        sock = raw_websocket(server.port, token)
+        try:
+            for data in frames_:
+                try:
+                    sock.sendall(data)
+                except (ConnectionResetError, BrokenPipeError):
+                    break
+            codes[name] = _close_code(sock)
+        finally:
+            sock.close()
+    # The reader sees close frames: a clean close is answered with 1000.
+    sock = raw_websocket(server.port, token)
+    try:
+        sock.sendall(_frame(0x8, (1000).to_bytes(2, "big")))
+        assert _close_code(sock) == 1000
+    finally:
+        sock.close()
+    # autobahn fails a connection by dropping it (failByDrop), hence None rather than 1002/1007.
+    print(f"\nmalformed framing -> close codes: {codes}")
+    assert not {name: code for name, code in codes.items() if code not in (1002, 1007, 1009, None)}, codes
+
+    # A valid fragmented message is reassembled and answered.
+    with connect(server.ws_url(token), open_timeout=10, proxy=None) as connection:
+        assert json.loads(connection.recv(timeout=10))["type"] == "session.ready"
+        connection.send(iter(['{"type":"ping",', '"ref":"frag', 'mented"}']))
+        assert json.loads(connection.recv(timeout=10)) == {"type": "pong", "ref": "fragmented"}
+    assert "Traceback" not in server.log()

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CHECKS_EXCLUDED = "negative_data_rejection,positive_data_acceptance,ensure_resource_availability"
 
 
+@pytest.mark.timeout(1200)  # a bound against hangs; the subprocess has its own
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(start_server, tmp_path):
     env = {
         "DEBUG": "false",

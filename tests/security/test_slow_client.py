@@ -24,7 +24,8 @@ from websockets.sync.client import connect
 
 from .live import masked_text_frame, raw_websocket
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Timeouts bound hangs only; nothing here measures speed.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
 STALLED_SOCKETS = 16
 MESSAGES = 512
