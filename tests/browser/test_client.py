@@ -426,7 +426,13 @@ def test_history_scrolls_back_page_by_page(open_page, daphne_server: LiveServer)
 
     alice = open_page(alice_user)
     expect(chat_item(alice, "bob").locator(".badge")).to_have_text(str(total))
-    chat_item(alice, "bob").click()
+    # The catch-up that follows the first page is held back, so the reader scrolls up while the
+    # chat is still loading: its arrival must not throw them back to the bottom.
+    held: list = []
+    catch_up = re.compile(r"/messages\?after_seq=")
+    alice.route(catch_up, lambda route: held.append(route))
+    with alice.expect_request(lambda request: "after_seq=" in request.url):
+        chat_item(alice, "bob").click()
     expect(message(alice, f"Message number {total}")).to_be_in_viewport()
     first_seq = shown_seqs(alice)[0]
     assert first_seq > 1 and shown_seqs(alice) == list(range(first_seq, total + 1))
@@ -441,9 +447,16 @@ def test_history_scrolls_back_page_by_page(open_page, daphne_server: LiveServer)
         first_seq = shown_seqs(alice)[0]
         assert first_seq < previous_first
         # The reader keeps their place: the message that was first is still on screen.
-        expect(
-            alice.locator(f'#message-list > li[data-seq="{previous_first}"]')
-        ).to_be_in_viewport()
+        kept = alice.locator(f'#message-list > li[data-seq="{previous_first}"]')
+        expect(kept).to_be_in_viewport()
+        if held:
+            with alice.expect_response(lambda response: "after_seq=" in response.url):
+                for route in held:
+                    route.continue_()
+            held.clear()
+            alice.unroute(catch_up)
+            expect(alice.get_by_text("Loading older messages…")).to_be_hidden()
+            expect(kept).to_be_in_viewport()
     expect(alice.get_by_text("Beginning of the conversation")).to_be_visible()
     assert shown_seqs(alice) == list(range(1, total + 1))
     expect(chat_item(alice, "bob").locator(".badge")).to_be_hidden()

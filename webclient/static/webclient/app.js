@@ -533,7 +533,8 @@ async function selectChat(chatId) {
   } else if (chat.missingNewer) {
     catchUp(chat);
   }
-  if (state.openChatId === chat.id) renderMessages({ toBottom: switching });
+  // No forced scroll here: the reader may have scrolled up while the history was loading.
+  if (state.openChatId === chat.id) renderMessages();
   maybeMarkRead();
 }
 
