@@ -13,35 +13,44 @@ for layer messages is :meth:`event_deliver`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 
 from accounts.auth import authenticate
 from accounts.tokens import SID_CLAIM
 from messenger import metrics
 from messenger.db import run_in_db
-from messenger.errors import MessengerError, ServiceUnavailable
+from messenger.errors import UNAVAILABLE_ERRORS, MessengerError, ServiceUnavailable
 from messenger.logs import request_id_from
 
 from . import events, services
 from .exceptions import InvalidInput
 from .serializers import MAX_ID
 
+try:  # daphne's WebSocket library: raised by a send on a connection that is already closed
+    from autobahn.exception import Disconnected as _SocketGone
+except ImportError:  # pragma: no cover - another ASGI server
+    _SocketGone = ()
+
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_BIG = 1009
-# "Service restart": the channel layer lost Redis, so events may be lost; reconnect and catch up.
-CLOSE_RESYNC = 1012
+# The channel layer lost Redis, so events may be lost: reconnect and catch up. (Not 1012:
+# daphne's websocket library only lets a server send 1000 or 3000-4999.)
+CLOSE_RESYNC = 4503
 # Largest frame we read; daphne is also started with --websocket-max-message-size 65536.
 MAX_FRAME_BYTES = 64 * 1024
 SUBPROTOCOL = "messenger.v1"
 REF_MAX = 128
+# Client frames a socket may have waiting for its worker (messenger/serve.py bounds daphne's side).
+MAX_QUEUED_FRAMES = 32
 
 
 def _has_unpaired_surrogate(frame) -> bool:
@@ -77,6 +86,12 @@ def _seq_field(frame: dict, name: str) -> int:
 
 class ChatConsumer(AsyncWebsocketConsumer):
     user_id: int | None = None
+    # Set once the socket is closing or gone; later frames are dropped (see send()).
+    _closed = False
+    # Client frames wait here for this socket's worker task (see websocket_receive()).
+    _frames: asyncio.Queue | None = None
+    _worker: asyncio.Task | None = None
+    _frames_done = False
     # perf_counter() at accept while counted in messenger_sockets_open; None otherwise.
     _opened_at: float | None = None
 
@@ -110,6 +125,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.sid = self.scope.get("token_sid")
         self.group = events.user_group(user.id)
         self._expiry_handle = None
+        self._frames = asyncio.Queue(maxsize=MAX_QUEUED_FRAMES)
+        self._worker = asyncio.create_task(self._work_frames())
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept(subprotocol=subprotocol)
         self._opened_at = time.perf_counter()
@@ -181,8 +198,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await handler(self, frame, ref)
         except MessengerError as exc:
             await self._error(exc, ref)
-        except (OperationalError, InterfaceError) as exc:
-            logger.warning("database unavailable during a socket command: %s", type(exc).__name__)
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("backing service unavailable during a socket command: %s", type(exc).__name__)
             metrics.count_backend_error(exc, source="socket")
             await self._error(ServiceUnavailable(), ref)
         except DatabaseError:
@@ -282,13 +299,68 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def layer_resync(self, message: dict):
         """The layer re-subscribed after losing Redis (messenger/layers.py): events published
         meanwhile are gone, and a quiet chat would show no seq gap to reveal them. Close with
-        1012 so the client reconnects and catches up by ``after_seq`` (docs/PROTOCOL.md §9),
+        4503 so the client reconnects and catches up by ``after_seq`` (docs/PROTOCOL.md §9),
         which also brings chats it joined or left in the meantime."""
         if self.user_id is not None:
+            await self._send({"type": "error", "code": "resync_required", "detail": "Live events may have been lost; reconnect and catch up.", "ref": None})
             await self.close(code=CLOSE_RESYNC)
 
     async def _send(self, payload: dict) -> None:
         await self.send(text_data=events.encode(payload))
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._worker is not None:
+                self._frames_done = True  # the worker stops after the frame in hand
+                with contextlib.suppress(asyncio.QueueFull):
+                    self._frames.put_nowait(None)  # wakes it if it is waiting for one
+
+    async def websocket_receive(self, message):
+        """Hand the client frame to this socket's worker; the dispatch loop stays free for events.
+
+        Channels' dispatch loop takes at most one channel-layer message per client frame it
+        handles. While a client sent continuously and each frame waited on the database, the
+        events for its socket piled up without bound -- thousands, minutes late, a resync
+        request among them (found by tests/faults). Frames are still handled one at a time, in
+        order, by :meth:`_work_frames`. The queue is bounded: a client that sends faster than its
+        frames are handled waits here, and then in daphne's queue (messenger/serve.py stops
+        reading its socket), as before.
+        """
+        if self._frames is not None:
+            await self._frames.put(message)
+
+    async def _work_frames(self) -> None:
+        while not self._frames_done:
+            message = await self._frames.get()
+            if message is None:
+                return
+            await super().websocket_receive(message)  # -> receive(), which never raises
+
+    async def send(self, text_data=None, bytes_data=None, close=False):
+        """Drop frames for a socket that is closing or gone instead of crashing the consumer.
+
+        Events already queued for this socket keep arriving until Channels delivers the
+        disconnect, and daphne raises on a send to a closed connection ("Attempt to send on
+        a closed protocol"), which killed the consumer mid-queue (found by tests/faults).
+        """
+        if self._closed:
+            return
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except _SocketGone:
+            self._closed = True
+
+    async def close(self, code=None, reason=None):
+        if self._closed:
+            return
+        self._closed = True
+        await super().close(code=code, reason=reason)
+
+    async def websocket_disconnect(self, message):
+        self._closed = True
+        await super().websocket_disconnect(message)
 
 
 class UnknownPathConsumer(AsyncWebsocketConsumer):

@@ -12,11 +12,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.auth import JWTAuthMiddleware  # noqa: E402
 from chats.routing import websocket_urlpatterns  # noqa: E402
+from messenger.errors import SocketOutageGuard  # noqa: E402
 from messenger.origin import OriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": OriginValidator(JWTAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        "websocket": SocketOutageGuard(OriginValidator(JWTAuthMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )

@@ -6,18 +6,25 @@ The WebSocket consumer sends the same pair in an ``error`` frame. Domain errors 
 
 from __future__ import annotations
 
+import json
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 from messenger import metrics
 
 logger = logging.getLogger(__name__)
+
+# A backing service is down (database, or Redis behind the cache and the channel layer): the
+# request may succeed on retry, so it is 503 service_unavailable, never a 500.
+UNAVAILABLE_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 
 
 class MessengerError(Exception):
@@ -78,7 +85,7 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
-    elif isinstance(exc, (OperationalError, InterfaceError)) or type(exc) is DatabaseError:
+    elif isinstance(exc, UNAVAILABLE_ERRORS) or type(exc) is DatabaseError:
         logger.warning("database unavailable: %s", type(exc).__name__)
         metrics.count_backend_error(exc, source="http")
         return Response(ServiceUnavailable().as_dict(), status=503, headers={"Retry-After": "1"})
@@ -134,3 +141,41 @@ ERROR_RESPONSES = {
     429: OpenApiResponse(ErrorSerializer, description="rate_limited"),
     503: OpenApiResponse(ErrorSerializer, description="service_unavailable"),
 }
+
+
+class SocketOutageGuard:
+    """ASGI wrapper for the WebSocket stack: an outage during the handshake is not a crash.
+
+    Authentication reads the database and joining groups needs Redis, both before the consumer
+    can answer. Unwrapped, a handshake during an outage ends in "Exception inside application"
+    (a traceback per attempt) and an HTTP 500. Here the socket is accepted, gets an ``error``
+    frame ``service_unavailable`` and is closed with 4503: reconnect with back-off, then catch up.
+    """
+
+    CLOSE_CODE = 4503
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        state = {"accepted": False, "closed": False}
+
+        async def tracking_send(message):
+            if message["type"] == "websocket.accept":
+                state["accepted"] = True
+            elif message["type"] == "websocket.close":
+                state["closed"] = True
+            await send(message)
+
+        try:
+            return await self.app(scope, receive, tracking_send)
+        except UNAVAILABLE_ERRORS as exc:
+            if state["closed"]:
+                return None
+            logger.warning("socket closed during an outage: %s", type(exc).__name__)
+            if not state["accepted"]:
+                await send({"type": "websocket.accept"})
+            frame = {"type": "error", **ServiceUnavailable().as_dict(), "ref": None}
+            await send({"type": "websocket.send", "text": json.dumps(frame)})
+            await send({"type": "websocket.close", "code": self.CLOSE_CODE})
+            return None

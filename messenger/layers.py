@@ -9,16 +9,159 @@ What we add: :meth:`group_send_many`. A message to a 1 000-member chat goes to 1
 per-user groups; the stock layer would serialize it 1 000 times and publish it in
 1 000 sequential round trips under the shard lock. Here it is serialized once and the
 PUBLISHes go out in one pipeline per shard.
+
+And surviving a Redis restart (each point found by the fault suite, ``tests/faults``):
+
+* **One owner for the pub/sub connection.** In the stock shard, whichever task touches the
+  broken connection first reconnects it -- the receive loop, or a consumer's SUBSCRIBE in a
+  handshake -- and under load two of them did at once: two sockets, interleaved handshakes,
+  and sockets left deaf. Here the pub/sub object never reconnects by itself; only the
+  receive loop does, holding the shard lock that SUBSCRIBE/UNSUBSCRIBE hold too. A command
+  on a broken connection fails (the handshake is refused with 4503 and retried).
+* **Resync.** The reconnect re-SUBSCRIBEs every channel and group, so live delivery
+  resumes; but every event published while the connection was down is gone, and a socket
+  notices a lost ``message.new`` only when a later one in the same chat shows a seq gap --
+  the last message of a quiet chat would stay invisible. So after re-subscribing, every
+  local consumer in a group gets ``layer.resync`` (:data:`RESYNC`); ``ChatConsumer`` closes
+  its socket with 4503 and the client reconnects and catches up by ``after_seq``.
+* **No wake-up lost to a stale connection.** Pooled publishing connections die with the
+  server and redis-py (no retry configured) fails the next PUBLISH on each of them, after
+  the resync. A publish failing with a connection error drops the idle pooled connections
+  and is sent once more.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections import defaultdict
 
-from channels_redis.pubsub import RedisPubSubChannelLayer
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+)
+from channels_redis.utils import _wrap_close
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+# Layer message type put into every local consumer's channel after the Redis connection came back.
+RESYNC = "layer.resync"
+# Seconds one attempt to re-establish the pub/sub connection may hold the shard lock.
+RECONNECT_TIMEOUT = 5.0
+
+
+class _OwnedPubSub(PubSub):
+    """redis-py's PubSub that never reconnects on its own: only :meth:`reconnect` does."""
+
+    def __init__(self, *args, on_resubscribed, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._on_resubscribed = on_resubscribed
+
+    async def connect(self):
+        if self.connection is not None and not self.connection.is_connected:
+            raise RedisConnectionError("pub/sub connection to Redis is down; the receive loop re-establishes it")
+        await super().connect()
+
+    async def parse_response(self, block: bool = True, timeout: float = 0):
+        if self.connection is not None and not self.connection.is_connected:
+            raise RedisConnectionError("pub/sub connection to Redis is down")
+        return await super().parse_response(block=block, timeout=timeout)
+
+    async def _reconnect(self, conn, error=None, failure_count=None, start_time=None, command_name=None):
+        # redis-py's failure handler reconnects in whatever task hit the error; only disconnect.
+        await conn.disconnect(error=error, failure_count=failure_count)
+
+    async def reconnect(self) -> None:
+        """Connect again; ``on_connect`` then re-SUBSCRIBEs everything and the shard resyncs."""
+        await self.connection.connect()
+
+    async def on_connect(self, connection):
+        had_subscriptions = bool(self.channels or self.patterns)
+        await super().on_connect(connection)  # re-SUBSCRIBE every channel and pattern
+        if had_subscriptions:
+            self._on_resubscribed()
+
+
+class _ResyncingShard(RedisSingleShardConnection):
+    def _ensure_redis(self):
+        if self._redis is None:
+            super()._ensure_redis()
+            self._pubsub = _OwnedPubSub(self._redis.connection_pool, on_resubscribed=self._resync_local_channels)
+
+    async def publish(self, channel, message):
+        async with self._lock:
+            self._ensure_redis()
+            await _retry_stale(self._redis, lambda: self._redis.publish(channel, message))
+
+    async def _do_receiving(self):
+        """The stock receive loop, plus: a broken connection is re-established here only."""
+        while True:
+            try:
+                pubsub = self._pubsub
+                if pubsub is not None and pubsub.subscribed:
+                    if pubsub.connection is not None and not pubsub.connection.is_connected:
+                        async with self._lock:  # no SUBSCRIBE or PUBLISH meanwhile; bounded
+                            try:
+                                await asyncio.wait_for(pubsub.reconnect(), RECONNECT_TIMEOUT)
+                            except BaseException:
+                                with contextlib.suppress(Exception):
+                                    await pubsub.connection.disconnect(nowait=True)
+                                raise
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis is down (or slow): keep trying, quietly
+                logger.warning("pub/sub connection to Redis lost (%s); reconnecting", type(exc).__name__)
+                await asyncio.sleep(0.5)
+
+    def _resync_local_channels(self) -> None:
+        """Events may have been lost while disconnected: wake every local consumer in a group.
+
+        Only group members listen for events (``ChatConsumer`` joins its user's group); other
+        consumers have no handler for the message and never miss anything.
+        """
+        loop_layer = self.channel_layer
+        payload = loop_layer.channel_layer.serialize({"type": RESYNC})
+        members = {channel for channels in loop_layer.groups.values() for channel in channels}
+        queues = [loop_layer.channels[channel] for channel in members if channel in loop_layer.channels]
+        logger.warning("channel layer re-subscribed to Redis; asking %d local sockets to resync", len(queues))
+        for queue in queues:
+            queue.put_nowait(payload)
+
+
+async def _retry_stale(redis, send):
+    """Run a publishing command; on a connection error drop idle pooled connections, retry once."""
+    try:
+        return await send()
+    except (RedisConnectionError, RedisTimeoutError):
+        await redis.connection_pool.disconnect(inuse_connections=False)
+        return await send()
+
+
+class _ResyncingLoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shards = [_ResyncingShard(shard.host, self) for shard in self._shards]
 
 
 class PipelinedPubSubChannelLayer(RedisPubSubChannelLayer):
+    def _get_layer(self):
+        """The base class' per-event-loop layer, with shards that resync after a reconnect."""
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = self._layers[loop] = _ResyncingLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            _wrap_close(self, loop)
+        return layer
+
     async def group_send_many(self, groups: list[str], message: dict) -> None:
         """``group_send(group, message)`` for every group, in one round trip per shard."""
         if not groups:
@@ -32,7 +175,11 @@ class PipelinedPubSubChannelLayer(RedisPubSubChannelLayer):
         for shard, channels in by_shard.items():
             async with shard._lock:
                 shard._ensure_redis()
-                pipe = shard._redis.pipeline(transaction=False)
-                for channel in channels:
-                    pipe.publish(channel, payload)
-                await pipe.execute()
+                await _retry_stale(shard._redis, lambda r=shard._redis, c=channels: _publish_all(r, c, payload))
+
+
+async def _publish_all(redis, channels: list[str], payload: bytes):
+    pipe = redis.pipeline(transaction=False)
+    for channel in channels:
+        pipe.publish(channel, payload)
+    return await pipe.execute()
