@@ -47,6 +47,48 @@ ON CONFLICT (sender_id, client_id) DO NOTHING
 RETURNING id
 """
 
+# PostgreSQL: the whole send in ONE statement, hence one transaction and one round trip.
+# The claim only matches for a member, a new (sender, client_id) and a live direct peer, so
+# a duplicate or a refusal consumes no seq (no row: the caller finds out which). A parallel
+# duplicate that committed while this statement waited for the chat lock is invisible to the
+# NOT EXISTS (its snapshot is older) but not to the unique index: the INSERT fails and the
+# whole statement, seq bump included, rolls back -- still no gap.
+SEND_PG = f"""
+WITH claim AS (
+    UPDATE chats_chat SET last_seq = last_seq + 1, last_activity_at = %(now)s
+    WHERE id = %(chat)s AND EXISTS ({_MEMBER.format(col="1")})
+      AND NOT EXISTS (SELECT 1 FROM chats_message x WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s)
+      AND NOT (kind = 'direct' AND EXISTS (
+          SELECT 1 FROM chats_membership p JOIN accounts_user u ON u.id = p.user_id
+          WHERE p.chat_id = chats_chat.id AND NOT u.is_active))
+    RETURNING id, last_seq, read_all_seq, ({_MEMBER.format(col="m.last_read_seq")}) AS my_read
+),
+stored AS (
+    INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at)
+    SELECT id, last_seq, %(user)s, 'text', %(text)s, %(client_id)s, %(now)s FROM claim
+    RETURNING id
+),
+mine AS (
+    UPDATE chats_membership SET last_read_seq = claim.last_seq FROM claim
+    WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(user)s
+      AND chats_membership.last_read_seq < claim.last_seq
+)
+SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id FROM claim, stored
+"""  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+
+# PostgreSQL, after a send committed: the recipients, and (when asked) the read-by-everyone
+# advance, in one round trip.
+AFTER_SEND_PG = """
+WITH advanced AS (
+    UPDATE chats_chat SET read_all_seq = (
+        SELECT m.last_read_seq FROM chats_membership m WHERE m.chat_id = %(chat)s ORDER BY m.last_read_seq LIMIT 1)
+    WHERE id = %(chat)s AND %(probe)s AND read_all_seq < (
+        SELECT m.last_read_seq FROM chats_membership m WHERE m.chat_id = %(chat)s ORDER BY m.last_read_seq LIMIT 1)
+    RETURNING read_all_seq
+)
+SELECT (SELECT read_all_seq FROM advanced), array_agg(user_id) FROM chats_membership WHERE chat_id = %(chat)s
+"""
+
 # Read watermark: only ever moves forward, evaluated on the row's latest version.
 RAISE_WATERMARK = """
 UPDATE chats_membership SET last_read_seq = %(seq)s

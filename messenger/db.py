@@ -36,6 +36,8 @@ def _with_reconnect(fn, args, kwargs):
     after an unknown commit outcome stores nothing twice.
     """
     kept = connection.connection
+    # Dead kept connections are handled below; skip Django's per-use SELECT 1 health check.
+    connection.health_check_done = True
     try:
         return fn(*args, **kwargs)
     except (OperationalError, InterfaceError):
