@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import defaultdict
 
 from channels_redis.pubsub import (
@@ -150,6 +151,19 @@ class _ResyncingLoopLayer(RedisPubSubLoopLayer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._shards = [_ResyncingShard(shard.host, self) for shard in self._shards]
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A consumer's own channel, local to this process: no Redis SUBSCRIBE.
+
+        Nothing is ever sent to one socket's channel -- events go to per-user groups, and
+        the group subscription delivers into this queue locally -- so the stock layer's
+        SUBSCRIBE per socket cost a Redis round trip under the shard lock in every
+        handshake and a subscription held for nothing. (``send()`` to such a channel from
+        another process would not arrive; this project never does that.)
+        """
+        channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
+        self.channels[channel] = asyncio.Queue()
+        return channel
 
 
 class PipelinedPubSubChannelLayer(RedisPubSubChannelLayer):

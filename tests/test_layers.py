@@ -25,6 +25,12 @@ async def test_group_send_many_reaches_every_group_once():
 
         await layer.group_send_many(["user.0", "user.1", "user.2"], {"type": "event.deliver", "text": "hi"})
 
+        # Socket channels are process-local: only the groups hold Redis subscriptions.
+        import redis
+
+        subscribed = redis.Redis.from_url(os.environ["REDIS_URL"]).pubsub_channels(f"{RUN_PREFIX}-layer*")
+        assert subscribed and all(b"__group__" in name for name in subscribed)
+
         for channel in channels:
             assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "event.deliver", "text": "hi"}
         with pytest.raises(asyncio.TimeoutError):
