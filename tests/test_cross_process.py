@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings as django_settings
@@ -24,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from chats import services
-from tests.conftest import RUN_PREFIX, access_token
+from tests.conftest import access_token
+from tests.live import ServerProcess, child_env, daphne_argv, test_database_url
 
 POSTGRES = django_settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 REDIS = bool(os.environ.get("REDIS_URL"))
@@ -37,89 +33,20 @@ pytestmark = [
     ),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5
-START_TIMEOUT = 60
 
 
 # --- the two processes ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _database_url() -> str:
-    """The *test* database this run uses, as a URL for the child processes."""
-    db = django_settings.DATABASES["default"]
-    auth = quote(db.get("USER") or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
-
-
-class Daphne:
+class Daphne(ServerProcess):
     def __init__(self, name: str, log_dir: Path):
         self.name = name
-        self.log_path = log_dir / f"daphne-{name}.log"
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_NAME", "REQUIRE_SERVICES")}
-        env.update(
-            DATABASE_URL=_database_url(),
-            REDIS_URL=os.environ["REDIS_URL"],
-            CHANNEL_PREFIX=RUN_PREFIX,
-            CACHE_PREFIX=RUN_PREFIX,
-            DJANGO_SETTINGS_MODULE="messenger.settings",
-            PYTHONUNBUFFERED="1",
+        super().__init__(
+            log_dir / f"daphne-{name}.log",
+            child_env(DATABASE_URL=test_database_url(), REDIS_URL=os.environ["REDIS_URL"]),
+            daphne_argv(),
         )
-        daphne = Path(sys.executable).with_name("daphne")
-        for _attempt in range(3):
-            self.port = _free_port()
-            log = self.log_path.open("ab")
-            self.proc = subprocess.Popen(
-                [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), "messenger.asgi:application"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            log.close()
-            if self._wait_until_listening():
-                return
-            self.stop()
-        raise RuntimeError(f"daphne {self.name} did not start; log:\n{self.log()}")
-
-    def _wait_until_listening(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
-            except OSError:
-                time.sleep(0.1)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def ws(self, token: str, stack: ExitStack):
         """A socket authenticated with ``token``, closed when ``stack`` exits."""

@@ -16,22 +16,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings as django_settings
 
-from tests.conftest import RUN_PREFIX
+from tests.live import ServerProcess, child_env, daphne_argv, test_database_url
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -43,7 +37,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-START_TIMEOUT = 60
 PASSWORD = "Browser-pass-42"
 
 
@@ -52,20 +45,6 @@ def _unavailable(reason: str):
     if os.environ.get("REQUIRE_SERVICES") == "1":
         pytest.fail(f"browser tests cannot run: {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _test_database_url() -> str:
-    db = django_settings.DATABASES["default"]
-    auth = quote(db.get("USER") or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
 class ApiCallError(AssertionError):
@@ -83,88 +62,33 @@ class User:
     access: str
 
 
-class LiveServer:
+class LiveServer(ServerProcess):
     """The daphne subprocess plus a tiny JSON client for making test data over HTTP."""
 
     def __init__(self, log_path: Path):
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
+        env = child_env(
+            DEBUG="false",
+            SECRET_KEY="browser-tests-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            SECURE_SSL_REDIRECT="false",
+            DATABASE_URL=test_database_url(),
+            FAST_PASSWORD_HASHER="1",
+            AUTH_THROTTLE_RATE="100000/min",
+            SEND_RATE_LIMIT="10000",
+        )
+        super().__init__(log_path, env, daphne_argv(), ready=self._serves_client)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("TEST_DATABASE_NAME", "REQUIRE_SERVICES")
-        }
-        env.update(
-            DEBUG="false",
-            SECRET_KEY="browser-tests-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            SECURE_SSL_REDIRECT="false",
-            DATABASE_URL=_test_database_url(),
-            CHANNEL_PREFIX=RUN_PREFIX,
-            CACHE_PREFIX=RUN_PREFIX,
-            FAST_PASSWORD_HASHER="1",
-            AUTH_THROTTLE_RATE="100000/min",
-            SEND_RATE_LIMIT="10000",
-            DJANGO_SETTINGS_MODULE="messenger.settings",
-            PYTHONUNBUFFERED="1",
-        )
-        daphne = Path(sys.executable).with_name("daphne")
-        for _attempt in range(3):
-            self.port = _free_port()
-            with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    [
-                        str(daphne),
-                        "-b",
-                        "127.0.0.1",
-                        "-p",
-                        str(self.port),
-                        "messenger.asgi:application",
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            if self._wait_until_serving():
-                return
-            self.stop()
-        raise RuntimeError(f"daphne did not start; log:\n{self.log()}")
-
-    def _wait_until_serving(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(self.url + "/", timeout=2) as response:
-                    if response.status == 200:
-                        return True
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.1)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
+    @staticmethod
+    def _serves_client(port: int) -> bool:
         try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return (
-            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        )
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                return response.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
 
     # --- JSON over HTTP -------------------------------------------------------------------------
 

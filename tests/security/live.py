@@ -18,51 +18,26 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 from django.conf import settings as django_settings
 
-from tests.conftest import PASSWORD, RUN_PREFIX
+from tests.conftest import PASSWORD
+from tests.live import ROOT, ServerProcess, child_env, daphne_argv, test_database_url
 
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 60
 TIMEOUT = 10
 POSTGRES = django_settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _test_database_url() -> str:
-    db = django_settings.DATABASES["default"]
-    auth = quote(db.get("USER") or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
 def server_env(tmp_dir: Path, **extra: str) -> dict[str, str]:
     """Environment for a server process: a database it can see, this run's Redis prefixes."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_NAME", "REQUIRE_SERVICES", "DATABASE_URL")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="messenger.settings",
-        PYTHONUNBUFFERED="1",
-        FAST_PASSWORD_HASHER="1",
-        AUTH_THROTTLE_RATE="",
-        CHANNEL_PREFIX=RUN_PREFIX,
-        CACHE_PREFIX=RUN_PREFIX,
-        CONN_MAX_AGE="0",
-    )
+    env = child_env(FAST_PASSWORD_HASHER="1", AUTH_THROTTLE_RATE="", CONN_MAX_AGE="0")
+    env.pop("DATABASE_URL", None)
     if POSTGRES:
-        env["DATABASE_URL"] = _test_database_url()
+        env["DATABASE_URL"] = test_database_url()
     else:
         path = tmp_dir / "live.sqlite3"
         env["SQLITE_PATH"] = str(path)
@@ -75,61 +50,17 @@ def server_env(tmp_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-class LiveServer:
-    """One server process; ``command`` is the argv after the interpreter/daphne choice."""
+class LiveServer(ServerProcess):
+    """One server process: plain daphne, or ``python -m messenger.serve`` when ``serve``."""
 
     def __init__(self, log_path: Path, env: dict[str, str], *, serve: bool = False, args: tuple[str, ...] = ()):
-        self.log_path = log_path
-        self.env = env
         self.serve = serve
         self.args = args
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-
-    def command(self) -> list[str]:
-        bind = ["-b", "127.0.0.1", "-p", str(self.port)]
-        if self.serve:
-            return [sys.executable, "-m", "messenger.serve", *bind, *self.args]
-        daphne = str(Path(sys.executable).with_name("daphne"))
-        return [daphne, *bind, *self.args, "messenger.asgi:application"]
-
-    def start(self) -> LiveServer:
-        for _attempt in range(3):
-            self.port = free_port()
-            with self.log_path.open("ab") as log:
-                self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-            if self._wait_until_listening():
-                return self
-            self.stop()
-        raise RuntimeError(f"server did not start; log:\n{self.log()}")
-
-    def _wait_until_listening(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
-            except OSError:
-                time.sleep(0.1)
-        return False
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        if serve:
+            argv = lambda port: [sys.executable, "-m", "messenger.serve", "-b", "127.0.0.1", "-p", str(port), *args]
+        else:
+            argv = daphne_argv(*args)
+        super().__init__(log_path, env, argv)
 
     def rss_bytes(self) -> int:
         """Resident memory of the server process (Linux /proc)."""
