@@ -267,9 +267,12 @@ def _send_message_pg(*, user_id: int, chat_id: int, client_id: str, text: str, s
             row = sql.run_one(sql.SEND_PG, params)
     except IntegrityError:
         row = None  # a parallel send of this key committed first; the statement rolled back whole
+    if row is not None and row[4] is not None:  # a repeat of a stored message
+        metrics.DUPLICATE_SENDS.inc()
+        return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
     if row is None:
         return _refused_send(user_id=user_id, chat_id=chat_id, client_id=client_id)
-    seq, read_all, my_read, message_id = row
+    seq, read_all, my_read, message_id, _ = row
     metrics.MESSAGES_STORED.inc()
     advanced, recipients = sql.run_one(sql.AFTER_SEND_PG, {"chat": chat_id, "probe": my_read <= read_all})
     recipients = list(recipients or [])

@@ -48,6 +48,8 @@ RETURNING id
 """
 
 # PostgreSQL: the whole send in ONE statement, hence one transaction and one round trip.
+# Returns (seq, read_all_seq, sender's old watermark, message id, NULL) when stored, or
+# (NULL, NULL, NULL, NULL, id of the earlier message) for a member's repeat of a stored key.
 # The claim only matches for a member, a new (sender, client_id) and a live direct peer, so
 # a duplicate or a refusal consumes no seq (no row: the caller finds out which). A parallel
 # duplicate that committed while this statement waited for the chat lock is invisible to the
@@ -73,7 +75,13 @@ mine AS (
     WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(user)s
       AND chats_membership.last_read_seq < claim.last_seq
 )
-SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id FROM claim, stored
+SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id, NULL::bigint FROM claim, stored
+UNION ALL
+-- A retry of a stored message (the common duplicate): its id, for a member of this chat. The
+-- row this statement inserts is invisible here, so a new message never matches.
+SELECT NULL, NULL, NULL, NULL, x.id FROM chats_message x
+WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s AND EXISTS (
+    SELECT 1 FROM chats_membership m WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s)
 """  # constant SQL fragments only; every value is a bound parameter  # nosec B608
 
 # PostgreSQL, after a send committed: the recipients, and (when asked) the read-by-everyone
