@@ -1,14 +1,20 @@
-"""The channel layer: channels-redis' pub/sub layer plus a pipelined multi-group send.
+"""The channel layer: channels-redis' pub/sub layer, with fan-out per process.
 
 Why pub/sub (``RedisPubSubChannelLayer``) and not the default ``RedisChannelLayer``:
-one SUBSCRIBE per group per process instead of per-channel lists polled with BLPOP
-(4 unpipelined round trips per send and per receive), no per-channel capacity that
-drops messages silently, and redis-py re-subscribes by itself after Redis restarts.
+no per-channel lists polled with BLPOP (4 unpipelined round trips per send and per
+receive), no per-channel capacity that drops messages silently, and redis-py
+re-subscribes by itself after Redis restarts.
 
-What we add: :meth:`group_send_many`. A message to a 1 000-member chat goes to 1 000
-per-user groups; the stock layer would serialize it 1 000 times and publish it in
-1 000 sequential round trips under the shard lock. Here it is serialized once and the
-PUBLISHes go out in one pipeline per shard.
+What we change: **one channel-layer message per event and process, not per member.**
+Every process holds a single SUBSCRIBE, to the fan-out channel. Groups (``user.<id>``)
+and sockets' own channels are bookkeeping inside the process, so a handshake costs no
+Redis round trip. :meth:`group_send_many` publishes one envelope (the message serialized
+once, plus the group names); each process parses it once and queues it for its own
+sockets in those groups. A message to a 1 000-member chat is one PUBLISH and one pub/sub
+message per process instead of 1 000 of each. The price: every process parses every
+event's envelope, including those with no local recipient -- fine for a handful of
+processes (Mattermost's cluster broadcast works the same way); many processes would want
+per-process routing instead. Nothing sends to a single socket's channel across processes.
 
 And surviving a Redis restart (each point found by the fault suite, ``tests/faults``):
 
@@ -36,7 +42,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import defaultdict
 
 from channels_redis.pubsub import (
     RedisPubSubChannelLayer,
@@ -123,6 +128,24 @@ class _ResyncingShard(RedisSingleShardConnection):
                 logger.warning("pub/sub connection to Redis lost (%s); reconnecting", type(exc).__name__)
                 await asyncio.sleep(0.5)
 
+    def _receive_message(self, message):
+        """Envelopes on the fan-out channel go to the local sockets of the groups they name."""
+        if message is not None:
+            name = message["channel"]
+            if isinstance(name, bytes):
+                name = name.decode()
+            loop_layer = self.channel_layer
+            if name == loop_layer.fanout_channel:
+                envelope = loop_layer.channel_layer.deserialize(message["data"])
+                payload = envelope["payload"]
+                for group_channel in envelope["groups"]:
+                    for channel_name in loop_layer.groups.get(group_channel, ()):
+                        queue = loop_layer.channels.get(channel_name)
+                        if queue is not None:
+                            queue.put_nowait(payload)
+                return
+        super()._receive_message(message)
+
     def _resync_local_channels(self) -> None:
         """Events may have been lost while disconnected: wake every local consumer in a group.
 
@@ -152,6 +175,30 @@ class _ResyncingLoopLayer(RedisPubSubLoopLayer):
         super().__init__(*args, **kwargs)
         self._shards = [_ResyncingShard(shard.host, self) for shard in self._shards]
 
+    @property
+    def fanout_channel(self) -> str:
+        return f"{self.prefix}__fanout__"
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Group membership is process-local; the process holds one SUBSCRIBE, to the fan-out channel."""
+        if channel not in self.channels:
+            raise RuntimeError("You can only call group_add() on channels that exist in-process.")
+        self.groups.setdefault(self._get_group_channel_name(group), set()).add(channel)
+        shard = self._get_shard(self.fanout_channel)
+        if self.fanout_channel not in shard._subscribed_to:
+            await shard.subscribe(self.fanout_channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        group_channel = self._get_group_channel_name(group)
+        members = self.groups.get(group_channel)
+        if members is not None:
+            members.discard(channel)
+            if not members:
+                del self.groups[group_channel]
+
+    async def group_send(self, group: str, message: dict) -> None:
+        await self.channel_layer.group_send_many([group], message)
+
     async def new_channel(self, prefix: str = "specific.") -> str:
         """A consumer's own channel, local to this process: no Redis SUBSCRIBE.
 
@@ -177,23 +224,17 @@ class PipelinedPubSubChannelLayer(RedisPubSubChannelLayer):
         return layer
 
     async def group_send_many(self, groups: list[str], message: dict) -> None:
-        """``group_send(group, message)`` for every group, in one round trip per shard."""
+        """``group_send(group, message)`` for every group: ONE publish, whatever the number of groups.
+
+        The message is serialized once, wrapped in an envelope naming the groups, and published
+        to the fan-out channel every process subscribes to; each process hands it to its own
+        sockets in those groups. A 1 000-member chat costs one PUBLISH and, per process, one
+        pub/sub message to parse, instead of 1 000 of each.
+        """
         if not groups:
             return
         layer = self._get_layer()
-        payload = self.serialize(message)
-        by_shard = defaultdict(list)
-        for group in groups:
-            channel = layer._get_group_channel_name(group)
-            by_shard[layer._get_shard(channel)].append(channel)
-        for shard, channels in by_shard.items():
-            async with shard._lock:
-                shard._ensure_redis()
-                await _retry_stale(shard._redis, lambda r=shard._redis, c=channels: _publish_all(r, c, payload))
-
-
-async def _publish_all(redis, channels: list[str], payload: bytes):
-    pipe = redis.pipeline(transaction=False)
-    for channel in channels:
-        pipe.publish(channel, payload)
-    return await pipe.execute()
+        envelope = self.serialize(
+            {"groups": [layer._get_group_channel_name(group) for group in groups], "payload": self.serialize(message)}
+        )
+        await layer._get_shard(layer.fanout_channel).publish(layer.fanout_channel, envelope)
