@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -56,8 +56,6 @@ class Outgoing:
     text: str
     # channel_name of the socket that caused it and already got a direct reply (e.g. message.ack).
     skip_channel: str | None = None
-    # For in-process bookkeeping (e.g. membership changes a consumer must know about).
-    meta: dict = field(default_factory=dict)
     # time.time() when the transaction that produced it committed.
     committed_at: float | None = None
 
@@ -67,7 +65,7 @@ _collector: contextvars.ContextVar[list[Outgoing] | None] = contextvars.ContextV
 
 def publish_on_commit(*, user_ids: Iterable[int], event: dict, skip_channel: str | None = None) -> None:
     """Send ``event`` to every socket of every user in ``user_ids`` once the transaction commits."""
-    outgoing = Outgoing(user_ids=sorted(set(int(u) for u in user_ids)), text=encode(event), skip_channel=skip_channel)
+    outgoing = Outgoing(user_ids=sorted({int(u) for u in user_ids}), text=encode(event), skip_channel=skip_channel)
     if not outgoing.user_ids:
         return
 
@@ -112,7 +110,7 @@ async def send_collected(bucket: list[Outgoing]) -> None:
             else:
                 for group in groups:
                     await layer.group_send(group, message)
-        except Exception as exc:  # noqa: BLE001 - the layer is best-effort by design
+        except Exception as exc:
             _count_failure(exc)
             logger.warning("channel layer send failed (%d users); clients catch up by seq", len(groups), exc_info=True)
 
@@ -124,7 +122,7 @@ def close_user_sockets(*, user_id: int, sid: str | None) -> None:
         return
     try:
         async_to_sync(layer.group_send)(user_group(user_id), {"type": REVOKE, "sid": sid})
-    except Exception as exc:  # noqa: BLE001 - sockets still close when their access token expires
+    except Exception as exc:
         _count_failure(exc)
         logger.warning("could not reach sockets of user %s to close them", user_id, exc_info=True)
 
@@ -139,6 +137,6 @@ def send_now(outgoing: Outgoing) -> None:
     """Send from sync code (REST views, commands)."""
     try:
         async_to_sync(send_collected)([outgoing])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _count_failure(exc)
         logger.warning("channel layer unavailable; event dropped (clients catch up by seq)", exc_info=True)

@@ -6,12 +6,11 @@ missing chat and a chat the user is not a member of raise the same ``ChatNotFoun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import operator
+from dataclasses import dataclass
 from functools import reduce
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
 from .exceptions import ChatNotFound
@@ -73,7 +72,6 @@ class ChatView:
     """A chat as one member sees it; what chat serializers render."""
 
     chat: Chat
-    role: str
     last_read_seq: int
     members_count: int
     members: list[Membership] | None
@@ -86,7 +84,6 @@ class ChatView:
 
 def _views_for(memberships: list[Membership]) -> list[ChatView]:
     """Attach inline members and last messages: two queries, whatever the number of chats."""
-    chat_ids = [m.chat_id for m in memberships]
     small = [m.chat_id for m in memberships if m.members_count <= INLINE_MEMBERS_LIMIT]
     members_by_chat: dict[int, list[Membership]] = {cid: [] for cid in small}
     if small:
@@ -106,7 +103,6 @@ def _views_for(memberships: list[Membership]) -> list[ChatView]:
     return [
         ChatView(
             chat=m.chat,
-            role=m.role,
             last_read_seq=m.last_read_seq,
             members_count=m.members_count,
             members=members_by_chat.get(m.chat_id),

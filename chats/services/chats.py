@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -40,28 +41,17 @@ def _active_user(user_id: object) -> User:
 
 
 def _announce_chat(*, chat_id: int, user_ids: list[int]) -> None:
-    """Send ``chat.created`` to each user, with the chat as that user sees it."""
-    for view in _views_by_user(chat_id=chat_id, user_ids=user_ids):
-        events.publish_on_commit(user_ids=[view[0]], event={"type": "chat.created", "chat": view[1]})
+    """Send ``chat.created`` to each user, with the chat as that user sees it (their read state).
 
-
-def _views_by_user(*, chat_id: int, user_ids: list[int]):
-    base = selectors.chat_views_for_user(user_id=user_ids[0], chat_ids=[chat_id])[0] if user_ids else None
-    if base is None:
-        return []
+    The chat is loaded once; only the watermark differs between users.
+    """
+    if not user_ids:
+        return
+    base = selectors.chat_view(user_id=user_ids[0], chat_id=chat_id)
     reads = dict(Membership.objects.filter(chat_id=chat_id, user_id__in=user_ids).values_list("user_id", "last_read_seq"))
-    out = []
     for uid in user_ids:
-        view = selectors.ChatView(
-            chat=base.chat,
-            role="",
-            last_read_seq=reads.get(uid, 0),
-            members_count=base.members_count,
-            members=base.members,
-            last_message=base.last_message,
-        )
-        out.append((uid, chat_payload(view)))
-    return out
+        view = dataclasses.replace(base, last_read_seq=reads.get(uid, 0))
+        events.publish_on_commit(user_ids=[uid], event={"type": "chat.created", "chat": chat_payload(view)})
 
 
 @dataclass(frozen=True)
