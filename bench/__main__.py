@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
     )
+    p.add_argument(
+        "--ours-server",
+        choices=["serve", "daphne", "uvicorn"],
+        default="serve",
+        help="how ours is served: python -m messenger.serve (production entry point), plain daphne, or uvicorn",
+    )
     p.add_argument("--bench-db", default="messenger_bench")
     p.add_argument(
         "--load-db",

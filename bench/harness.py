@@ -155,7 +155,7 @@ def start_servers(
                 log_dir=log_dir,
                 wait=False,
                 env=ours_env(args, database or args.bench_db, run_id),
-                argv_for_port=procs.daphne_argv("messenger.asgi:application"),
+                argv_for_port=procs.ours_argv(getattr(args, "ours_server", "serve")),
             )
     if wait:
         for server in servers.values():

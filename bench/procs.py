@@ -271,3 +271,21 @@ def daphne_argv(app: str):
         ]
 
     return argv
+
+
+def ours_argv(how: str):
+    """Our server: ``serve`` (python -m messenger.serve, the production entry point),
+    ``daphne`` (plain daphne) or ``uvicorn``."""
+    if how == "daphne":
+        return daphne_argv("messenger.asgi:application")
+
+    def argv(port: int) -> list[str]:
+        if how == "uvicorn":
+            return [
+                PYTHON, "-m", "uvicorn", "messenger.asgi:application", "--host", "127.0.0.1",
+                "--port", str(port), "--ws-max-size", "65536", "--no-access-log",
+                "--lifespan", "off", "--ws-per-message-deflate", "false",
+            ]
+        return [PYTHON, "-m", "messenger.serve", "-b", "127.0.0.1", "-p", str(port)]
+
+    return argv

@@ -32,6 +32,7 @@ from messenger.logs import request_id_from
 from . import events, services
 from .exceptions import InvalidInput
 from .serializers import MAX_ID
+from .services import fast
 
 try:  # daphne's WebSocket library: raised by a send on a connection that is already closed
     from autobahn.exception import Disconnected as _SocketGone
@@ -224,11 +225,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         chat_id = _id_field(frame, "chat_id")
         client_id = services.clean_client_id(frame.get("client_id"))
         text = services.clean_text(frame.get("text"))
-        with events.collect() as bucket:
-            result = await run_in_db(
-                services.send_message,
-                user_id=self.user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=self.channel_name
-            )
+        result, bucket = await fast.send_message(
+            user_id=self.user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=self.channel_name
+        )
         # The ack first: the sending device learns its message is stored before anyone else hears of it.
         await self._send(
             {"type": "message.ack", "client_id": client_id, "duplicate": result.duplicate, "message": result.payload(), "ref": ref}
@@ -238,9 +237,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _on_read(self, frame: dict, ref):
         chat_id = _id_field(frame, "chat_id")
         up_to_seq = _seq_field(frame, "up_to_seq")
-        result = await self._run(
-            services.mark_read, user_id=self.user_id, chat_id=chat_id, up_to_seq=up_to_seq, skip_channel=self.channel_name
+        result, bucket = await fast.mark_read(
+            user_id=self.user_id, chat_id=chat_id, up_to_seq=up_to_seq, skip_channel=self.channel_name
         )
+        await events.send_collected(bucket)
         await self._send(
             {
                 "type": "chat.read",

@@ -63,6 +63,17 @@ class Outgoing:
 _collector: contextvars.ContextVar[list[Outgoing] | None] = contextvars.ContextVar("events_collector", default=None)
 
 
+def committed(*, user_ids: Iterable[int], event: dict, skip_channel: str | None = None) -> Outgoing | None:
+    """An event whose change has committed, ready for :func:`send_collected` (None: nobody to tell).
+
+    For the async hot paths (``chats/services/fast.py``), whose statements commit on their own.
+    """
+    ids = sorted({int(u) for u in user_ids})
+    if not ids:
+        return None
+    return Outgoing(user_ids=ids, text=encode(event), skip_channel=skip_channel, committed_at=time.time())
+
+
 def publish_on_commit(*, user_ids: Iterable[int], event: dict, skip_channel: str | None = None) -> None:
     """Send ``event`` to every socket of every user in ``user_ids`` once the transaction commits."""
     outgoing = Outgoing(user_ids=sorted({int(u) for u in user_ids}), text=encode(event), skip_channel=skip_channel)

@@ -216,6 +216,10 @@ SEND_RATE_WINDOW_SECONDS = env_int("SEND_RATE_WINDOW_SECONDS", 1)
 TYPING_THROTTLE_SECONDS = 3
 # Threads (each with its own database connection) running socket commands per process.
 DB_THREADS = env_int("DB_THREADS", 8)
+# On PostgreSQL, socket sends and reads run their statements from the event loop on async
+# psycopg connections (at most DB_THREADS per process; messenger/adb.py) instead of in a
+# database thread. ASYNC_DB=false turns that off (everything through the threads).
+ASYNC_DB = env_bool("ASYNC_DB", True)
 # Login, refresh and registration attempts per client address ("N/sec|min|hour|day"); empty disables.
 AUTH_THROTTLE_RATE = os.environ.get("AUTH_THROTTLE_RATE", "30/min")
 

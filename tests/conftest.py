@@ -15,6 +15,8 @@ from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from messenger import adb
+
 PASSWORD = "Correct-Horse-42"
 # Channel-layer and cache prefix of this test run, so parallel runs on one Redis never cross-talk.
 # Subprocesses (e.g. a second daphne) must get it as CHANNEL_PREFIX / CACHE_PREFIX.
@@ -74,6 +76,7 @@ def _fast_and_isolated(settings):
     channel_layers.backends = {}
     yield
     channel_layers.backends = {}
+    adb.close_all()  # the async hot-path connections of this test's event loop
 
 
 @pytest.fixture

@@ -32,15 +32,20 @@ from .common import (
 # --- rate limits -------------------------------------------------------------------
 
 
+def send_rate_key(*, user_id: int) -> tuple[str, int, int, float]:
+    """The cache key of the user's current window, the window (s), its number, and now."""
+    window = max(1, settings.SEND_RATE_WINDOW_SECONDS)
+    now = timezone.now().timestamp()
+    bucket = int(now // window)
+    return f"rl:send:{user_id}:{bucket}", window, bucket, now
+
+
 def check_send_rate(*, user_id: int) -> None:
     """Fixed-window per-user send limit, shared by all processes through the cache (Redis)."""
     limit = settings.SEND_RATE_LIMIT
     if limit <= 0:
         return
-    window = max(1, settings.SEND_RATE_WINDOW_SECONDS)
-    now = timezone.now().timestamp()
-    bucket = int(now // window)
-    key = f"rl:send:{user_id}:{bucket}"
+    key, window, bucket, now = send_rate_key(user_id=user_id)
     cache.add(key, 0, timeout=window * 2)
     try:
         count = cache.incr(key)
@@ -127,33 +132,55 @@ def _send_message_pg(*, user_id: int, chat_id: int, client_id: str, text: str, s
             row = sql.run_one(sql.SEND_PG, params)
     except IntegrityError:
         row = None  # a parallel send of this key committed first; the statement rolled back whole
-    if row is not None and row[4] is not None:  # a repeat of a stored message
-        metrics.DUPLICATE_SENDS.inc()
-        return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
+    if row is not None and row[4] is not None:
+        return repeated_send(user_id=user_id, client_id=client_id, chat_id=chat_id)
     if row is None:
-        return _refused_send(user_id=user_id, chat_id=chat_id, client_id=client_id)
-    seq, read_all, my_read, message_id, _ = row
+        return refused_send(user_id=user_id, chat_id=chat_id, client_id=client_id)
     metrics.MESSAGES_STORED.inc()
-    advanced, recipients = sql.run_one(sql.AFTER_SEND_PG, {"chat": chat_id, "probe": my_read <= read_all})
+    after = sql.run_one(sql.AFTER_SEND_PG, {"chat": chat_id, "probe": row[2] <= row[1]})
+    result, announcements = sent_pg(
+        row, after, user_id=user_id, chat_id=chat_id, client_id=client_id, text=text, now=now,
+        skip_channel=skip_channel,
+    )
+    for announcement in announcements:
+        events.publish_on_commit(**announcement)
+    return result
+
+
+def sent_pg(
+    row: tuple, after: tuple, *, user_id: int, chat_id: int, client_id: str, text: str, now, skip_channel: str | None
+) -> tuple[SendResult, list[dict]]:
+    """The result of a stored send (``sql.SEND_PG`` row, ``sql.AFTER_SEND_PG`` row) and the
+    events it causes, as ``publish_on_commit`` keyword arguments (shared with ``fast.py``)."""
+    seq, read_all, _, message_id, _ = row
+    advanced, recipients = after
     recipients = list(recipients or [])
     message = Message(
         id=message_id, chat_id=chat_id, seq=seq, sender_id=user_id, kind=Message.Kind.TEXT, text=text,
         client_id=client_id, created_at=now,
     )
-    events.publish_on_commit(
-        user_ids=recipients,
-        event={"type": "message.new", "message": message_payload(message, read_all_seq=read_all)},
-        skip_channel=skip_channel,
-    )
+    announcements = [
+        {
+            "user_ids": recipients,
+            "event": {"type": "message.new", "message": message_payload(message, read_all_seq=read_all)},
+            "skip_channel": skip_channel,
+        }
+    ]
     if advanced is not None:
         read_all = advanced
-        events.publish_on_commit(
-            user_ids=recipients, event={"type": "chat.read_all", "chat_id": chat_id, "up_to_seq": advanced}
+        announcements.append(
+            {"user_ids": recipients, "event": {"type": "chat.read_all", "chat_id": chat_id, "up_to_seq": advanced}}
         )
-    return SendResult(message=message, duplicate=False, read_all_seq=read_all)
+    return SendResult(message=message, duplicate=False, read_all_seq=read_all), announcements
 
 
-def _refused_send(*, user_id: int, chat_id: int, client_id: str) -> SendResult:
+def repeated_send(*, user_id: int, client_id: str, chat_id: int) -> SendResult:
+    """A member's repeat of a stored key (the send statement said so): the original message."""
+    metrics.DUPLICATE_SENDS.inc()
+    return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
+
+
+def refused_send(*, user_id: int, chat_id: int, client_id: str) -> SendResult:
     """Why the send statement stored nothing: not a member, a duplicate, or a deactivated peer."""
     membership = selectors.get_membership(user_id=user_id, chat_id=chat_id)  # ChatNotFound if not a member
     if Message.objects.filter(sender_id=user_id, client_id=client_id).exists():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -25,11 +24,11 @@ async def test_events_are_not_queued_behind_slow_client_frames(make_user, monkey
     frames (each waits on the database) a busy sender's events piled up without bound. Frames
     now run on the socket's own worker, in order, and events go out while they run."""
 
-    def slow_read(**kwargs):
-        time.sleep(FRAME_SECONDS)
+    async def slow_read(**kwargs):
+        await asyncio.sleep(FRAME_SECONDS)  # a statement waiting on the database
         raise InvalidInput("slow")
 
-    monkeypatch.setattr("chats.services.mark_read", slow_read)
+    monkeypatch.setattr("chats.services.fast.mark_read", slow_read)
     user = await database_sync_to_async(make_user)()
     ws = await ws_connect(user)
     try:

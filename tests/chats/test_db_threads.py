@@ -1,6 +1,13 @@
-"""Socket commands run on a pool of database threads with persistent connections."""
+"""Socket commands keep their database connections between commands and survive losing them.
+
+Sends and reads run on the async pool (``messenger/adb.py``) on PostgreSQL, or, with
+``ASYNC_DB=false`` and for every other command, in a pool of database threads; both keep
+persistent connections, and both must replace one that died instead of failing a command.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
@@ -35,13 +42,18 @@ def main_thread_pid() -> int:
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="terminating backends needs PostgreSQL")
-async def test_dead_persistent_connection_is_replaced_before_the_next_command(make_user, settings, main_thread_pid):
-    """A database thread whose kept connection died (restart, failover) reconnects instead of failing.
+@pytest.mark.parametrize("async_db", [True, False], ids=["async-pool", "db-threads"])
+async def test_dead_persistent_connection_is_replaced_before_the_next_command(
+    make_user, settings, main_thread_pid, async_db
+):
+    """A kept connection that died (restart, failover) is replaced instead of failing the command.
 
-    The consumer skips Channels' per-message ``aclose_old_connections`` hop; this proves the
-    pool's own close-before-use still catches a broken connection.
+    The consumer skips Channels' per-message ``aclose_old_connections`` hop, and the async
+    pool never goes through Django's connection handling at all; this proves each pool's own
+    retry catches a broken connection.
     """
     settings.SEND_RATE_LIMIT = 0
+    settings.ASYNC_DB = async_db
     alice = await database_sync_to_async(make_user)()
     bob = await database_sync_to_async(make_user)()
     chat = (await database_sync_to_async(services.open_direct_chat)(user_id=alice.id, other_user_id=bob.id)).chat
@@ -69,3 +81,34 @@ async def test_dead_persistent_connection_is_replaced_before_the_next_command(ma
         await ws.disconnect()
         _protected_pids[:] = [main_thread_pid]  # leave no kept connection behind
         await database_sync_to_async(_kill_pool_connections)()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the async pool is PostgreSQL-only")
+async def test_async_pool_reuses_connections_and_retires_old_ones(settings):
+    """Statements share a kept connection; one older than CONN_MAX_AGE is closed on its way back."""
+    from messenger import adb
+
+    pid = "SELECT pg_backend_pid()"
+    first = (await adb.fetch_one(pid, {}))[0]
+    assert (await adb.fetch_one(pid, {}))[0] == first  # kept and reused
+    adb.pool().max_age = 0.05
+    await asyncio.sleep(0.1)
+    assert (await adb.fetch_one(pid, {}))[0] == first  # too old: used once more, then closed
+    assert (await adb.fetch_one(pid, {}))[0] != first
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the async pool is PostgreSQL-only")
+async def test_async_pool_errors_are_djangos_and_leave_the_pool_usable():
+    """A failing statement raises Django's exception class; the connection stays in service."""
+    from django.db import DataError, IntegrityError, ProgrammingError
+
+    from messenger import adb
+
+    with pytest.raises(ProgrammingError):
+        await adb.fetch("SELECT no_such_column FROM chats_chat", {})
+    with pytest.raises(DataError):
+        await adb.fetch("SELECT 1 / 0", {})
+    with pytest.raises(IntegrityError):
+        await adb.fetch("INSERT INTO chats_chat (kind, title) VALUES ('group', NULL)", {})
+    assert await adb.fetch_one("SELECT 41 + 1", {}) == (42,)
+    assert len(adb.pool()._idle) == 1

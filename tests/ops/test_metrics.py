@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import psycopg
 import pytest
 import redis
 from channels.db import database_sync_to_async
@@ -206,7 +207,12 @@ async def test_database_error_on_socket_is_counted(make_user, monkeypatch):
     def down(**kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(services, "mark_read", down)
+    async def pg_down(*args):
+        raise psycopg.OperationalError("connection refused")
+
+    # Reads run on the async pool on PostgreSQL (the error comes out as Django's), else in a thread.
+    monkeypatch.setattr("chats.services.messages.mark_read", down)
+    monkeypatch.setattr("messenger.adb.Pool._execute", staticmethod(pg_down))
     before = sample("messenger_db_errors_total", source="socket")
     communicator = await ws_connect(user)
     try:

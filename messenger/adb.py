@@ -1,0 +1,165 @@
+"""Async PostgreSQL for the socket hot paths: no thread hop, no GIL hand-off.
+
+A ``message.send`` or ``message.read`` on PostgreSQL is one or two single statements in
+autocommit (``chats/sql.py``). Running them through ``run_in_db`` costs a hop to a
+database thread and back for each command -- asgiref's ``SyncToAsync`` machinery, a
+context copy, two cross-thread wake-ups and GIL contention between the event loop and
+eight database threads, which under load put a 5 ms switch interval in front of every
+reply. Here those statements run on psycopg's ``AsyncConnection`` from the event loop
+itself, on a small per-process pool of persistent connections with their statements
+prepared once per connection.
+
+Same guarantees as ``run_in_db``: every statement commits on its own (autocommit), errors
+come out as Django's database exceptions (so callers map them to 503 as before), and a
+kept connection that turns out dead -- PostgreSQL restarted or failed over -- is dropped
+and the statement is run once more on a fresh connection. That retry is safe because the
+hot-path statements are idempotent: a send by ``(sender, client_id)``, a read by ``max()``.
+Connections older than ``CONN_MAX_AGE`` are closed when they come back to the pool.
+
+Only the hot paths use it; everything else (REST, chat and member changes, rare branches
+of send and read) stays on Django's ORM in ``run_in_db`` or in request threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+
+import psycopg
+from django import db as django_db
+from django.conf import settings
+from django.db import connections
+
+# psycopg's exception -> Django's (callers and the error mapping only know Django's).
+_ERROR_MAP = (
+    (psycopg.IntegrityError, django_db.IntegrityError),
+    (psycopg.OperationalError, django_db.OperationalError),
+    (psycopg.InterfaceError, django_db.InterfaceError),
+    (psycopg.DataError, django_db.DataError),
+    (psycopg.ProgrammingError, django_db.ProgrammingError),
+    (psycopg.Error, django_db.DatabaseError),
+)
+
+
+def enabled() -> bool:
+    """Whether the hot paths run here (PostgreSQL) or in a database thread (SQLite)."""
+    return connections["default"].vendor == "postgresql" and settings.ASYNC_DB
+
+
+def _django_error(exc: psycopg.Error) -> django_db.DatabaseError:
+    for source, target in _ERROR_MAP:
+        if isinstance(exc, source):
+            error = target(*exc.args)
+            error.__cause__ = exc
+            return error
+    raise AssertionError("unreachable")  # pragma: no cover - psycopg.Error is the last entry
+
+
+class Pool:
+    """At most ``size`` autocommit connections of one event loop; idle ones are reused LIFO."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int):
+        self.loop = loop
+        self.size = max(1, size)
+        self._idle: list[tuple[psycopg.AsyncConnection, float]] = []
+        self._open = 0
+        self._free = asyncio.Semaphore(self.size)
+        self.max_age = settings.DATABASES["default"].get("CONN_MAX_AGE") or 0
+
+    def _conninfo(self) -> dict:
+        # Read at connect time: the test runner renames the database after settings load.
+        params = connections["default"].get_connection_params()
+        for key in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
+            params.pop(key, None)
+        return params
+
+    async def _connect(self) -> tuple[psycopg.AsyncConnection, float]:
+        try:
+            conn = await psycopg.AsyncConnection.connect(autocommit=True, **self._conninfo())
+        except psycopg.Error as exc:
+            raise _django_error(exc) from exc
+        _all_connections.add(conn)
+        self._open += 1
+        return conn, time.monotonic()
+
+    def _discard(self, conn: psycopg.AsyncConnection) -> None:
+        self._open -= 1
+        _all_connections.discard(conn)
+        if not conn.closed:
+            conn.pgconn.finish()  # no round trip: the server notices the closed socket
+
+    async def fetch(self, sql: str, params: dict) -> list[tuple]:
+        """Run one statement in its own transaction and return its rows."""
+        async with self._free:
+            fresh = not self._idle
+            conn, born = await self._connect() if fresh else self._idle.pop()
+            try:
+                try:
+                    rows = await self._execute(conn, sql, params)
+                except psycopg.OperationalError:
+                    if fresh or not conn.broken:
+                        raise
+                    # A kept connection died (database restart): once more on a new one.
+                    self._discard(conn)
+                    conn, born = await self._connect()
+                    rows = await self._execute(conn, sql, params)
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    self._discard(conn)
+                else:
+                    self._idle.append((conn, born))
+                raise _django_error(exc) from exc
+            except BaseException:
+                # Cancelled mid-statement: the connection's state is unknown.
+                self._discard(conn)
+                raise
+            if self.max_age and time.monotonic() - born > self.max_age:
+                self._discard(conn)
+            else:
+                self._idle.append((conn, born))
+            return rows
+
+    @staticmethod
+    async def _execute(conn: psycopg.AsyncConnection, sql: str, params: dict) -> list[tuple]:
+        cursor = await conn.execute(sql, params, prepare=True)
+        return await cursor.fetchall() if cursor.description else []
+
+    def close(self) -> None:
+        while self._idle:
+            self._discard(self._idle.pop()[0])
+
+
+# Every connection any pool opened, so tests (and shutdown) can close them from sync code.
+_all_connections: weakref.WeakSet = weakref.WeakSet()
+_pool: Pool | None = None
+
+
+def pool() -> Pool:
+    """This process's pool, for the running event loop (tests run one loop per test)."""
+    global _pool
+    loop = asyncio.get_running_loop()
+    if _pool is None or _pool.loop is not loop:
+        if _pool is not None:
+            _pool.close()
+        _pool = Pool(loop, settings.DB_THREADS)
+    return _pool
+
+
+async def fetch(sql: str, params: dict) -> list[tuple]:
+    return await pool().fetch(sql, params)
+
+
+async def fetch_one(sql: str, params: dict) -> tuple | None:
+    rows = await pool().fetch(sql, params)
+    return rows[0] if rows else None
+
+
+def close_all() -> None:
+    """Close every connection the pools hold (sync; for tests that drop the database)."""
+    global _pool
+    _pool = None
+    for conn in list(_all_connections):
+        if not conn.closed:
+            conn.pgconn.finish()
+    _all_connections.clear()
