@@ -126,9 +126,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.sid = self.scope.get("token_sid")
         self.group = events.user_group(user.id)
         self._expiry_handle = None
-        self._frames = asyncio.Queue(maxsize=MAX_QUEUED_FRAMES)
-        self._worker = asyncio.create_task(self._work_frames())
         await self.channel_layer.group_add(self.group, self.channel_name)
+        add_receiver = getattr(self.channel_layer, "add_receiver", None)
+        if add_receiver is not None:  # our layer: events come straight to event_deliver
+            add_receiver(self.channel_name, self.event_deliver)
         await self.accept(subprotocol=subprotocol)
         self._opened_at = time.perf_counter()
         metrics.SOCKETS_OPEN.inc()
@@ -149,6 +150,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
+        remove_receiver = getattr(self.channel_layer, "remove_receiver", None)
+        if remove_receiver is not None:
+            remove_receiver(self.channel_name)
         try:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         except Exception:  # noqa: BLE001 - the layer may be down; the socket is going anyway
@@ -312,6 +316,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            remove_receiver = getattr(getattr(self, "channel_layer", None), "remove_receiver", None)
+            if remove_receiver is not None and getattr(self, "channel_name", None):
+                remove_receiver(self.channel_name)
             if self._worker is not None:
                 self._frames_done = True  # the worker stops after the frame in hand
                 with contextlib.suppress(asyncio.QueueFull):
@@ -328,8 +335,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         frames are handled waits here, and then in daphne's queue (messenger/serve.py stops
         reading its socket), as before.
         """
-        if self._frames is not None:
-            await self._frames.put(message)
+        if self.user_id is None or self._frames_done:
+            return  # not authenticated (being closed with 4401), or gone
+        if self._worker is None:  # started by the first frame: an idle socket holds no task
+            self._frames = asyncio.Queue(maxsize=MAX_QUEUED_FRAMES)
+            self._worker = asyncio.create_task(self._work_frames())
+        await self._frames.put(message)
 
     async def _work_frames(self) -> None:
         while not self._frames_done:

@@ -40,3 +40,52 @@ async def test_group_send_many_reaches_every_group_once():
                 await asyncio.wait_for(layer.receive(channel), 0.1)
     finally:
         await layer.flush()
+
+
+async def test_registered_receivers_get_big_fanouts_directly_and_in_order():
+    """Events for many users go to each registered receiver in order, decoded once per process;
+    small ones and other message types keep going through the consumers' queues."""
+    from messenger.layers import DIRECT_MIN_GROUPS
+
+    layer = PipelinedPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-direct")
+    try:
+        users = DIRECT_MIN_GROUPS + 4
+        got: dict[str, list] = {}
+        channels = []
+        for n in range(users):
+            channel = await layer.new_channel()
+            await layer.group_add(f"user.{n}", channel)
+            got[channel] = []
+
+            async def receiver(message, channel=channel):
+                got[channel].append(message)
+
+            layer.add_receiver(channel, receiver)
+            channels.append(channel)
+        everyone = [f"user.{n}" for n in range(users)]
+        for k in range(5):
+            await layer.group_send_many(everyone, {"type": "event.deliver", "text": f"m{k}"})
+        await layer.group_send_many(["user.0"], {"type": "event.deliver", "text": "small"})
+        await layer.group_send_many(everyone, {"type": "session.revoke", "sid": None})
+
+        async def all_arrived():
+            while any(len(messages) < 5 for messages in got.values()):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(all_arrived(), 5)
+        for channel in channels:
+            assert [m["text"] for m in got[channel]] == [f"m{k}" for k in range(5)]
+        # The same dict for everyone: decoded once.
+        assert all(got[c][0] is got[channels[0]][0] for c in channels)
+        # A small fan-out and a non-delivery message take the queue.
+        assert await asyncio.wait_for(layer.receive(channels[0]), 5) == {"type": "event.deliver", "text": "small"}
+        for channel in channels:
+            assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "session.revoke", "sid": None}
+        # A removed receiver gets nothing more directly; its events go to its queue again.
+        layer.remove_receiver(channels[1])
+        await layer.group_send_many(everyone, {"type": "event.deliver", "text": "after"})
+        assert await asyncio.wait_for(layer.receive(channels[1]), 5) == {"type": "event.deliver", "text": "after"}
+        await asyncio.wait_for(all_arrived(), 5)
+        assert len(got[channels[1]]) == 5
+    finally:
+        await layer.flush()

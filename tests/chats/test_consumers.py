@@ -812,3 +812,35 @@ async def test_group_read_all_only_after_last_member_reads(make_user, api):
     assert await db(is_read_now)(owner) is True
     assert await db(lambda: Chat.objects.get(id=group.id).read_all_seq)() == message["seq"]
     await disconnect_all(*sockets.values())
+
+
+async def test_big_group_message_reaches_every_member_device(make_user):
+    """A group big enough for the layer's direct delivery (messenger/layers.py): every other
+    member's socket gets message.new once, the sender only its ack, and a later logout still
+    closes a member's socket (that message type keeps the consumer's queue)."""
+    from messenger.layers import DIRECT_MIN_GROUPS
+
+    users = [await db(make_user)() for _ in range(DIRECT_MIN_GROUPS + 2)]
+    owner, members = users[0], users[1:]
+    group = await db(services.create_group)(user_id=owner.id, title="Big", member_ids=[u.id for u in members])
+    sockets = [await ws_connect(user) for user in users]
+    try:
+        await sockets[0].send_json_to({"type": "message.send", "chat_id": group.id, "client_id": "big-1", "text": "hello all"})
+        ack, _ = await receive_until(sockets[0], "message.ack")
+        seq = ack["message"]["seq"]
+        for ws in sockets[1:]:
+            frame, _ = await receive_until(ws, "message.new")
+            assert (frame["message"]["seq"], frame["message"]["text"]) == (seq, "hello all")
+        assert await sockets[0].receive_nothing(timeout=0.2)  # no message.new echo to the sender
+        await db(close_sockets_of)(members[0].id)
+        frame, _ = await receive_until(sockets[1], "error")
+        assert frame["code"] == "session_revoked"
+    finally:
+        for ws in sockets:
+            await ws.disconnect()
+
+
+def close_sockets_of(user_id: int) -> None:
+    from chats import events
+
+    events.close_user_sockets(user_id=user_id, sid=None)
