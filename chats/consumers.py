@@ -150,9 +150,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
-        remove_receiver = getattr(self.channel_layer, "remove_receiver", None)
-        if remove_receiver is not None:
-            remove_receiver(self.channel_name)
         try:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         except Exception:  # noqa: BLE001 - the layer may be down; the socket is going anyway
@@ -316,6 +313,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            # Here rather than in disconnect(), which a failed handshake never reaches.
             remove_receiver = getattr(getattr(self, "channel_layer", None), "remove_receiver", None)
             if remove_receiver is not None and getattr(self, "channel_name", None):
                 remove_receiver(self.channel_name)

@@ -27,33 +27,13 @@ import time
 import weakref
 
 import psycopg
-from django import db as django_db
 from django.conf import settings
 from django.db import connections
-
-# psycopg's exception -> Django's (callers and the error mapping only know Django's).
-_ERROR_MAP = (
-    (psycopg.IntegrityError, django_db.IntegrityError),
-    (psycopg.OperationalError, django_db.OperationalError),
-    (psycopg.InterfaceError, django_db.InterfaceError),
-    (psycopg.DataError, django_db.DataError),
-    (psycopg.ProgrammingError, django_db.ProgrammingError),
-    (psycopg.Error, django_db.DatabaseError),
-)
 
 
 def enabled() -> bool:
     """Whether the hot paths run here (PostgreSQL) or in a database thread (SQLite)."""
     return connections["default"].vendor == "postgresql" and settings.ASYNC_DB
-
-
-def _django_error(exc: psycopg.Error) -> django_db.DatabaseError:
-    for source, target in _ERROR_MAP:
-        if isinstance(exc, source):
-            error = target(*exc.args)
-            error.__cause__ = exc
-            return error
-    raise AssertionError("unreachable")  # pragma: no cover - psycopg.Error is the last entry
 
 
 class Pool:
@@ -63,7 +43,6 @@ class Pool:
         self.loop = loop
         self.size = max(1, size)
         self._idle: list[tuple[psycopg.AsyncConnection, float]] = []
-        self._open = 0
         self._free = asyncio.Semaphore(self.size)
         self.max_age = settings.DATABASES["default"].get("CONN_MAX_AGE") or 0
 
@@ -75,50 +54,52 @@ class Pool:
         return params
 
     async def _connect(self) -> tuple[psycopg.AsyncConnection, float]:
-        try:
-            conn = await psycopg.AsyncConnection.connect(autocommit=True, **self._conninfo())
-        except psycopg.Error as exc:
-            raise _django_error(exc) from exc
+        conn = await psycopg.AsyncConnection.connect(autocommit=True, **self._conninfo())
         _all_connections.add(conn)
-        self._open += 1
         return conn, time.monotonic()
 
     def _discard(self, conn: psycopg.AsyncConnection) -> None:
-        self._open -= 1
         _all_connections.discard(conn)
         if not conn.closed:
             conn.pgconn.finish()  # no round trip: the server notices the closed socket
 
+    def _put_back(self, conn: psycopg.AsyncConnection, born: float) -> None:
+        """Keep a connection for the next statement unless it is broken, mid-transaction or too old."""
+        if (
+            conn.broken
+            or conn.closed
+            or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            or (self.max_age and time.monotonic() - born > self.max_age)
+        ):
+            self._discard(conn)
+        else:
+            self._idle.append((conn, born))
+
     async def fetch(self, sql: str, params: dict) -> list[tuple]:
         """Run one statement in its own transaction and return its rows."""
         async with self._free:
-            fresh = not self._idle
-            conn, born = await self._connect() if fresh else self._idle.pop()
-            try:
+            # psycopg's exceptions come out as Django's, as from sql.run().
+            with connections["default"].wrap_database_errors:
+                kept = bool(self._idle)
+                conn, born = self._idle.pop() if kept else await self._connect()
                 try:
-                    rows = await self._execute(conn, sql, params)
-                except psycopg.OperationalError:
-                    if fresh or not conn.broken:
-                        raise
-                    # A kept connection died (database restart): once more on a new one.
-                    self._discard(conn)
-                    conn, born = await self._connect()
-                    rows = await self._execute(conn, sql, params)
-            except psycopg.Error as exc:
-                if conn.broken or conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    self._discard(conn)
-                else:
-                    self._idle.append((conn, born))
-                raise _django_error(exc) from exc
-            except BaseException:
-                # Cancelled mid-statement: the connection's state is unknown.
-                self._discard(conn)
-                raise
-            if self.max_age and time.monotonic() - born > self.max_age:
-                self._discard(conn)
-            else:
-                self._idle.append((conn, born))
-            return rows
+                    try:
+                        rows = await self._execute(conn, sql, params)
+                    except psycopg.OperationalError:
+                        if not kept or not conn.broken:
+                            raise
+                        # A kept connection died (database restart): once more on a new one.
+                        self._discard(conn)
+                        conn, born = await self._connect()
+                        rows = await self._execute(conn, sql, params)
+                except psycopg.Error:
+                    self._put_back(conn, born)
+                    raise
+                except BaseException:
+                    self._discard(conn)  # cancelled mid-statement: the connection's state is unknown
+                    raise
+                self._put_back(conn, born)
+                return rows
 
     @staticmethod
     async def _execute(conn: psycopg.AsyncConnection, sql: str, params: dict) -> list[tuple]:

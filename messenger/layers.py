@@ -142,14 +142,12 @@ class _ResyncingShard(RedisSingleShardConnection):
             if name == loop_layer.fanout_channel:
                 envelope = loop_layer.channel_layer.deserialize(message["data"])
                 payload = envelope["payload"]
-                decoded = loop_layer.channel_layer.deserialize(payload) if loop_layer.receivers else None
-                # Only plain deliveries take the direct path; anything else goes to the queues.
                 groups = envelope["groups"]
-                receivers = (
-                    loop_layer.receivers
-                    if decoded is not None and decoded.get("type") == DIRECT_TYPE and len(groups) >= DIRECT_MIN_GROUPS
-                    else {}
-                )
+                receivers, decoded = {}, None
+                if len(groups) >= DIRECT_MIN_GROUPS and loop_layer.receivers:
+                    decoded = loop_layer.channel_layer.deserialize(payload)
+                    if decoded.get("type") == DIRECT_TYPE:  # other types go to the queues
+                        receivers = loop_layer.receivers
                 direct = []
                 for group_channel in groups:
                     for channel_name in loop_layer.groups.get(group_channel, ()):

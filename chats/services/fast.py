@@ -28,7 +28,7 @@ from messenger import adb, metrics
 from messenger.db import run_in_db
 
 from .. import events, sql
-from ..exceptions import InvalidInput, RateLimited
+from ..exceptions import RateLimited
 from . import messages
 from .common import ReadResult, SendResult
 
@@ -39,15 +39,9 @@ async def send_message(
     *, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None = None
 ) -> tuple[SendResult, Events]:
     """``messages.send_message`` for a socket; ``client_id`` and ``text`` are already clean."""
-    if not adb.enabled():
-        return await _in_thread(
-            messages.send_message,
-            user_id=user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=skip_channel,
-        )
-    try:
-        await check_send_rate(user_id=user_id)
-    except RateLimited:
-        # The sync path answers a retry of a stored message and refuses anything else.
+    if not adb.enabled() or not await within_send_rate(user_id=user_id):
+        # SQLite, or over the rate limit: the sync path answers a retry of a stored message
+        # and refuses anything else.
         return await _in_thread(
             messages.send_message,
             user_id=user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=skip_channel,
@@ -77,14 +71,11 @@ async def mark_read(
     *, user_id: int, chat_id: int, up_to_seq: int, skip_channel: str | None = None
 ) -> tuple[ReadResult, Events]:
     """``messages.mark_read`` for a socket: one forward-only UPDATE, then the minimum probe."""
-    if not isinstance(up_to_seq, int) or isinstance(up_to_seq, bool) or up_to_seq < 0:
-        raise InvalidInput({"up_to_seq": ["Must be a non-negative integer."]})
-    if not adb.enabled():
-        return await _in_thread(
-            messages.mark_read, user_id=user_id, chat_id=chat_id, up_to_seq=up_to_seq, skip_channel=skip_channel
-        )
-    raised = await adb.fetch_one(sql.READ_UP_TO, {"chat": chat_id, "user": user_id, "seq": up_to_seq})
-    if raised is None:  # nothing moved, or not a member: the sync path reports which
+    raised = None
+    if adb.enabled():
+        raised = await adb.fetch_one(sql.READ_UP_TO, {"chat": chat_id, "user": user_id, "seq": up_to_seq})
+    if raised is None:
+        # SQLite, nothing moved, not a member, or an invalid seq: the sync path says which.
         return await _in_thread(
             messages.mark_read, user_id=user_id, chat_id=chat_id, up_to_seq=up_to_seq, skip_channel=skip_channel
         )
@@ -132,22 +123,23 @@ def _redis_client() -> aredis.Redis | None:
     return _redis[1]
 
 
-async def check_send_rate(*, user_id: int) -> None:
-    """:func:`messages.check_send_rate` in one pipelined round trip, on the same counter."""
+async def within_send_rate(*, user_id: int) -> bool:
+    """Count a send against :func:`messages.check_send_rate`'s limit, on the same counter, in one
+    pipelined round trip; False when over it (the sync path then refuses and counts it)."""
     limit = settings.SEND_RATE_LIMIT
     if limit <= 0:
-        return
+        return True
     client = _redis_client()
-    if client is None:
-        messages.check_send_rate(user_id=user_id)  # in-process cache: no I/O
-        return
-    key, window, bucket, now = messages.send_rate_key(user_id=user_id)
+    if client is None:  # in-process cache: no I/O
+        try:
+            messages.check_send_rate(user_id=user_id)
+        except RateLimited:
+            return False
+        return True
+    key, window, _, _ = messages.send_rate_key(user_id=user_id)
+    key = cache.make_and_validate_key(key)
     async with client.pipeline(transaction=False) as pipe:
-        pipe.set(cache.make_and_validate_key(key), 0, ex=window * 2, nx=True)
-        pipe.incr(cache.make_and_validate_key(key))
+        pipe.set(key, 0, ex=window * 2, nx=True)
+        pipe.incr(key)
         _, count = await pipe.execute()
-    if count > limit:  # counted in metrics by the sync path, which the caller goes to next
-        raise RateLimited(
-            f"At most {limit} messages per {window} s.", retry_after=(bucket + 1) * window - now
-        )
-
+    return count <= limit
