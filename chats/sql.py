@@ -75,11 +75,17 @@ mine AS (
     WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(user)s
       AND chats_membership.last_read_seq < claim.last_seq
 )
-SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id, NULL::bigint FROM claim, stored
+SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id,
+       NULL::bigint, NULL::bigint, NULL::bigint, NULL::varchar, NULL::text, NULL::timestamptz, NULL::bigint
+FROM claim, stored
 UNION ALL
--- A retry of a stored message (the common duplicate): its id, for a member of this chat. The
--- row this statement inserts is invisible here, so a new message never matches.
-SELECT NULL, NULL, NULL, NULL, x.id FROM chats_message x
+-- A retry of a stored message (the common duplicate), for a member of this chat: the original
+-- (id, chat, seq, kind, text, created_at) and its chat's read-by-everyone seq, so the caller
+-- answers it without another query. The row this statement inserts is invisible here, so a
+-- new message never matches.
+SELECT NULL, NULL, NULL, NULL, x.id, x.chat_id, x.seq, x.kind, x.text, x.created_at,
+       (SELECT c.read_all_seq FROM chats_chat c WHERE c.id = x.chat_id)
+FROM chats_message x
 WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s AND EXISTS (
     SELECT 1 FROM chats_membership m WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s)
 """  # constant SQL fragments only; every value is a bound parameter  # nosec B608

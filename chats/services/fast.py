@@ -8,10 +8,12 @@ returned to the caller to send instead of collected from ``on_commit`` hooks. Ev
 statement commits on its own (autocommit), so an event built after it is an event about
 a committed change.
 
-Whatever is not the common case -- a repeat of a stored key, a refused send, a read
-that moves nothing, a rate-limited sender, SQLite -- goes to the sync service in a
-database thread (``run_in_db``), which answers it exactly as before. So the async path
-never has to decide anything the sync one does not also decide.
+A repeat of a stored key is answered here too: the send statement returns the original,
+and ``messages.repeated_send`` turns that row into the answer for both paths. Whatever
+else is not the common case -- a refused send, a read that moves nothing, a rate-limited
+sender, SQLite -- goes to the sync service in a database thread (``run_in_db``), which
+answers it exactly as before. So the async path never has to decide anything the sync
+one does not also decide.
 """
 
 from __future__ import annotations
@@ -51,9 +53,14 @@ async def send_message(
     try:
         row = await adb.fetch_one(sql.SEND_PG, params)
     except IntegrityError:
-        row = None  # a parallel send of this key committed first; the statement rolled back whole
+        # A parallel send of this key committed while this one waited for the chat lock; the
+        # statement rolled back whole (no seq used). Once more: now it finds the original.
+        try:
+            row = await adb.fetch_one(sql.SEND_PG, params)
+        except IntegrityError:
+            row = None
     if row is not None and row[4] is not None:  # a repeat of a stored key: the original
-        return await _in_thread(messages.repeated_send, user_id=user_id, client_id=client_id, chat_id=chat_id)
+        return messages.repeated_send(row, user_id=user_id, client_id=client_id, chat_id=chat_id), []
     if row is None:
         # Stored nothing: not a member, a deactivated peer, or a parallel duplicate that
         # won; the sync path finds out which and answers it.

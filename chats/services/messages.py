@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 
 from django.conf import settings
 from django.core.cache import cache
@@ -133,7 +134,7 @@ def _send_message_pg(*, user_id: int, chat_id: int, client_id: str, text: str, s
     except IntegrityError:
         row = None  # a parallel send of this key committed first; the statement rolled back whole
     if row is not None and row[4] is not None:
-        return repeated_send(user_id=user_id, client_id=client_id, chat_id=chat_id)
+        return repeated_send(row, user_id=user_id, client_id=client_id, chat_id=chat_id)
     if row is None:
         return refused_send(user_id=user_id, chat_id=chat_id, client_id=client_id)
     metrics.MESSAGES_STORED.inc()
@@ -152,7 +153,7 @@ def sent_pg(
 ) -> tuple[SendResult, list[dict]]:
     """The result of a stored send (``sql.SEND_PG`` row, ``sql.AFTER_SEND_PG`` row) and the
     events it causes, as ``publish_on_commit`` keyword arguments (shared with ``fast.py``)."""
-    seq, read_all, _, message_id, _ = row
+    seq, read_all, _, message_id = row[:4]
     advanced, recipients = after
     recipients = list(recipients or [])
     message = Message(
@@ -174,10 +175,18 @@ def sent_pg(
     return SendResult(message=message, duplicate=False, read_all_seq=read_all), announcements
 
 
-def repeated_send(*, user_id: int, client_id: str, chat_id: int) -> SendResult:
-    """A member's repeat of a stored key (the send statement said so): the original message."""
+def repeated_send(row: tuple, *, user_id: int, client_id: str, chat_id: int) -> SendResult:
+    """A member's repeat of a stored key: the original message, from the ``sql.SEND_PG`` row
+    that found it (no query); Conflict when the key was used in another chat."""
     metrics.DUPLICATE_SENDS.inc()
-    return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
+    message_id, original_chat, seq, kind, text, created_at, read_all = row[4:11]
+    if original_chat != chat_id:
+        raise Conflict({"client_id": ["Already used for a message in another chat."]})
+    original = Message(
+        id=message_id, chat_id=original_chat, seq=seq, sender_id=user_id, kind=kind, text=text,
+        client_id=client_id, created_at=created_at.astimezone(dt.timezone.utc),
+    )
+    return SendResult(message=original, duplicate=True, read_all_seq=read_all)
 
 
 def refused_send(*, user_id: int, chat_id: int, client_id: str) -> SendResult:

@@ -288,6 +288,35 @@ async def test_duplicate_send_returns_original_and_broadcasts_nothing(make_user,
     await disconnect_all(a1, a2, b1)
 
 
+async def test_repeat_carries_original_read_state_and_key_from_another_chat_is_a_conflict(make_user):
+    """A repeat answered after the recipient read the original says is_read:true; the same
+    client_id in another chat is an error frame with code conflict, stores nothing, and the socket
+    stays open."""
+    alice, bob, carol = await users(make_user, 3)
+    chat = await direct_chat(alice, bob)
+    other = await direct_chat(alice, carol)
+    a1, b1 = await ws_connect(alice), await ws_connect(bob)
+    frame = {"type": "message.send", "chat_id": chat.id, "client_id": "k-1", "text": "hi"}
+    await a1.send_json_to({**frame, "ref": "first"})
+    first = await a1.receive_json_from(timeout=5)
+    assert first["duplicate"] is False and first["message"]["is_read"] is False
+    assert (await b1.receive_json_from(timeout=5))["type"] == "message.new"
+
+    await b1.send_json_to({"type": "message.read", "chat_id": chat.id, "up_to_seq": first["message"]["seq"]})
+    await receive_until(a1, "chat.read_all")
+    await a1.send_json_to({**frame, "ref": "again"})
+    again = await a1.receive_json_from(timeout=5)
+    assert again["duplicate"] is True and again["message"] == {**first["message"], "is_read": True}
+
+    await a1.send_json_to({**frame, "chat_id": other.id, "ref": "elsewhere"})
+    error = await a1.receive_json_from(timeout=5)
+    assert error["type"] == "error" and error["code"] == "conflict" and error["ref"] == "elsewhere", error
+    assert await db(Message.objects.filter(chat_id=other.id).count)() == 0
+    assert await db(lambda: Chat.objects.get(id=other.id).last_seq)() == 0
+    await ping_barrier(a1)
+    await disconnect_all(a1, b1)
+
+
 # --- message.read -----------------------------------------------------------------------
 
 
