@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP goes to Django, WebSocket through origin check and JWT auth."""
+"""ASGI entry point: HTTP goes to Django on leased threads, WebSocket through origin check and JWT auth."""
 
 import os
 
@@ -8,16 +8,20 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.auth import JWTAuthMiddleware  # noqa: E402
 from chats.routing import websocket_urlpatterns  # noqa: E402
 from messenger.errors import SocketOutageGuard  # noqa: E402
+from messenger.http import ThreadLeasingHTTP  # noqa: E402
 from messenger.origin import OriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Each request on one of HTTP_THREADS long-lived threads, which keep their connections.
+        "http": ThreadLeasingHTTP(django_asgi_app, settings.HTTP_THREADS),
         "websocket": SocketOutageGuard(OriginValidator(JWTAuthMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )

@@ -220,6 +220,9 @@ DB_THREADS = env_int("DB_THREADS", 8)
 # psycopg connections (at most DB_THREADS per process; messenger/adb.py) instead of in a
 # database thread. ASYNC_DB=false turns that off (everything through the threads).
 ASYNC_DB = env_bool("ASYNC_DB", True)
+# Long-lived threads running HTTP requests per process, each keeping its database connection
+# (messenger/http.py); more concurrent requests wait for one.
+HTTP_THREADS = env_int("HTTP_THREADS", 8)
 # Login, refresh and registration attempts per client address ("N/sec|min|hour|day"); empty disables.
 AUTH_THROTTLE_RATE = os.environ.get("AUTH_THROTTLE_RATE", "30/min")
 
