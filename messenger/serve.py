@@ -112,6 +112,13 @@ class BoundedServer(Server):
             action_logger = QuerylessAccessLog(action_logger.stream)
         super().__init__(*args, action_logger=action_logger, **kwargs)
 
+    def run(self):
+        # The application is imported by now: freeze it and set the GC thresholds (gctune.py).
+        from messenger import gctune
+
+        gctune.settle()
+        super().run()
+
     # Server.run() creates ``self.ws_factory``; the setter swaps in our protocol class
     # without copying run().
     @property
