@@ -61,6 +61,8 @@ RESYNC = "layer.resync"
 DIRECT_TYPE = "event.deliver"
 # Events for fewer users than this take the per-consumer queues (see add_receiver).
 DIRECT_MIN_GROUPS = 16
+# Direct delivery gives the event loop back after this many sockets (see _deliver_loop).
+DIRECT_YIELD_EVERY = 32
 # Seconds one attempt to re-establish the pub/sub connection may hold the shard lock.
 RECONNECT_TIMEOUT = 5.0
 
@@ -207,11 +209,15 @@ class _ResyncingLoopLayer(RedisPubSubLoopLayer):
     async def _deliver_loop(queue: asyncio.Queue) -> None:
         while True:
             message, receivers = await queue.get()
-            for receiver in receivers:
+            for n, receiver in enumerate(receivers, 1):
                 try:
                     await receiver(message)
                 except Exception:  # noqa: BLE001 - one socket's failure must not starve the others
                     logger.exception("direct delivery to a local socket failed")
+                if n % DIRECT_YIELD_EVERY == 0:
+                    # A socket send does not suspend, so 1 000 of them would hold the loop for
+                    # ~50 ms; let other sockets' frames and replies in between.
+                    await asyncio.sleep(0)
 
     @property
     def fanout_channel(self) -> str:

@@ -89,3 +89,46 @@ async def test_registered_receivers_get_big_fanouts_directly_and_in_order():
         assert len(got[channels[1]]) == 5
     finally:
         await layer.flush()
+
+
+async def test_a_big_direct_delivery_lets_other_tasks_run_between_sockets():
+    """Socket sends do not suspend; direct delivery yields every DIRECT_YIELD_EVERY receivers, so
+    one fan-out to a big group cannot hold the event loop (and every other socket) for its whole length."""
+    from messenger.layers import DIRECT_YIELD_EVERY
+
+    layer = PipelinedPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-yield")
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    try:
+        users = 4 * DIRECT_YIELD_EVERY
+        seen: list[tuple[int, int]] = []  # (receiver index, ticks when it ran)
+        for n in range(users):
+            channel = await layer.new_channel()
+            await layer.group_add(f"user.{n}", channel)
+
+            async def receiver(message, n=n):
+                seen.append((n, ticks))
+
+            layer.add_receiver(channel, receiver)
+        task = asyncio.get_running_loop().create_task(ticker())
+        await layer.group_send_many([f"user.{n}" for n in range(users)], {"type": "event.deliver", "text": "x"})
+
+        async def delivered():
+            while len(seen) < users:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(delivered(), 5)
+        task.cancel()
+        assert sorted(n for n, _ in seen) == list(range(users))
+        # Within a run of DIRECT_YIELD_EVERY sockets nothing else runs; between runs, the ticker does.
+        runs = [seen[i : i + DIRECT_YIELD_EVERY] for i in range(0, users, DIRECT_YIELD_EVERY)]
+        assert all(len({t for _, t in run}) == 1 for run in runs), seen
+        assert len({run[0][1] for run in runs}) == len(runs), seen
+    finally:
+        await layer.flush()
