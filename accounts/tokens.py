@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 SID_CLAIM = "sid"
 
 
-def _revoked_key(sid: str) -> str:
+def revoked_key(sid: str) -> str:
     return f"revoked-sid:{sid}"
 
 
@@ -42,7 +42,7 @@ def start_session(user) -> RefreshToken:
 
 def is_revoked(token: Token) -> bool:
     sid = token.get(SID_CLAIM)
-    return bool(sid) and cache.get(_revoked_key(str(sid))) is not None
+    return bool(sid) and cache.get(revoked_key(str(sid))) is not None
 
 
 def _outstanding(refresh: RefreshToken) -> OutstandingToken:
@@ -89,5 +89,5 @@ def revoke_session(raw: str) -> tuple[int, str | None]:
     sid = refresh.get(SID_CLAIM)
     if sid:
         lifetime = int(settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()) + 60
-        cache.set(_revoked_key(str(sid)), 1, timeout=lifetime)
+        cache.set(revoked_key(str(sid)), 1, timeout=lifetime)
     return int(refresh.get("user_id")), (str(sid) if sid else None)

@@ -11,13 +11,18 @@ import os
 import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.db import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from accounts.tokens import start_session
 from messenger.layers import RESYNC, PipelinedPubSubChannelLayer
-from tests.conftest import RUN_PREFIX, access_token, ws_connect
+from tests.conftest import RUN_PREFIX, ws_connect
 
 needs_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (REDIS_URL)")
+needs_postgres = pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql", reason="needs PostgreSQL (DATABASE_URL)"
+)
 
 
 async def _drop_pubsub_connection(layer) -> None:
@@ -65,8 +70,19 @@ async def test_socket_is_closed_with_4503_when_the_layer_reconnected(make_user):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("error", [OperationalError("database down"), RedisConnectionError("redis down")])
-async def test_handshake_during_an_outage_gets_service_unavailable_and_4503(make_user, monkeypatch, error):
+@pytest.mark.parametrize(
+    "target, error",
+    [
+        # On PostgreSQL the handshake's checks run on the event loop: the user row on
+        # messenger/adb.py, the logout mark on the cache's Redis (messenger/acache.py) ...
+        pytest.param("messenger.adb.fetch_one", OperationalError("database down"), marks=needs_postgres),
+        pytest.param("messenger.acache.has", RedisConnectionError("redis down"), marks=needs_postgres),
+        # ... and on SQLite (or ASYNC_DB=false) in a database thread.
+        ("accounts.auth.authenticate", OperationalError("database down")),
+        ("accounts.auth.authenticate", RedisConnectionError("redis down")),
+    ],
+)
+async def test_handshake_during_an_outage_gets_service_unavailable_and_4503(make_user, monkeypatch, target, error):
     """A new socket while the database or Redis is down: an ``error`` frame and a 4503 close,
     not an unhandled exception (HTTP 500 handshake and a traceback per attempt)."""
     from channels.db import database_sync_to_async
@@ -74,12 +90,20 @@ async def test_handshake_during_an_outage_gets_service_unavailable_and_4503(make
     from messenger.asgi import application
 
     user = await database_sync_to_async(make_user)()
+    if target == "accounts.auth.authenticate":
+        monkeypatch.setattr(settings, "ASYNC_DB", False)  # the threaded path, also on PostgreSQL
 
-    def unavailable(raw):
-        raise error
+        def unavailable(*args, **kwargs):
+            raise error
+    else:
 
-    monkeypatch.setattr("accounts.auth.authenticate", unavailable)
-    ws = WebsocketCommunicator(application, f"/ws/?token={access_token(user)}")
+        async def unavailable(*args, **kwargs):
+            raise error
+
+    monkeypatch.setattr(target, unavailable)
+    # A login session's token: its sid is what the handshake looks up in the cache.
+    token = await database_sync_to_async(lambda: str(start_session(user).access_token))()
+    ws = WebsocketCommunicator(application, f"/ws/?token={token}")
     connected, _ = await ws.connect(timeout=5)
     try:
         assert connected

@@ -18,15 +18,11 @@ one does not also decide.
 
 from __future__ import annotations
 
-import asyncio
-
-import redis.asyncio as aredis
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError
 from django.utils import timezone
 
-from messenger import adb, metrics
+from messenger import acache, adb, metrics
 from messenger.db import run_in_db
 
 from .. import events, sql
@@ -116,19 +112,6 @@ async def _in_thread(fn, /, **kwargs):
 
 # --- the send rate limit, shared with messages.check_send_rate ---------------------------
 
-_redis: tuple[asyncio.AbstractEventLoop, aredis.Redis] | None = None
-
-
-def _redis_client() -> aredis.Redis | None:
-    """An asyncio client to the cache's Redis (None when the cache is in-process)."""
-    global _redis
-    if "RedisCache" not in settings.CACHES["default"]["BACKEND"]:
-        return None
-    loop = asyncio.get_running_loop()
-    if _redis is None or _redis[0] is not loop:
-        _redis = (loop, aredis.Redis.from_url(settings.CACHES["default"]["LOCATION"]))
-    return _redis[1]
-
 
 async def within_send_rate(*, user_id: int) -> bool:
     """Count a send against :func:`messages.check_send_rate`'s limit, on the same counter, in one
@@ -136,7 +119,7 @@ async def within_send_rate(*, user_id: int) -> bool:
     limit = settings.SEND_RATE_LIMIT
     if limit <= 0:
         return True
-    client = _redis_client()
+    client = acache.client()
     if client is None:  # in-process cache: no I/O
         try:
             messages.check_send_rate(user_id=user_id)
@@ -144,7 +127,7 @@ async def within_send_rate(*, user_id: int) -> bool:
             return False
         return True
     key, window, _, _ = messages.send_rate_key(user_id=user_id)
-    key = cache.make_and_validate_key(key)
+    key = acache.key(key)
     async with client.pipeline(transaction=False) as pipe:
         pipe.set(key, 0, ex=window * 2, nx=True)
         pipe.incr(key)
