@@ -93,6 +93,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     _frames: asyncio.Queue | None = None
     _worker: asyncio.Task | None = None
     _frames_done = False
+    # The type of the frame being handled, for metrics.SOCKET_FRAME_SECONDS ("invalid" until known).
+    _frame_type = "invalid"
     # perf_counter() at accept while counted in messenger_sockets_open; None otherwise.
     _opened_at: float | None = None
 
@@ -197,6 +199,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             handler = self.HANDLERS.get(kind) if isinstance(kind, str) else None
             if handler is None:
                 raise FrameError("unknown_type", f"Unknown frame type {kind!r}." if isinstance(kind, str) else "A frame needs a string 'type'.")
+            self._frame_type = kind
             await handler(self, frame, ref)
         except MessengerError as exc:
             await self._error(exc, ref)
@@ -338,14 +341,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self._worker is None:  # started by the first frame: an idle socket holds no task
             self._frames = asyncio.Queue(maxsize=MAX_QUEUED_FRAMES)
             self._worker = asyncio.create_task(self._work_frames())
-        await self._frames.put(message)
+        await self._frames.put((message, time.perf_counter()))
 
     async def _work_frames(self) -> None:
         while not self._frames_done:
-            message = await self._frames.get()
-            if message is None:
+            item = await self._frames.get()
+            if item is None:
                 return
+            message, arrived = item
+            self._frame_type = "invalid"  # receive() names it once the frame parsed into a known type
             await super().websocket_receive(message)  # -> receive(), which never raises
+            metrics.SOCKET_FRAME_SECONDS.labels(type=self._frame_type).observe(time.perf_counter() - arrived)
 
     async def send(self, text_data=None, bytes_data=None, close=False):
         """Drop frames for a socket that is closing or gone instead of crashing the consumer.

@@ -54,6 +54,12 @@ FANOUT_LATENCY = Histogram(
     "Time from the commit that produced an event to its write on a receiving socket.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+SOCKET_FRAME_SECONDS = Histogram(
+    "messenger_socket_frame_seconds",
+    "Time from a client frame's arrival to the end of its handling (reply written), by frame type.",
+    ["type"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 CHANNEL_LAYER_SEND_FAILURES = Counter(
     "messenger_channel_layer_send_failures_total", "Channel-layer sends that failed (the events were dropped)."
 )
@@ -76,6 +82,8 @@ for _source in ("http", "socket"):
     DB_ERRORS.labels(source=_source)
 for _source in ("http", "socket", "channel_layer"):
     REDIS_ERRORS.labels(source=_source)
+for _type in ("message.send", "message.read", "typing", "ping", "auth.refresh", "invalid"):
+    SOCKET_FRAME_SECONDS.labels(type=_type)
 
 
 def is_redis_error(exc: BaseException) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .. import db
+from .. import db, srvmetrics
 from ..client import (
     Conn,
     ConnSpec,
@@ -96,6 +96,7 @@ async def s5_reads(ctx: Context, server: Server, *, stop_server) -> dict:
         )
 
     abort_after = p.abort_backlog_s
+    server_before = srvmetrics.frame_buckets(server, "message.read")
     meter = server.meter()
     loop = await open_loop(
         rate=p.s5_rate,
@@ -117,6 +118,10 @@ async def s5_reads(ctx: Context, server: Server, *, stop_server) -> dict:
         await settle(server)
         await asyncio.sleep(0.2)
     acks_total = tracker.ack.count
+    # The server's own timing of the same reads (arrival to reply written), before it stops.
+    result["server_read_frame"] = srvmetrics.quantile_bounds(
+        server_before, srvmetrics.frame_buckets(server, "message.read")
+    )
     await close_all(conns)
     result["alive_after"] = server.alive()
     stop_server()

@@ -224,6 +224,34 @@ async def test_database_error_on_socket_is_counted(make_user, monkeypatch):
         await communicator.disconnect()
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_socket_frames_are_timed_by_type(make_user):
+    """Every handled frame lands in messenger_socket_frame_seconds under its type; frames that are
+    not a known type (bad JSON, unknown types) under "invalid", so the label set stays bounded."""
+    user = await db(make_user)()
+
+    def count(kind):
+        return sample("messenger_socket_frame_seconds_count", type=kind)
+
+    before = {kind: count(kind) for kind in ("ping", "invalid")}
+    communicator = await ws_connect(user)
+    try:
+        await communicator.send_json_to({"type": "ping", "ref": "p"})
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "pong"
+        await communicator.send_to(text_data="not json")
+        assert (await communicator.receive_json_from(timeout=5))["code"] == "invalid_json"
+        await communicator.send_json_to({"type": "no.such.type"})
+        assert (await communicator.receive_json_from(timeout=5))["code"] == "unknown_type"
+        await communicator.send_json_to({"type": "ping", "ref": "barrier"})
+        await communicator.receive_json_from(timeout=5)
+    finally:
+        await communicator.disconnect()
+    # Frames are handled in order: once the barrier's pong arrived, the frames before it were counted.
+    assert before["ping"] + 1 <= count("ping") <= before["ping"] + 2
+    assert count("invalid") == before["invalid"] + 2
+    assert sample("messenger_socket_frame_seconds_count", type="no.such.type") == 0
+
+
 # --- the endpoint ------------------------------------------------------------------------------
 
 METRIC_NAMES = [
@@ -231,6 +259,7 @@ METRIC_NAMES = [
     "messenger_messages_stored_total",
     "messenger_duplicate_sends_total",
     "messenger_fanout_latency_seconds",
+    "messenger_socket_frame_seconds",
     "messenger_channel_layer_send_failures_total",
     "messenger_rate_limited_total",
     "messenger_db_errors_total",

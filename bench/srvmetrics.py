@@ -1,0 +1,55 @@
+"""The server's own view of a scenario: ``messenger_socket_frame_seconds`` from ``/metrics``.
+
+The open-loop client measures from the scheduled send to the reply it read, so its figures
+include its own stalls (1 000 sockets' worth of incoming frames in one process). The server
+times each frame from its arrival to the end of its handling; the difference between the two
+tells the server's share. Prometheus buckets make these upper bounds ("p99 <= 10 ms"), not
+exact values. Only ours exposes it; for other servers the result is None.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+
+from .procs import Server
+
+_BUCKET = re.compile(r'^messenger_socket_frame_seconds_bucket\{le="([^"]+)",type="([^"]+)"\} (\S+)$')
+
+
+def frame_buckets(server: Server, frame_type: str) -> dict[float, float] | None:
+    """Cumulative bucket counts (upper bound in s -> frames) over all of the server's processes."""
+    total: dict[float, float] = {}
+    for port in server.ports:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            body = response.read().decode()
+            conn.close()
+        except OSError:
+            return None
+        if response.status != 200:
+            return None
+        for line in body.splitlines():
+            match = _BUCKET.match(line)
+            if match and match.group(2) == frame_type:
+                le = float(match.group(1))
+                total[le] = total.get(le, 0.0) + float(match.group(3))
+    return total or None
+
+
+def quantile_bounds(before: dict | None, after: dict | None, qs=(0.5, 0.99, 0.999)) -> dict | None:
+    """For frames counted between two snapshots: their number and, per quantile, the bucket bound (ms)."""
+    if not before or not after:
+        return None
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    n = counts[-1]
+    if n <= 0:
+        return {"count": 0}
+    out: dict = {"count": int(n)}
+    for q in qs:
+        bound = next(b for b, c in zip(bounds, counts) if c >= q * n)
+        out[f"p{q * 100:g}_le_ms"] = None if bound == float("inf") else round(bound * 1000, 3)
+    return out
