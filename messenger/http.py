@@ -24,9 +24,17 @@ from asgiref.sync import ThreadSensitiveContext
 
 
 class ThreadLeasingHTTP:
-    def __init__(self, app, size: int):
+    """``app`` with each HTTP request on one of ``size`` long-lived threads.
+
+    Requests for ``unleased_paths`` skip the lease: ``/healthz`` is answered on the event loop
+    (messenger/health.py) and must keep answering while every thread is busy, or a liveness
+    probe would restart a process that is only saturated.
+    """
+
+    def __init__(self, app, size: int, *, unleased_paths: frozenset[str] = frozenset({"/healthz"})):
         self.app = app
         self.size = max(1, size)
+        self.unleased_paths = unleased_paths
         self._idle: list[ThreadPoolExecutor] = []  # threads outlive event loops (tests run many)
         self._created = 0
         self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
@@ -44,7 +52,7 @@ class ThreadLeasingHTTP:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"http-{self._created}")
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in self.unleased_paths:
             return await self.app(scope, receive, send)
         async with self._semaphore():
             executor = self._lease()

@@ -123,3 +123,26 @@ async def test_concurrent_requests_beyond_the_limit_wait_for_a_thread():
     responses = await asyncio.gather(*(HttpCommunicator(leasing, "GET", "/").get_response(timeout=10) for _ in range(8)))
     assert [r["status"] for r in responses] == [204] * 8
     assert peak == 2 and len(threads) == 2, (peak, threads)
+
+
+async def test_healthz_answers_while_every_thread_is_busy():
+    """A saturated process is alive: /healthz skips the lease; other requests wait for a thread."""
+    release = threading.Event()
+    order: list[str] = []
+
+    async def app(scope, receive, send):
+        if scope["path"] != "/healthz":
+            await sync_to_async(release.wait)()  # holds the request's thread
+        order.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    leasing = ThreadLeasingHTTP(app, 1)
+    busy = asyncio.ensure_future(HttpCommunicator(leasing, "GET", "/api/slow").get_response(timeout=10))
+    waiting = asyncio.ensure_future(HttpCommunicator(leasing, "GET", "/api/next").get_response(timeout=10))
+    await asyncio.sleep(0.1)
+    health = await HttpCommunicator(leasing, "GET", "/healthz").get_response(timeout=2)
+    assert health["status"] == 200 and order == ["/healthz"]
+    release.set()
+    assert (await busy)["status"] == 200 and (await waiting)["status"] == 200
+    assert order == ["/healthz", "/api/slow", "/api/next"]
