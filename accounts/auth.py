@@ -108,4 +108,5 @@ class JWTAuthMiddleware(BaseMiddleware):
             scope["user"] = user
             scope["token_exp"] = token.get("exp")
             scope["token_sid"] = token.get(SID_CLAIM)
+        del raw, token  # this frame lives as long as the socket: keep only what the scope needs
         return await super().__call__(scope, receive, send)

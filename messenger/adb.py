@@ -31,9 +31,23 @@ from django.conf import settings
 from django.db import connections
 
 
+_wrapper = None
+
+
+def _django():
+    """A ``DatabaseWrapper`` of the default database for its vendor, connection parameters and
+    error mapping; never connected. One per process: ``connections["default"]`` is per async
+    context, so reading it from a socket's task built a whole wrapper (~5 KiB) for every socket.
+    It shares the settings dict, so the test runner's renamed database is seen here too."""
+    global _wrapper
+    if _wrapper is None:
+        _wrapper = connections.create_connection("default")
+    return _wrapper
+
+
 def enabled() -> bool:
     """Whether the hot paths run here (PostgreSQL) or in a database thread (SQLite)."""
-    return connections["default"].vendor == "postgresql" and settings.ASYNC_DB
+    return _django().vendor == "postgresql" and settings.ASYNC_DB
 
 
 class Pool:
@@ -48,7 +62,7 @@ class Pool:
 
     def _conninfo(self) -> dict:
         # Read at connect time: the test runner renames the database after settings load.
-        params = connections["default"].get_connection_params()
+        params = _django().get_connection_params()
         for key in ("cursor_factory", "context", "prepare_threshold", "server_side_binding"):
             params.pop(key, None)
         return params
@@ -79,7 +93,7 @@ class Pool:
         """Run one statement in its own transaction and return its rows."""
         async with self._free:
             # psycopg's exceptions come out as Django's, as from sql.run().
-            with connections["default"].wrap_database_errors:
+            with _django().wrap_database_errors:
                 kept = bool(self._idle)
                 conn, born = self._idle.pop() if kept else await self._connect()
                 try:

@@ -53,6 +53,8 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from messenger.inbox import Inbox
+
 logger = logging.getLogger(__name__)
 
 # Layer message type put into every local consumer's channel after the Redis connection came back.
@@ -253,7 +255,7 @@ class _ResyncingLoopLayer(RedisPubSubLoopLayer):
         another process would not arrive; this project never does that.)
         """
         channel = f"{self.prefix}{prefix}{uuid.uuid4().hex}"
-        self.channels[channel] = asyncio.Queue()
+        self.channels[channel] = Inbox()  # asyncio.Queue's interface as used here, ~3 KiB lighter
         return channel
 
 

@@ -26,9 +26,11 @@ runs ``daphne messenger.asgi:application`` (which keeps working as it is) with t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+from functools import partial
 
 from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
@@ -37,6 +39,8 @@ from daphne.ws_protocol import WebSocketProtocol
 
 # Imported after daphne.server, which installs the asyncio reactor.
 from twisted.internet import reactor  # isort: skip
+
+from messenger.inbox import Inbox  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +115,21 @@ class BoundedServer(Server):
         if isinstance(action_logger, AccessLogGenerator) and not isinstance(action_logger, QuerylessAccessLog):
             action_logger = QuerylessAccessLog(action_logger.stream)
         super().__init__(*args, action_logger=action_logger, **kwargs)
+
+    def create_application(self, protocol, scope):
+        """daphne's ``create_application`` with a compact input queue (messenger/inbox.py)."""
+        assert "application_instance" not in self.connections[protocol]
+        input_queue = Inbox()
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope, receive=input_queue.get, send=partial(self.handle_reply, protocol)
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop()
+        )
+        return input_queue
 
     def run(self):
         # The application is imported by now: freeze it and set the GC thresholds (gctune.py).

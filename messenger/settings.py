@@ -226,7 +226,10 @@ HTTP_THREADS = env_int("HTTP_THREADS", 8)
 # Cyclic GC of the server process (messenger/gctune.py, applied by messenger.serve): freeze what
 # is loaded at startup, and collect less often than CPython's 700,10,10.
 GC_FREEZE = env_bool("GC_FREEZE", True)
-GC_THRESHOLDS = tuple(int(n) for n in env_list("GC_THRESHOLDS", ["700", "10", "100"]))
+try:
+    GC_THRESHOLDS = tuple(int(n) for n in env_list("GC_THRESHOLDS", ["700", "10", "100"]))
+except ValueError:
+    GC_THRESHOLDS = ()
 if len(GC_THRESHOLDS) != 3 or min(GC_THRESHOLDS) < 1:
     raise ImproperlyConfigured("GC_THRESHOLDS must be three positive integers, e.g. 700,10,100")
 # Login, refresh and registration attempts per client address ("N/sec|min|hour|day"); empty disables.
