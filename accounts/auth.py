@@ -109,4 +109,6 @@ class JWTAuthMiddleware(BaseMiddleware):
             scope["token_exp"] = token.get("exp")
             scope["token_sid"] = token.get(SID_CLAIM)
         del raw, token  # this frame lives as long as the socket: keep only what the scope needs
-        return await super().__call__(scope, receive, send)
+        # The scope is already a copy: not BaseMiddleware.__call__, which would copy it again
+        # (a scope dict per layer stays alive for the socket's whole life).
+        return await self.inner(scope, receive, send)
