@@ -98,7 +98,9 @@ class JWTAuthMiddleware(BaseMiddleware):
     """Puts the token's user (or AnonymousUser) and the token's expiry into the scope."""
 
     async def __call__(self, scope, receive, send):
-        scope = dict(scope)
+        # The scope is filled in place rather than copied (Channels' convention): every routing
+        # layer's frame lives as long as the socket, and so would each copy. The layers above
+        # (daphne, the outage guard, the origin check) never read these keys.
         scope["user"] = AnonymousUser()
         scope["token_exp"] = None
         scope["token_sid"] = None
@@ -109,6 +111,4 @@ class JWTAuthMiddleware(BaseMiddleware):
             scope["token_exp"] = token.get("exp")
             scope["token_sid"] = token.get(SID_CLAIM)
         del raw, token  # this frame lives as long as the socket: keep only what the scope needs
-        # The scope is already a copy: not BaseMiddleware.__call__, which would copy it again
-        # (a scope dict per layer stays alive for the socket's whole life).
-        return await self.inner(scope, receive, send)
+        return await self.inner(scope, receive, send)  # not BaseMiddleware.__call__: no copy

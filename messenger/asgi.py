@@ -10,10 +10,10 @@ django_asgi_app = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from accounts.auth import JWTAuthMiddleware  # noqa: E402
-from chats.routing import websocket_urlpatterns  # noqa: E402
+from chats.routing import SocketRouter  # noqa: E402
 from messenger.errors import SocketOutageGuard  # noqa: E402
 from messenger.http import ThreadLeasingHTTP  # noqa: E402
 from messenger.origin import OriginValidator  # noqa: E402
@@ -22,6 +22,6 @@ application = ProtocolTypeRouter(
     {
         # Each request on one of HTTP_THREADS long-lived threads, which keep their connections.
         "http": ThreadLeasingHTTP(django_asgi_app, settings.HTTP_THREADS),
-        "websocket": SocketOutageGuard(OriginValidator(JWTAuthMiddleware(URLRouter(websocket_urlpatterns)))),
+        "websocket": SocketOutageGuard(OriginValidator(JWTAuthMiddleware(SocketRouter()))),
     }
 )

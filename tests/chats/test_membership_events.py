@@ -57,11 +57,12 @@ def test_the_actor_has_read_their_own_system_message(make_user):
     assert Membership.objects.get(chat=chat, user=other).last_read_seq == 1
 
 
-async def test_unknown_socket_path_closes_with_4404():
+@pytest.mark.parametrize("path", ["/nope/", "/ws", "/ws/extra/", "/"])
+async def test_unknown_socket_path_closes_with_4404(path):
     """A socket on a path we do not serve is closed with 4404, not a server error."""
     from messenger.asgi import application
 
-    communicator = WebsocketCommunicator(application, "/nope/")
+    communicator = WebsocketCommunicator(application, path)
     connected, _ = await communicator.connect(timeout=5)
     assert connected
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
@@ -89,3 +90,22 @@ def test_a_retry_of_a_stored_message_is_answered_even_when_rate_limited(make_use
 
     with pytest.raises(RateLimited):
         services.send_message(user_id=alice.id, chat_id=chat.id, client_id="new", text="hi")
+
+
+async def test_socket_router_serves_ws_under_a_root_path():
+    """Behind a proxy that mounts the app under a prefix (ASGI root_path), /prefix/ws/ is the chat socket."""
+    from chats.routing import SocketRouter
+
+    router = SocketRouter()
+    seen = []
+
+    async def chat(scope, receive, send):
+        seen.append("chat")
+
+    async def unknown(scope, receive, send):
+        seen.append("unknown")
+
+    router.chat, router.unknown = chat, unknown
+    for path, root_path in (("/ws/", ""), ("/prefix/ws/", "/prefix"), ("/prefix/other/", "/prefix"), ("/ws/", "/prefix")):
+        await router({"type": "websocket", "path": path, "root_path": root_path}, None, None)
+    assert seen == ["chat", "chat", "unknown", "chat"]

@@ -101,6 +101,10 @@ export class LiveSocket extends EventTarget {
       return this._scheduleRetry();
     }
     if (!this._running || this.ws) return;
+    // The browser says there is no network: do not try (Chromium's offline mode does not always
+    // stop a WebSocket handshake to this host); keep backing off, and the "online" event
+    // reconnects at once.
+    if (navigator.onLine === false) return this._scheduleRetry();
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     let ws;
     try {
