@@ -98,7 +98,7 @@ class JWTAuthMiddleware(BaseMiddleware):
     """Puts the token's user (or AnonymousUser) and the token's expiry into the scope."""
 
     async def __call__(self, scope, receive, send):
-        # The scope is filled in place rather than copied (Channels' convention): every routing
+        # The scope is filled in place, not copied as Channels' BaseMiddleware does: every routing
         # layer's frame lives as long as the socket, and so would each copy. The layers above
         # (daphne, the outage guard, the origin check) never read these keys.
         scope["user"] = AnonymousUser()
