@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
+
+from messenger.middleware import HybridMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +79,7 @@ def readyz() -> JsonResponse:
     return JsonResponse({"status": "unavailable", "checks": checks}, status=503)
 
 
-class HealthCheckMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
+class HealthCheckMiddleware(HybridMiddleware):
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self._acall(request)

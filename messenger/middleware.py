@@ -58,7 +58,10 @@ def _route(request: HttpRequest) -> tuple[str, int | None]:
     return view_name, chat_id
 
 
-class RequestLogMiddleware:
+class HybridMiddleware:
+    """A middleware that runs sync or async, as the chain around it does, with no thread hop:
+    subclasses branch on ``self.is_async`` in ``__call__``."""
+
     sync_capable = True
     async_capable = True
 
@@ -67,6 +70,9 @@ class RequestLogMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+
+
+class RequestLogMiddleware(HybridMiddleware):
 
     def __call__(self, request: HttpRequest):
         if self.is_async:

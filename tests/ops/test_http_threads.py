@@ -65,11 +65,12 @@ def keep_connections(monkeypatch):
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 300)
 
 
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs PostgreSQL (backend pids): set DATABASE_URL"
+)
 async def test_requests_reuse_one_thread_and_its_connection_and_survive_a_dead_one(
     make_user, finished_on, keep_connections
 ):
-    if connection.vendor != "postgresql":
-        pytest.fail("needs PostgreSQL (backend pids); run with DATABASE_URL")
     from django.core.asgi import get_asgi_application
 
     app = ThreadLeasingHTTP(get_asgi_application(), 4)

@@ -51,24 +51,34 @@ export function renderChatList() {
   const list = $("chat-list");
   const chats = [...state.chats.values()].sort(compareChats);
   $("chat-list-empty").hidden = chats.length > 0;
+  reconcile(list, renderedChats, chats, (chat) => chat.id, buildChatItem, updateChatItem);
+}
+
+/**
+ * Makes `list`'s children the elements of `items`, in order, reusing the element already
+ * rendered for each key (`rendered`: key -> element), building missing ones and removing
+ * those whose key is gone. Unchanged elements are not moved, so scroll and focus survive.
+ */
+function reconcile(list, rendered, items, keyOf, build, update) {
   let previous = null;
   const keep = new Set();
-  for (const chat of chats) {
-    keep.add(chat.id);
-    let item = renderedChats.get(chat.id);
+  for (const value of items) {
+    const key = keyOf(value);
+    keep.add(key);
+    let item = rendered.get(key);
     if (!item) {
-      item = buildChatItem(chat);
-      renderedChats.set(chat.id, item);
+      item = build(value);
+      rendered.set(key, item);
     }
-    updateChatItem(item, chat);
+    update(item, value);
     const wanted = previous ? previous.nextSibling : list.firstChild;
     if (wanted !== item) list.insertBefore(item, wanted);
     previous = item;
   }
-  for (const [id, item] of renderedChats) {
-    if (!keep.has(id)) {
+  for (const [key, item] of rendered) {
+    if (!keep.has(key)) {
       item.remove();
-      renderedChats.delete(id);
+      rendered.delete(key);
     }
   }
 }
@@ -194,27 +204,14 @@ export function renderMessages({ stick = false, toBottom = false } = {}) {
   const anchorTop = firstBefore ? firstBefore.getBoundingClientRect().top : 0;
 
   const items = chat.loaded ? [...chat.sortedMessages(), ...chat.pending.values()] : [];
-  let previous = null;
-  const keep = new Set();
-  for (const message of items) {
-    const key = messageKey(message);
-    keep.add(key);
-    let item = renderedMessages.get(key);
-    if (!item) {
-      item = buildMessage(chat, message);
-      renderedMessages.set(key, item);
-    }
-    updateMessage(chat, item, message);
-    const wanted = previous ? previous.nextSibling : list.firstChild;
-    if (wanted !== item) list.insertBefore(item, wanted);
-    previous = item;
-  }
-  for (const [key, item] of renderedMessages) {
-    if (!keep.has(key)) {
-      item.remove();
-      renderedMessages.delete(key);
-    }
-  }
+  reconcile(
+    list,
+    renderedMessages,
+    items,
+    messageKey,
+    (message) => buildMessage(chat, message),
+    (item, message) => updateMessage(chat, item, message),
+  );
 
   const status = $("history-status");
   if (!chat.loaded) status.textContent = "Loading…";
