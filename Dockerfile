@@ -1,4 +1,4 @@
-# The messenger app image: daphne (through messenger.serve) serving HTTP + WebSocket on port 8000.
+# The messenger app image: daphne (through runtime.serve) serving HTTP + WebSocket on port 8000.
 # Configuration comes from the environment (see .env.example); with DEBUG=false the app
 # refuses to start without SECRET_KEY, ALLOWED_HOSTS and DATABASE_URL.
 
@@ -41,7 +41,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-# messenger.serve is daphne with a bounded per-socket send buffer and a query-free access log.
+# runtime.serve is daphne with a bounded per-socket send buffer and a query-free access log.
 # -v 0 turns daphne's plain-text access log off: the app writes one JSON line per request
-# and per socket open/close itself (messenger/middleware.py, chats/consumers.py).
-CMD ["python", "-m", "messenger.serve", "-b", "0.0.0.0", "-p", "8000", "-v", "0", "--websocket-max-message-size", "65536"]
+# and per socket open/close itself (ops/middleware.py, chats/consumers.py).
+CMD ["python", "-m", "runtime.serve", "-b", "0.0.0.0", "-p", "8000", "-v", "0", "--websocket-max-message-size", "65536"]

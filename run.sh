@@ -7,5 +7,5 @@ source scripts/venv.sh requirements.txt
 python manage.py migrate --noinput
 python manage.py collectstatic --noinput --verbosity 0
 python manage.py seed_data
-# messenger.serve is daphne with a bounded per-socket send buffer and a query-free access log.
-exec python -m messenger.serve -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" --websocket-max-message-size 65536
+# runtime.serve is daphne with a bounded per-socket send buffer and a query-free access log.
+exec python -m runtime.serve -b "${HOST:-127.0.0.1}" -p "${PORT:-8000}" --websocket-max-message-size 65536

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from messenger.admin_tools import EstimatedCountPaginator
+from ops.admin_tools import EstimatedCountPaginator
 
 from . import services
 from .models import User

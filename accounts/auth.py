@@ -18,8 +18,9 @@ from django.contrib.auth.models import AnonymousUser
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
-from messenger import acache, adb
-from messenger.db import run_in_db
+from runtime import async_cache as acache
+from runtime import async_db as adb
+from runtime.db_threads import run_in_db
 
 from .tokens import SID_CLAIM, is_revoked, revoked_key
 
@@ -72,7 +73,7 @@ _ACTIVE_USER = "SELECT username FROM accounts_user WHERE id = %(id)s AND is_acti
 async def authenticate_async(raw: str):
     """:func:`authenticate` from the event loop on PostgreSQL: the same checks -- signature,
     expiry, the session's logout mark (one Redis EXISTS) and an active user (one indexed
-    SELECT on messenger/adb.py) -- without the hop to a database thread that every handshake
+    SELECT on runtime/async_db.py) -- without the hop to a database thread that every handshake
     paid. SQLite keeps the thread."""
     if not adb.enabled():
         return await run_in_db(authenticate, raw)

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from messenger.errors import ERROR_RESPONSES
+from ops.errors import ERROR_RESPONSES
 
 from . import selectors, services
 from .serializers import (

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ours-server",
         choices=["serve", "daphne", "uvicorn"],
         default="serve",
-        help="how ours is served: python -m messenger.serve (production entry point), plain daphne, or uvicorn",
+        help="how ours is served: python -m runtime.serve (production entry point), plain daphne, or uvicorn",
     )
     p.add_argument("--bench-db", default="messenger_bench")
     p.add_argument(

@@ -274,7 +274,7 @@ def daphne_argv(app: str):
 
 
 def ours_argv(how: str):
-    """Our server: ``serve`` (python -m messenger.serve, the production entry point),
+    """Our server: ``serve`` (python -m runtime.serve, the production entry point),
     ``daphne`` (plain daphne) or ``uvicorn``."""
     if how == "daphne":
         return daphne_argv("messenger.asgi:application")
@@ -286,6 +286,6 @@ def ours_argv(how: str):
                 "--port", str(port), "--ws-max-size", "65536", "--no-access-log",
                 "--lifespan", "off", "--ws-per-message-deflate", "false",
             ]
-        return [PYTHON, "-m", "messenger.serve", "-b", "127.0.0.1", "-p", str(port)]
+        return [PYTHON, "-m", "runtime.serve", "-b", "127.0.0.1", "-p", str(port)]
 
     return argv

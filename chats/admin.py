@@ -19,7 +19,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
 
-from messenger.admin_tools import EstimatedCountPaginator
+from ops.admin_tools import EstimatedCountPaginator
 
 from .models import Chat, Membership, Message
 

@@ -24,10 +24,10 @@ from django.db import DatabaseError
 
 from accounts.auth import authenticate
 from accounts.tokens import SID_CLAIM
-from messenger import metrics
-from messenger.db import run_in_db
-from messenger.errors import UNAVAILABLE_ERRORS, MessengerError, ServiceUnavailable
-from messenger.logs import request_id_from
+from ops import metrics
+from runtime.db_threads import run_in_db
+from ops.errors import UNAVAILABLE_ERRORS, MessengerError, ServiceUnavailable
+from ops.logs import request_id_from
 
 from . import events, services
 from .exceptions import InvalidInput
@@ -50,7 +50,7 @@ CLOSE_RESYNC = 4503
 MAX_FRAME_BYTES = 64 * 1024
 SUBPROTOCOL = "messenger.v1"
 REF_MAX = 128
-# Client frames a socket may have waiting for its worker (messenger/serve.py bounds daphne's side).
+# Client frames a socket may have waiting for its worker (runtime/serve.py bounds daphne's side).
 MAX_QUEUED_FRAMES = 32
 
 
@@ -301,7 +301,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHORIZED)
 
     async def layer_resync(self, message: dict):
-        """The layer re-subscribed after losing Redis (messenger/layers.py): events published
+        """The layer re-subscribed after losing Redis (runtime/layers.py): events published
         meanwhile are gone, and a quiet chat would show no seq gap to reveal them. Close with
         4503 so the client reconnects and catches up by ``after_seq`` (docs/PROTOCOL.md §9),
         which also brings chats it joined or left in the meantime."""
@@ -333,7 +333,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         events for its socket piled up without bound -- thousands, minutes late, a resync
         request among them (found by tests/faults). Frames are still handled one at a time, in
         order, by :meth:`_work_frames`. The queue is bounded: a client that sends faster than its
-        frames are handled waits here, and then in daphne's queue (messenger/serve.py stops
+        frames are handled waits here, and then in daphne's queue (runtime/serve.py stops
         reading its socket), as before.
         """
         if self.user_id is None or self._frames_done:

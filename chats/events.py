@@ -28,7 +28,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from messenger import metrics
+from ops import metrics
 
 logger = logging.getLogger(__name__)
 

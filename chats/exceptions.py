@@ -1,10 +1,10 @@
-"""Domain errors of the chats app, each with a stable code (see messenger.errors)."""
+"""Domain errors of the chats app, each with a stable code (see ops.errors)."""
 
 from __future__ import annotations
 
 from rest_framework import status
 
-from messenger.errors import MessengerError, ServiceUnavailable
+from ops.errors import MessengerError, ServiceUnavailable
 
 __all__ = [
     "ChatNotFound",

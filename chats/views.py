@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
-from messenger.errors import ERROR_RESPONSES as E
+from ops.errors import ERROR_RESPONSES as E
 
 from . import selectors, services
 from .payloads import chat_payload, message_payload

@@ -14,9 +14,9 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from accounts.auth import JWTAuthMiddleware  # noqa: E402
 from chats.routing import SocketRouter  # noqa: E402
-from messenger.errors import SocketOutageGuard  # noqa: E402
-from messenger.http import ThreadLeasingHTTP  # noqa: E402
-from messenger.origin import OriginValidator  # noqa: E402
+from ops.errors import SocketOutageGuard  # noqa: E402
+from runtime.http import ThreadLeasingHTTP  # noqa: E402
+from runtime.origin import OriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -78,10 +78,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: request id, one log line and the HTTP metrics per request (messenger/middleware.py).
-    "messenger.middleware.RequestLogMiddleware",
-    # /healthz and /readyz, before the host check and the HTTPS redirect (messenger/health.py).
-    "messenger.health.HealthCheckMiddleware",
+    # First: request id, one log line and the HTTP metrics per request (ops/middleware.py).
+    "ops.middleware.RequestLogMiddleware",
+    # /healthz and /readyz, before the host check and the HTTPS redirect (ops/health.py).
+    "ops.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # daphne serves no static files; WhiteNoise serves Swagger UI's, the admin's and the client's.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -138,8 +138,8 @@ if os.environ.get("TEST_DATABASE_NAME"):
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # channels-redis' pub/sub layer plus pipelined fan-out (see messenger/layers.py).
-            "BACKEND": "messenger.layers.PipelinedPubSubChannelLayer",
+            # channels-redis' pub/sub layer plus pipelined fan-out (see runtime/layers.py).
+            "BACKEND": "runtime.layers.PipelinedPubSubChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNEL_PREFIX", "messenger")},
         }
     }
@@ -185,7 +185,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "messenger.errors.exception_handler",
+    "EXCEPTION_HANDLER": "ops.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 if DEBUG:
@@ -217,13 +217,13 @@ TYPING_THROTTLE_SECONDS = 3
 # Threads (each with its own database connection) running socket commands per process.
 DB_THREADS = env_int("DB_THREADS", 8)
 # On PostgreSQL, socket sends and reads run their statements from the event loop on async
-# psycopg connections (at most DB_THREADS per process; messenger/adb.py) instead of in a
+# psycopg connections (at most DB_THREADS per process; runtime/async_db.py) instead of in a
 # database thread. ASYNC_DB=false turns that off (everything through the threads).
 ASYNC_DB = env_bool("ASYNC_DB", True)
 # Long-lived threads running HTTP requests per process, each keeping its database connection
-# (messenger/http.py); more concurrent requests wait for one.
+# (runtime/http.py); more concurrent requests wait for one.
 HTTP_THREADS = env_int("HTTP_THREADS", 8)
-# Cyclic GC of the server process (messenger/gctune.py, applied by messenger.serve): freeze what
+# Cyclic GC of the server process (runtime/gctune.py, applied by runtime.serve): freeze what
 # is loaded at startup, and collect less often than CPython's 700,10,10.
 GC_FREEZE = env_bool("GC_FREEZE", True)
 try:
@@ -240,7 +240,7 @@ AUTH_THROTTLE_RATE = os.environ.get("AUTH_THROTTLE_RATE", "30/min")
 # client address (REMOTE_ADDR, addresses or CIDR networks) in METRICS_ALLOWED_IPS.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
-# "json" (one JSON object per line) or "console" (aligned key=value lines); see messenger/logs.py.
+# "json" (one JSON object per line) or "console" (aligned key=value lines); see ops/logs.py.
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or ("console" if DEBUG else "json")
 
 # --- i18n, static -------------------------------------------------------------------
@@ -259,11 +259,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"structured": {"()": "messenger.logs.build_formatter", "style": LOG_FORMAT}},
-    # Tokens never reach a log line; the filter is the net under third-party lines (see messenger/logsafe.py).
+    "formatters": {"structured": {"()": "ops.logs.build_formatter", "style": LOG_FORMAT}},
+    # Tokens never reach a log line; the filter is the net under third-party lines (see ops/logsafe.py).
     "filters": {
-        "redact_secrets": {"()": "messenger.logsafe.RedactSecrets"},
-        "request_id": {"()": "messenger.logs.RequestIdFilter"},
+        "redact_secrets": {"()": "ops.logsafe.RedactSecrets"},
+        "request_id": {"()": "ops.logs.RequestIdFilter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["redact_secrets", "request_id"]}

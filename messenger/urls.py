@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chats.urls import api_urlpatterns, history_urlpatterns
-from messenger.metrics import metrics_view
+from ops.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,10 +12,10 @@ urlpatterns = [
     *history_urlpatterns,
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    # /healthz and /readyz are answered by messenger.health.HealthCheckMiddleware.
+    # /healthz and /readyz are answered by ops.health.HealthCheckMiddleware.
     path("metrics", metrics_view, name="metrics"),
     path("", include("webclient.urls")),
 ]
 
-handler404 = "messenger.errors.json_404"
-handler500 = "messenger.errors.json_500"
+handler404 = "ops.errors.json_404"
+handler500 = "ops.errors.json_500"

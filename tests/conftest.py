@@ -15,7 +15,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from messenger import adb
+from runtime import async_db as adb
 
 PASSWORD = "Correct-Horse-42"
 # Channel-layer and cache prefix of this test run, so parallel runs on one Redis never cross-talk.
@@ -62,7 +62,7 @@ def _release_test_database(django_db_setup, django_db_blocker):
 def _fast_and_isolated(settings):
     """Cheap password hashing; a fresh channel layer per test (no state across event loops)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    # Database threads (messenger.db) keep persistent connections in production; in tests they
+    # Database threads (runtime.db_threads) keep persistent connections in production; in tests they
     # close after every call, so no thread holds the test database open at teardown.
     connections.settings["default"]["CONN_MAX_AGE"] = 0
     settings.AUTH_THROTTLE_RATE = "100000/min"  # tests that check throttling set their own rate

@@ -1,4 +1,4 @@
-"""messenger/inbox.py: the compact queue behind every socket's daphne input and channel inbox."""
+"""runtime/inbox.py: the compact queue behind every socket's daphne input and channel inbox."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from messenger.inbox import Inbox
+from runtime.inbox import Inbox
 
 
 async def test_items_come_out_in_order_and_a_waiting_get_wakes():

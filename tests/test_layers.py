@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from messenger.layers import PipelinedPubSubChannelLayer
+from runtime.layers import PipelinedPubSubChannelLayer
 from tests.conftest import RUN_PREFIX
 
 pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (REDIS_URL)")
@@ -45,7 +45,7 @@ async def test_group_send_many_reaches_every_group_once():
 async def test_registered_receivers_get_big_fanouts_directly_and_in_order():
     """Events for many users go to each registered receiver in order, decoded once per process;
     small ones and other message types keep going through the consumers' queues."""
-    from messenger.layers import DIRECT_MIN_GROUPS
+    from runtime.layers import DIRECT_MIN_GROUPS
 
     layer = PipelinedPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-direct")
     try:
@@ -94,7 +94,7 @@ async def test_registered_receivers_get_big_fanouts_directly_and_in_order():
 async def test_a_big_direct_delivery_lets_other_tasks_run_between_sockets():
     """Socket sends do not suspend; direct delivery yields every DIRECT_YIELD_EVERY receivers, so
     one fan-out to a big group cannot hold the event loop (and every other socket) for its whole length."""
-    from messenger.layers import DIRECT_YIELD_EVERY
+    from runtime.layers import DIRECT_YIELD_EVERY
 
     layer = PipelinedPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-yield")
     ticks = 0

@@ -16,7 +16,7 @@ from django.db import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from accounts.tokens import start_session
-from messenger.layers import RESYNC, PipelinedPubSubChannelLayer
+from runtime.layers import RESYNC, PipelinedPubSubChannelLayer
 from tests.conftest import RUN_PREFIX, ws_connect
 
 needs_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (REDIS_URL)")
@@ -74,9 +74,9 @@ async def test_socket_is_closed_with_4503_when_the_layer_reconnected(make_user):
     "target, error",
     [
         # On PostgreSQL the handshake's checks run on the event loop: the user row on
-        # messenger/adb.py, the logout mark on the cache's Redis (messenger/acache.py) ...
-        pytest.param("messenger.adb.fetch_one", OperationalError("database down"), marks=needs_postgres),
-        pytest.param("messenger.acache.has", RedisConnectionError("redis down"), marks=needs_postgres),
+        # runtime/async_db.py, the logout mark on the cache's Redis (runtime/async_cache.py) ...
+        pytest.param("runtime.async_db.fetch_one", OperationalError("database down"), marks=needs_postgres),
+        pytest.param("runtime.async_cache.has", RedisConnectionError("redis down"), marks=needs_postgres),
         # ... and on SQLite (or ASYNC_DB=false) in a database thread.
         ("accounts.auth.authenticate", OperationalError("database down")),
         ("accounts.auth.authenticate", RedisConnectionError("redis down")),

@@ -1,4 +1,4 @@
-"""The socket hot paths on PostgreSQL, run from the event loop (``messenger/adb.py``).
+"""The socket hot paths on PostgreSQL, run from the event loop (``runtime/async_db.py``).
 
 :func:`send_message` and :func:`mark_read` are the async twins of the functions of the
 same names in ``messages.py``, for the one common case of each: the same statements
@@ -22,8 +22,10 @@ from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
-from messenger import acache, adb, metrics
-from messenger.db import run_in_db
+from runtime import async_cache as acache
+from runtime import async_db as adb
+from ops import metrics
+from runtime.db_threads import run_in_db
 
 from .. import events, sql
 from ..exceptions import RateLimited

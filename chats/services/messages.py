@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from messenger import metrics
+from ops import metrics
 
 from .. import events, selectors, sql
 from ..exceptions import (

@@ -844,10 +844,10 @@ async def test_group_read_all_only_after_last_member_reads(make_user, api):
 
 
 async def test_big_group_message_reaches_every_member_device(make_user):
-    """A group big enough for the layer's direct delivery (messenger/layers.py): every other
+    """A group big enough for the layer's direct delivery (runtime/layers.py): every other
     member's socket gets message.new once, the sender only its ack, and a later logout still
     closes a member's socket (that message type keeps the consumer's queue)."""
-    from messenger.layers import DIRECT_MIN_GROUPS
+    from runtime.layers import DIRECT_MIN_GROUPS
 
     users = [await db(make_user)() for _ in range(DIRECT_MIN_GROUPS + 2)]
     owner, members = users[0], users[1:]

@@ -1,6 +1,6 @@
 """Socket commands keep their database connections between commands and survive losing them.
 
-Sends and reads run on the async pool (``messenger/adb.py``) on PostgreSQL, or, with
+Sends and reads run on the async pool (``runtime/async_db.py``) on PostgreSQL, or, with
 ``ASYNC_DB=false`` and for every other command, in a pool of database threads; both keep
 persistent connections, and both must replace one that died instead of failing a command.
 """
@@ -86,7 +86,7 @@ async def test_dead_persistent_connection_is_replaced_before_the_next_command(
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the async pool is PostgreSQL-only")
 async def test_async_pool_reuses_connections_and_retires_old_ones(settings):
     """Statements share a kept connection; one older than CONN_MAX_AGE is closed on its way back."""
-    from messenger import adb
+    from runtime import async_db as adb
 
     pid = "SELECT pg_backend_pid()"
     first = (await adb.fetch_one(pid, {}))[0]
@@ -102,7 +102,7 @@ async def test_async_pool_errors_are_djangos_and_leave_the_pool_usable():
     """A failing statement raises Django's exception class; the connection stays in service."""
     from django.db import DataError, IntegrityError, ProgrammingError
 
-    from messenger import adb
+    from runtime import async_db as adb
 
     with pytest.raises(ProgrammingError):
         await adb.fetch("SELECT no_such_column FROM chats_chat", {})

@@ -22,7 +22,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from chats.models import Chat, Membership, Message
-from messenger import admin_tools
+from ops import admin_tools
 from tests.conftest import ws_connect
 
 _seq = itertools.count(1)

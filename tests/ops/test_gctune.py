@@ -1,4 +1,4 @@
-"""messenger.serve freezes what is loaded at startup and sets the GC thresholds (messenger/gctune.py)."""
+"""runtime.serve freezes what is loaded at startup and sets the GC thresholds (runtime/gctune.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from messenger import gctune
+from runtime import gctune
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_server_run_settles_before_serving(monkeypatch):
     """BoundedServer.run applies the settings once the application is loaded, then serves."""
     from daphne.server import Server
 
-    from messenger import serve
+    from runtime import serve
 
     calls = []
     monkeypatch.setattr(gctune, "settle", lambda: calls.append("settle"))

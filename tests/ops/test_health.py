@@ -7,7 +7,7 @@ from django.db import OperationalError
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
-from messenger import health
+from ops import health
 
 
 @pytest.mark.django_db

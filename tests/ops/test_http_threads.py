@@ -1,4 +1,4 @@
-"""HTTP over ASGI runs on a bounded set of long-lived threads (messenger/http.py) that keep their
+"""HTTP over ASGI runs on a bounded set of long-lived threads (runtime/http.py) that keep their
 database connections between requests -- and still drop a connection that died."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from channels.testing import HttpCommunicator
 from django.core.signals import request_finished
 from django.db import connection, connections
 
-from messenger.http import ThreadLeasingHTTP
+from runtime.http import ThreadLeasingHTTP
 from tests.conftest import access_token
 
 pytestmark = pytest.mark.django_db(transaction=True)

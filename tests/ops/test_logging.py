@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from django.test import Client
 
 import messenger.asgi  # noqa: F401 - its django.setup() reconfigures logging: before caplog attaches, not during a test
-from messenger.logs import build_formatter, request_id_from
+from ops.logs import build_formatter, request_id_from
 from tests.conftest import access_token, ws_connect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ def test_records_logged_during_a_request_carry_its_id(caplog, api, make_user, mo
     from django.db import OperationalError
 
     from chats import services
-    from messenger.logs import RequestIdFilter
+    from ops.logs import RequestIdFilter
 
     caplog.set_level(logging.INFO)
     caplog.handler.addFilter(RequestIdFilter())
@@ -89,7 +89,7 @@ def test_records_logged_during_a_request_carry_its_id(caplog, api, make_user, mo
     monkeypatch.setattr(services, "mark_read", down)
     response = api(make_user()).post("/api/chats/1/read", {"up_to_seq": 1}, format="json")
     assert response.status_code == 503
-    [warning] = [r for r in caplog.records if r.name == "messenger.errors"]
+    [warning] = [r for r in caplog.records if r.name == "ops.errors"]
     assert warning.request_id == response["X-Request-ID"]
     logging.getLogger("messenger.test").warning("outside")
     assert not hasattr(caplog.records[-1], "request_id")

@@ -214,7 +214,7 @@ async def test_database_error_on_socket_is_counted(make_user, monkeypatch):
     monkeypatch.setattr("chats.services.messages.mark_read", down)
     before = sample("messenger_db_errors_total", source="socket")
     communicator = await ws_connect(user)  # the handshake's own query runs on the pool too
-    monkeypatch.setattr("messenger.adb.Pool._execute", staticmethod(pg_down))
+    monkeypatch.setattr("runtime.async_db.Pool._execute", staticmethod(pg_down))
     try:
         await communicator.send_json_to({"type": "message.read", "chat_id": 1, "up_to_seq": 1, "ref": "r"})
         frame = await communicator.receive_json_from(timeout=5)

@@ -1,6 +1,6 @@
 """A real server process for the security and fuzzing tests, and plain clients for it.
 
-:class:`LiveServer` starts ``daphne messenger.asgi:application`` or ``python -m messenger.serve``
+:class:`LiveServer` starts ``daphne messenger.asgi:application`` or ``python -m runtime.serve``
 on a free port, against a database the process can see: the test database when the run uses
 PostgreSQL (pytest-django created and migrated it), else a fresh SQLite file migrated here. With
 ``REDIS_URL`` it shares this run's channel-layer and cache prefix. Users are created through
@@ -51,13 +51,13 @@ def server_env(tmp_dir: Path, **extra: str) -> dict[str, str]:
 
 
 class LiveServer(ServerProcess):
-    """One server process: plain daphne, or ``python -m messenger.serve`` when ``serve``."""
+    """One server process: plain daphne, or ``python -m runtime.serve`` when ``serve``."""
 
     def __init__(self, log_path: Path, env: dict[str, str], *, serve: bool = False, args: tuple[str, ...] = ()):
         self.serve = serve
         self.args = args
         if serve:
-            argv = lambda port: [sys.executable, "-m", "messenger.serve", "-b", "127.0.0.1", "-p", str(port), *args]
+            argv = lambda port: [sys.executable, "-m", "runtime.serve", "-b", "127.0.0.1", "-p", str(port), *args]
         else:
             argv = daphne_argv(*args)
         super().__init__(log_path, env, argv)

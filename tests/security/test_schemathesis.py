@@ -1,6 +1,6 @@
 """Schemathesis against our OpenAPI schema, as an authenticated user, on a live production-mode server.
 
-The server is ``python -m messenger.serve`` with ``DEBUG=false`` (JSON error pages, no browsable
+The server is ``python -m runtime.serve`` with ``DEBUG=false`` (JSON error pages, no browsable
 API), so what is checked is what clients get in production. Schemathesis reads ``/api/schema/``
 and runs its coverage, fuzzing and stateful phases against every operation with a real bearer
 token. Checks: no 5xx, status codes, content types, headers and bodies conforming to the

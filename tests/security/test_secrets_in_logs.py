@@ -7,7 +7,7 @@ socket's token, and logs out:
 
 * every log record of this process, with every logger at DEBUG, in production mode and with
   ``DEBUG=True`` (where Django's SQL log is live);
-* the whole output of real server processes with the access log on: ``python -m messenger.serve
+* the whole output of real server processes with the access log on: ``python -m runtime.serve
   --access-log - -v 2`` with ``LOG_LEVEL=DEBUG`` (the most talkative setting there is), and plain
   ``daphne --access-log - messenger.asgi:application``.
 
@@ -195,7 +195,7 @@ def _exercise_server(server, *, plain_http_token: bool) -> list[str]:
 
 
 def test_no_secret_in_messenger_serve_output_at_full_verbosity(start_server):
-    """``python -m messenger.serve --access-log - -v 2`` with LOG_LEVEL=DEBUG: the access log (query
+    """``python -m runtime.serve --access-log - -v 2`` with LOG_LEVEL=DEBUG: the access log (query
     strings cut), daphne's and Twisted's debug logs, the app's logs -- 0 secrets."""
     server = start_server("serve-verbose", serve=True, args=("--access-log", "-", "-v", "2"), LOG_LEVEL="DEBUG")
     secrets = _exercise_server(server, plain_http_token=True)
@@ -218,7 +218,7 @@ def test_no_secret_in_plain_daphne_output(start_server):
 
 
 def test_plain_daphne_access_log_would_print_a_query_token(start_server):
-    """Why ``messenger.serve`` exists: plain daphne's access log prints an HTTP query string whole.
+    """Why ``runtime.serve`` exists: plain daphne's access log prints an HTTP query string whole.
 
     Pins the daphne behaviour the docs warn about; if daphne stops doing it, this test fails
     and the warning (docs/RELIABILITY.md, Security) can go.

@@ -1,6 +1,6 @@
 """A client that stops reading cannot grow the server's memory: its socket is dropped.
 
-A real server (``python -m messenger.serve``, 1 MiB send-buffer cap) and real sockets. Bob opens
+A real server (``python -m runtime.serve``, 1 MiB send-buffer cap) and real sockets. Bob opens
 several sockets by hand, with a tiny kernel receive buffer, and never reads from them; Carol
 reads normally; Alice floods the group with 16 KiB messages (4096 four-byte characters), about
 64 MiB in all towards Bob's stalled sockets. Afterwards:

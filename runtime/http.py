@@ -27,7 +27,7 @@ class ThreadLeasingHTTP:
     """``app`` with each HTTP request on one of ``size`` long-lived threads.
 
     Requests for ``unleased_paths`` skip the lease: ``/healthz`` is answered on the event loop
-    (messenger/health.py) and must keep answering while every thread is busy, or a liveness
+    (ops/health.py) and must keep answering while every thread is busy, or a liveness
     probe would restart a process that is only saturated.
     """
 

@@ -53,7 +53,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from messenger.inbox import Inbox
+from runtime.inbox import Inbox
 
 logger = logging.getLogger(__name__)
 

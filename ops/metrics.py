@@ -124,6 +124,6 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text format. Open with ``DEBUG``; else ``Bearer $METRICS_TOKEN`` or an allowed
     client address, and a 404 (not a 401/403 that would confirm the endpoint) for anyone else."""
     if not (settings.DEBUG or _token_ok(request) or _client_allowed(request)):
-        # The body of every other 404 (messenger.errors.json_404), so nothing tells them apart.
+        # The body of every other 404 (ops.errors.json_404), so nothing tells them apart.
         return JsonResponse({"code": "not_found", "detail": "Not found."}, status=404)
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -21,8 +21,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import empty
 
-from messenger import metrics
-from messenger.logs import request_id_from, request_id_var
+from ops import metrics
+from ops.logs import request_id_from, request_id_var
 
 logger = logging.getLogger("messenger.request")
 

@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
-from messenger import metrics
+from ops import metrics
 
 logger = logging.getLogger(__name__)
 

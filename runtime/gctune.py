@@ -1,4 +1,4 @@
-"""Cyclic garbage collector settings for the long-running server (``python -m messenger.serve``).
+"""Cyclic garbage collector settings for the long-running server (``python -m runtime.serve``).
 
 Measured (docs/PERFORMANCE.md, S2): with 1 000 open sockets the process tracks ~280 000
 container objects, and each full (generation 2) collection stopped the event loop for

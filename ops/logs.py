@@ -4,7 +4,7 @@ Code logs through the standard library -- ``logger.info("http.request", extra={.
 structlog's ``ProcessorFormatter`` renders every record, ours and Django's and daphne's alike:
 one JSON object per line (``LOG_FORMAT=json``, the default with ``DEBUG=false``) or a readable
 console line (``LOG_FORMAT=console``, the default in development). Staying on stdlib records
-keeps ``messenger.logsafe.RedactSecrets`` (a handler filter) in front of every line.
+keeps ``ops.logsafe.RedactSecrets`` (a handler filter) in front of every line.
 
 What a line may carry: the message, level, logger, timestamp, the ``request_id`` of the HTTP
 request being served, any ``extra=`` field whose value is a plain scalar, and the traceback.
@@ -22,9 +22,9 @@ from contextvars import ContextVar
 
 import structlog
 
-from messenger.logsafe import redact
+from ops.logsafe import redact
 
-# The request id of the HTTP request this code runs for (set by messenger.middleware).
+# The request id of the HTTP request this code runs for (set by ops.middleware).
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # An incoming X-Request-ID is kept only when it looks like an id: no spaces, quotes or controls.

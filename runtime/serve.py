@@ -1,6 +1,6 @@
 """Production entry point: daphne with a bounded send buffer per socket and a token-safe access log.
 
-    python -m messenger.serve -b 0.0.0.0 -p 8000 [any other daphne option]
+    python -m runtime.serve -b 0.0.0.0 -p 8000 [any other daphne option]
 
 runs ``daphne messenger.asgi:application`` (which keeps working as it is) with these changes:
 
@@ -22,9 +22,9 @@ runs ``daphne messenger.asgi:application`` (which keeps working as it is) with t
   32 of its frames wait (``MAX_INBOUND_FRAMES``), so TCP flow control pushes back on the client.
 * **64 KiB frame cap by default** (``--websocket-max-message-size`` / ``--websocket-max-frame-size``),
   the protocol's limit, instead of daphne's 1 MiB.
-* **A compact input queue per connection** (``messenger/inbox.py``) instead of an ``asyncio.Queue``,
+* **A compact input queue per connection** (``runtime/inbox.py``) instead of an ``asyncio.Queue``,
   ~3 KiB less per idle socket.
-* **The garbage collector is settled before serving** (``messenger/gctune.py``): what is loaded
+* **The garbage collector is settled before serving** (``runtime/gctune.py``): what is loaded
   at startup is frozen out of collections, and full collections run 10 times less often.
 """
 
@@ -44,7 +44,7 @@ from daphne.ws_protocol import WebSocketProtocol
 # Imported after daphne.server, which installs the asyncio reactor.
 from twisted.internet import reactor  # isort: skip
 
-from messenger.inbox import Inbox  # noqa: E402
+from runtime.inbox import Inbox  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class BoundedServer(Server):
         super().__init__(*args, action_logger=action_logger, **kwargs)
 
     def create_application(self, protocol, scope):
-        """daphne's ``create_application`` with a compact input queue (messenger/inbox.py)."""
+        """daphne's ``create_application`` with a compact input queue (runtime/inbox.py)."""
         assert "application_instance" not in self.connections[protocol]
         input_queue = Inbox()
         scope.setdefault("asgi", {"version": "3.0"})
@@ -137,7 +137,7 @@ class BoundedServer(Server):
 
     def run(self):
         # The application is imported by now: freeze it and set the GC thresholds (gctune.py).
-        from messenger import gctune
+        from runtime import gctune
 
         gctune.settle()
         super().run()

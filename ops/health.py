@@ -18,7 +18,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 
-from messenger.middleware import HybridMiddleware
+from ops.middleware import HybridMiddleware
 
 logger = logging.getLogger(__name__)
 
