@@ -10,19 +10,21 @@ and closes with 4401, so clients see a stable application close code.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import parse_qs
 
-from channels.middleware import BaseMiddleware
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
-from runtime import async_cache as acache
-from runtime import async_db as adb
-from runtime.db_threads import run_in_db
+from runtime.plans import HasKey, Plan, Statement, use_case
+from runtime.socket_scope import ScopeMiddleware
 
-from .tokens import SID_CLAIM, is_revoked, revoked_key
+from .tokens import SID_CLAIM, revoked_key
+
+if TYPE_CHECKING:
+    from .models import User
 
 logger = logging.getLogger(__name__)
 
@@ -51,65 +53,48 @@ def _decode(raw: str) -> AccessToken | None:
         return None
 
 
-def validate_access_token(raw: str) -> AccessToken | None:
-    """The access token if it is well-signed, unexpired and of a live session; else None."""
-    token = _decode(raw)
-    return None if token is None or is_revoked(token) else token
+class ActiveUser(NamedTuple):
+    username: str
 
 
-def authenticate(raw: str):
-    """(user, token) for a live access token of an active user, else (None, None). Sync: one hop."""
-    token = validate_access_token(raw)
-    if token is None:
-        return None, None
-    User = get_user_model()
-    user = User.objects.filter(id=token.get("user_id"), is_active=True).only("id", "username", "is_active").first()
-    return (user, token) if user is not None else (None, None)
+ACTIVE_USER = Statement("SELECT username FROM accounts_user WHERE id = %(id)s AND is_active", ActiveUser)
 
 
-_ACTIVE_USER = "SELECT username FROM accounts_user WHERE id = %(id)s AND is_active"
-
-
-async def authenticate_async(raw: str):
-    """:func:`authenticate` from the event loop on PostgreSQL: the same checks -- signature,
-    expiry, the session's logout mark (one Redis EXISTS) and an active user (one indexed
-    SELECT on runtime/async_db.py) -- without the hop to a database thread that every handshake
-    paid. SQLite keeps the thread."""
-    if not adb.enabled():
-        return await run_in_db(authenticate, raw)
+@use_case
+def authenticate(raw: str) -> Plan[tuple[User | None, AccessToken | None]]:
+    """(user, token) for a live access token of an active user, else (None, None): the
+    signature and expiry, the session's logout mark (one cache lookup) and an active user
+    (one indexed SELECT). The handshake and ``auth.refresh`` run it from the event loop."""
     token = _decode(raw)
     if token is None:
         return None, None
     sid = token.get(SID_CLAIM)
-    if sid and await acache.has(revoked_key(str(sid))):
+    if sid and (yield HasKey(revoked_key(str(sid)))):
         return None, None
     try:
         user_id = int(token.get("user_id"))
     except (TypeError, ValueError):
         return None, None
-    row = await adb.fetch_one(_ACTIVE_USER, {"id": user_id})
+    row = yield ACTIVE_USER.one(id=user_id)
     if row is None:
         return None, None
-    # As the sync path's .only("id", "username", "is_active"): a loaded instance, other fields deferred.
-    user = get_user_model().from_db("default", ["id", "username", "is_active"], [user_id, row[0], True])
+    # A loaded instance with only these fields, as ``.only("id", "username", "is_active")`` gives.
+    user = get_user_model().from_db("default", ["id", "username", "is_active"], [user_id, row.username, True])
     return user, token
 
 
-class JWTAuthMiddleware(BaseMiddleware):
-    """Puts the token's user (or AnonymousUser) and the token's expiry into the scope."""
+class JWTAuthMiddleware(ScopeMiddleware):
+    """Puts the token's user (or AnonymousUser), its expiry and its session id into the scope."""
 
-    async def __call__(self, scope, receive, send):
-        # The scope is filled in place, not copied as Channels' BaseMiddleware does: every routing
-        # layer's frame lives as long as the socket, and so would each copy. The layers above
-        # (daphne, the outage guard, the origin check) never read these keys.
+    async def fill(self, scope: dict) -> None:
         scope["user"] = AnonymousUser()
         scope["token_exp"] = None
         scope["token_sid"] = None
         raw = token_from_scope(scope)
-        user, token = await authenticate_async(raw) if raw else (None, None)
+        if not raw:
+            return
+        (user, token), _ = await authenticate.run_async(raw)
         if user is not None:
             scope["user"] = user
             scope["token_exp"] = token.get("exp")
             scope["token_sid"] = token.get(SID_CLAIM)
-        del raw, token  # this frame lives as long as the socket: keep only what the scope needs
-        return await self.inner(scope, receive, send)  # not BaseMiddleware.__call__: no copy

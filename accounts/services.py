@@ -6,7 +6,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from rest_framework.exceptions import ValidationError
-from chats import events
+from runtime import realtime
 
 from . import tokens
 from .models import User
@@ -39,7 +39,7 @@ def logout(*, refresh: str) -> None:
     """End the refresh token's session: the token is refused from now on, the session's
     access tokens stop working, and the user's sockets of that session are closed."""
     user_id, sid = tokens.revoke_session(refresh)
-    events.close_user_sockets(user_id=user_id, sid=sid)
+    realtime.close_user_sockets(user_id=user_id, sid=sid)
 
 
 @transaction.atomic
@@ -50,4 +50,4 @@ def set_active(*, user: User, active: bool) -> None:
     User.objects.filter(id=user.id).update(is_active=active)
     user.is_active = active
     if not active:
-        transaction.on_commit(lambda: events.close_user_sockets(user_id=user.id, sid=None))
+        transaction.on_commit(lambda: realtime.close_user_sockets(user_id=user.id, sid=None))

@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce
 
 from .exceptions import ChatNotFound
 from .models import Chat, Membership, Message
+from .validation import as_id
 
 # Chats up to this size list their members inline in chat objects.
 INLINE_MEMBERS_LIMIT = 100
@@ -31,13 +32,10 @@ def one(queryset):
 
 def get_membership(*, user_id: int, chat_id: int) -> Membership:
     """The caller's membership with its chat loaded, or ChatNotFound (missing and foreign look alike)."""
-    try:
-        chat_id = int(chat_id)
-    except (TypeError, ValueError):
-        raise ChatNotFound() from None
+    chat_id = as_id(chat_id)
     membership = (
         one(Membership.objects.select_related("chat").filter(chat_id=chat_id, user_id=user_id))
-        if 0 < chat_id < 2**63
+        if chat_id is not None
         else None
     )
     if membership is None:
@@ -127,17 +125,11 @@ def chat_views_for_user(*, user_id: int, chat_ids: list[int] | None = None) -> l
 
 def chat_view(*, user_id: int, chat_id: int) -> ChatView:
     """One chat as ``user_id`` sees it, or ChatNotFound."""
-    views = chat_views_for_user(user_id=user_id, chat_ids=[int(chat_id)]) if _valid_id(chat_id) else []
+    chat_id = as_id(chat_id)
+    views = chat_views_for_user(user_id=user_id, chat_ids=[chat_id]) if chat_id is not None else []
     if not views:
         raise ChatNotFound()
     return views[0]
-
-
-def _valid_id(value) -> bool:
-    try:
-        return 0 < int(value) < 2**63
-    except (TypeError, ValueError):
-        return False
 
 
 def history_page(*, chat: Chat, offset: int, limit: int) -> list[Message]:

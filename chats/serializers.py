@@ -12,7 +12,7 @@ from rest_framework import serializers
 
 from .models import Chat, Membership, Message
 
-MAX_ID = 2**63 - 1
+from .validation import CLIENT_ID_MAX, MAX_ID
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
 
@@ -106,7 +106,7 @@ class MemberAddSerializer(serializers.Serializer):
 
 
 class SendMessageSerializer(serializers.Serializer):
-    client_id = serializers.CharField(min_length=1, max_length=64, trim_whitespace=False)
+    client_id = serializers.CharField(min_length=1, max_length=CLIENT_ID_MAX, trim_whitespace=False)
     text = serializers.CharField(max_length=settings.MESSAGE_MAX_LENGTH, help_text="1..4096 characters after trimming.")
 
 

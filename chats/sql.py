@@ -1,68 +1,157 @@
-"""The hot-path statements (send, read), written once for PostgreSQL and SQLite.
+"""The statements of the message paths (send, read, typing, system messages), each with its row type.
 
-Each command is a handful of single-row statements by primary key or unique index.
-On PostgreSQL they run on the raw psycopg cursor with ``prepare=True``: the server
-plans each statement once per connection (connections persist, ``CONN_MAX_AGE``), and
-the ORM's query compilation is skipped. Errors are still Django's
-(``wrap_database_errors``), so transactions, ``on_commit`` and the error mapping
-behave as for ORM queries.
+Each is one round trip by primary key or unique index, run prepared by either executor of
+``runtime.plans``. Every statement that changes a chat's ``seq`` takes the chat's row lock
+(an UPDATE of ``chats_chat``), so seq order is commit order and a duplicate or concurrent
+sender waits for the holder and then sees its commit.
+
+Every value is a bound parameter; the f-strings below only join constant SQL fragments.
 """
 
 from __future__ import annotations
 
-from django.db import connection
+import datetime as dt
+from typing import NamedTuple
 
-# Every statement that takes the chat row lock is an UPDATE (PostgreSQL: row lock;
-# SQLite, which ignores FOR UPDATE: the database write lock), so a duplicate or a
-# concurrent sender waits for the holder and then sees its commit.
+from runtime.plans import Statement
+
 _MEMBER = "SELECT {col} FROM chats_membership m WHERE m.chat_id = chats_chat.id AND m.user_id = %(user)s"
 
-LOCK_CHAT = f"""
+
+# --- rows ----------------------------------------------------------------------------------
+
+
+class LockedChat(NamedTuple):
+    id: int
+    kind: str
+    last_seq: int
+    read_all_seq: int
+    membership_id: int
+    my_last_read_seq: int
+    my_role: str
+
+
+class Original(NamedTuple):
+    """An earlier message of this ``(sender, client_id)``; all None when there is none."""
+
+    id: int | None
+    chat_id: int | None
+    seq: int | None
+    kind: str | None
+    text: str | None
+    created_at: dt.datetime | None
+    read_all_seq: int | None  # of the original's chat
+
+
+class SendRow(NamedTuple):
+    """What :data:`SEND` did: ``stored_id`` set when it stored the message, ``original`` set
+    when the key was used before (by a member of the chat); no row when it was refused."""
+
+    seq: int | None
+    read_all_seq: int | None
+    my_last_read_seq: int | None
+    stored_id: int | None
+    original_id: int | None
+    original_chat_id: int | None
+    original_seq: int | None
+    original_kind: str | None
+    original_text: str | None
+    original_created_at: dt.datetime | None
+    original_read_all_seq: int | None
+
+    @property
+    def original(self) -> Original:
+        return Original(*self[4:])
+
+
+class SendObstacles(NamedTuple):
+    """Why a send may not store (:data:`SEND_OBSTACLES`)."""
+
+    is_member: bool
+    peer_inactive: bool
+    original_id: int | None
+    original_chat_id: int | None
+    original_seq: int | None
+    original_kind: str | None
+    original_text: str | None
+    original_created_at: dt.datetime | None
+    original_read_all_seq: int | None
+
+    @property
+    def original(self) -> Original:
+        return Original(*self[2:])
+
+
+class AfterSend(NamedTuple):
+    advanced_read_all_seq: int | None
+    recipients: list[int] | None
+
+
+class Appended(NamedTuple):
+    id: int
+    seq: int
+    created_at: dt.datetime
+
+
+class ReadRaised(NamedTuple):
+    last_read_seq: int
+    read_all_seq: int
+
+
+class ReadState(NamedTuple):
+    last_read_seq: int
+    read_all_seq: int
+
+
+class ReadAll(NamedTuple):
+    read_all_seq: int
+
+
+class Members(NamedTuple):
+    user_ids: list[int]
+
+
+class MemberId(NamedTuple):
+    user_id: int
+
+
+# --- statements ------------------------------------------------------------------------------
+
+# The chat's row lock, taken on behalf of a member (no row: not a member, or no such chat).
+# A no-op UPDATE: a row lock without FOR UPDATE's separate SELECT.
+LOCK_CHAT = Statement(
+    f"""
 UPDATE chats_chat SET last_seq = last_seq
 WHERE id = %(chat)s AND EXISTS ({_MEMBER.format(col="1")})
 RETURNING id, kind, last_seq, read_all_seq,
           ({_MEMBER.format(col="m.id")}), ({_MEMBER.format(col="m.last_read_seq")}), ({_MEMBER.format(col="m.role")})
-"""  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    LockedChat,
+)
 
-# Send, step 1: take the lock and the next seq in one statement; report an earlier message
-# with this (sender, client_id) and, for direct chats, a deactivated peer.
-CLAIM_SEQ = f"""
-UPDATE chats_chat SET last_seq = last_seq + 1, last_activity_at = %(now)s
-WHERE id = %(chat)s AND EXISTS ({_MEMBER.format(col="1")})
-RETURNING id, kind, last_seq, read_all_seq,
-          ({_MEMBER.format(col="m.id")}),
-          ({_MEMBER.format(col="m.last_read_seq")}),
-          (SELECT x.id FROM chats_message x WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s),
-          (kind = 'direct' AND EXISTS (
-              SELECT 1 FROM chats_membership p JOIN accounts_user u ON u.id = p.user_id
-              WHERE p.chat_id = chats_chat.id AND NOT u.is_active))
-"""  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+# The earlier message of a (sender, client_id), with its chat's read-by-everyone seq.
+_ORIGINAL_COLUMNS = "x.id, x.chat_id, x.seq, x.kind, x.text, x.created_at, " \
+    "(SELECT c.read_all_seq FROM chats_chat c WHERE c.id = x.chat_id)"
+_PEER_INACTIVE = """(kind = 'direct' AND EXISTS (
+          SELECT 1 FROM chats_membership p JOIN accounts_user u ON u.id = p.user_id
+          WHERE p.chat_id = chats_chat.id AND NOT u.is_active))"""
 
-# Send, step 2: the row. ON CONFLICT covers a parallel send of the same key that committed
-# after step 1 read its snapshot (or went to another chat).
-INSERT_MESSAGE = """
-INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at)
-VALUES (%(chat)s, %(seq)s, %(user)s, 'text', %(text)s, %(client_id)s, %(now)s)
-ON CONFLICT (sender_id, client_id) DO NOTHING
-RETURNING id
-"""
-
-# PostgreSQL: the whole send in ONE statement, hence one transaction and one round trip.
-# Returns (seq, read_all_seq, sender's old watermark, message id, NULL) when stored, or
-# (NULL, NULL, NULL, NULL, id of the earlier message) for a member's repeat of a stored key.
-# The claim only matches for a member, a new (sender, client_id) and a live direct peer, so
-# a duplicate or a refusal consumes no seq (no row: the caller finds out which). A parallel
+# The whole send in ONE statement, hence one transaction and one round trip: claim the next
+# seq under the chat lock, insert the message, raise the sender's own watermark.
+# The claim only matches for a member, a new (sender, client_id) and a live direct peer, so a
+# duplicate or a refusal consumes no seq (no row; SEND_OBSTACLES says why). A parallel
 # duplicate that committed while this statement waited for the chat lock is invisible to the
 # NOT EXISTS (its snapshot is older) but not to the unique index: the INSERT fails and the
-# whole statement, seq bump included, rolls back -- still no gap.
-SEND_PG = f"""
+# whole statement, seq bump included, rolls back -- still no gap; the caller runs it again.
+# The second branch answers a member's repeat of a stored key with the original (the row this
+# statement inserts is invisible to it, so a new message never matches).
+SEND = Statement(
+    f"""
 WITH claim AS (
     UPDATE chats_chat SET last_seq = last_seq + 1, last_activity_at = %(now)s
     WHERE id = %(chat)s AND EXISTS ({_MEMBER.format(col="1")})
       AND NOT EXISTS (SELECT 1 FROM chats_message x WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s)
-      AND NOT (kind = 'direct' AND EXISTS (
-          SELECT 1 FROM chats_membership p JOIN accounts_user u ON u.id = p.user_id
-          WHERE p.chat_id = chats_chat.id AND NOT u.is_active))
+      AND NOT {_PEER_INACTIVE}
     RETURNING id, last_seq, read_all_seq, ({_MEMBER.format(col="m.last_read_seq")}) AS my_read
 ),
 stored AS (
@@ -79,73 +168,109 @@ SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id,
        NULL::bigint, NULL::bigint, NULL::bigint, NULL::varchar, NULL::text, NULL::timestamptz, NULL::bigint
 FROM claim, stored
 UNION ALL
--- A retry of a stored message (the common duplicate), for a member of this chat: the original
--- (id, chat, seq, kind, text, created_at) and its chat's read-by-everyone seq, so the caller
--- answers it without another query. The row this statement inserts is invisible here, so a
--- new message never matches.
-SELECT NULL, NULL, NULL, NULL, x.id, x.chat_id, x.seq, x.kind, x.text, x.created_at,
-       (SELECT c.read_all_seq FROM chats_chat c WHERE c.id = x.chat_id)
+SELECT NULL, NULL, NULL, NULL, {_ORIGINAL_COLUMNS}
 FROM chats_message x
 WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s AND EXISTS (
     SELECT 1 FROM chats_membership m WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s)
-"""  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    SendRow,
+)
 
-# PostgreSQL, after a send committed: the recipients, and (when asked) the read-by-everyone
-# advance, in one round trip.
-AFTER_SEND_PG = """
+# What stands in the way of a send: membership, a deactivated direct peer, an earlier message
+# of the key (anywhere). For a send SEND refused, and for a sender over the rate limit.
+SEND_OBSTACLES = Statement(
+    f"""
+SELECT EXISTS (SELECT 1 FROM chats_membership m WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s),
+       COALESCE((SELECT {_PEER_INACTIVE} FROM chats_chat WHERE id = %(chat)s), false),
+       o.*
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT {_ORIGINAL_COLUMNS} FROM chats_message x WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s
+) AS o ON true
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    SendObstacles,
+)
+
+# After a send committed: the recipients, and (when ``probe``) the read-by-everyone advance the
+# sender's own watermark may have allowed, in one round trip.
+_LOWEST_WATERMARK = (
+    "(SELECT m.last_read_seq FROM chats_membership m WHERE m.chat_id = %(chat)s ORDER BY m.last_read_seq LIMIT 1)"
+)
+AFTER_SEND = Statement(
+    f"""
 WITH advanced AS (
-    UPDATE chats_chat SET read_all_seq = (
-        SELECT m.last_read_seq FROM chats_membership m WHERE m.chat_id = %(chat)s ORDER BY m.last_read_seq LIMIT 1)
-    WHERE id = %(chat)s AND %(probe)s AND read_all_seq < (
-        SELECT m.last_read_seq FROM chats_membership m WHERE m.chat_id = %(chat)s ORDER BY m.last_read_seq LIMIT 1)
+    UPDATE chats_chat SET read_all_seq = {_LOWEST_WATERMARK}
+    WHERE id = %(chat)s AND %(probe)s AND read_all_seq < {_LOWEST_WATERMARK}
     RETURNING read_all_seq
 )
 SELECT (SELECT read_all_seq FROM advanced), array_agg(user_id) FROM chats_membership WHERE chat_id = %(chat)s
-"""
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    AfterSend,
+)
 
-# Read watermark: only ever moves forward, evaluated on the row's latest version.
-RAISE_WATERMARK = """
-UPDATE chats_membership SET last_read_seq = %(seq)s
-WHERE id = %(membership)s AND last_read_seq < %(seq)s
-RETURNING last_read_seq
-"""
+# A system message (a member change, a rename) in a chat whose lock the caller's transaction
+# holds: the next seq and the row, and the actor's watermark past it while they are a member.
+APPEND_SYSTEM = Statement(
+    """
+WITH claim AS (
+    UPDATE chats_chat SET last_seq = last_seq + 1, last_activity_at = %(now)s
+    WHERE id = %(chat)s
+    RETURNING id, last_seq
+),
+stored AS (
+    INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at)
+    SELECT id, last_seq, NULL, 'system', %(text)s, NULL, %(now)s FROM claim
+    RETURNING id, seq, created_at
+),
+mine AS (
+    UPDATE chats_membership SET last_read_seq = claim.last_seq FROM claim
+    WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(actor)s
+      AND chats_membership.last_read_seq < claim.last_seq
+)
+SELECT id, seq, created_at FROM stored
+""",
+    Appended,
+)
 
 # Read up to a seq, clamped to last_seq, only forward; one statement, its own transaction.
 _LAST_SEQ = "(SELECT c.last_seq FROM chats_chat c WHERE c.id = %(chat)s)"
-# LEAST(seq, last_seq), spelled so SQLite understands it too.
-_TARGET = f"(CASE WHEN %(seq)s < {_LAST_SEQ} THEN %(seq)s ELSE {_LAST_SEQ} END)"
-READ_UP_TO = f"""
+_TARGET = f"LEAST(%(seq)s, {_LAST_SEQ})"
+READ_UP_TO = Statement(
+    f"""
 UPDATE chats_membership SET last_read_seq = {_TARGET}
 WHERE chat_id = %(chat)s AND user_id = %(user)s AND last_read_seq < {_TARGET}
 RETURNING last_read_seq, (SELECT c.read_all_seq FROM chats_chat c WHERE c.id = %(chat)s)
-"""  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    ReadRaised,
+)
 
-MEMBER_IDS = "SELECT user_id FROM chats_membership WHERE chat_id = %(chat)s"
+# The member's read state (no row: not a member).
+READ_STATE = Statement(
+    """
+SELECT m.last_read_seq, c.read_all_seq FROM chats_membership m JOIN chats_chat c ON c.id = m.chat_id
+WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s
+""",
+    ReadState,
+)
 
 # read_all_seq = the lowest watermark (one probe of the (chat_id, last_read_seq) index);
 # written only when it grows, and the new value returned so the caller broadcasts once.
-ADVANCE_READ_ALL = """
-UPDATE chats_chat SET read_all_seq = (
-    SELECT m.last_read_seq FROM chats_membership m WHERE m.chat_id = %(chat)s ORDER BY m.last_read_seq LIMIT 1)
-WHERE id = %(chat)s AND read_all_seq < (
-    SELECT m.last_read_seq FROM chats_membership m WHERE m.chat_id = %(chat)s ORDER BY m.last_read_seq LIMIT 1)
+ADVANCE_READ_ALL = Statement(
+    f"""
+UPDATE chats_chat SET read_all_seq = {_LOWEST_WATERMARK}
+WHERE id = %(chat)s AND read_all_seq < {_LOWEST_WATERMARK}
 RETURNING read_all_seq
-"""
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    ReadAll,
+)
 
+MEMBER_IDS = Statement("SELECT user_id FROM chats_membership WHERE chat_id = %(chat)s", MemberId)
 
-def run(sql: str, params: dict) -> list[tuple]:
-    """Execute one hot-path statement and return its rows."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        if connection.vendor == "postgresql":
-            with connection.connection.cursor() as cursor:
-                cursor.execute(sql, params, prepare=True)
-                return cursor.fetchall() if cursor.description else []
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall() if cursor.description else []
-
-
-def run_one(sql: str, params: dict) -> tuple | None:
-    rows = run(sql, params)
-    return rows[0] if rows else None
+# Every member of the chat, if ``user`` is one of them (no row otherwise).
+MEMBERS_IF_MEMBER = Statement(
+    """
+SELECT array_agg(user_id) FROM chats_membership WHERE chat_id = %(chat)s
+HAVING bool_or(user_id = %(user)s)
+""",
+    Members,
+)

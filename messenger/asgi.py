@@ -13,7 +13,7 @@ from django.conf import settings  # noqa: E402
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from accounts.auth import JWTAuthMiddleware  # noqa: E402
-from chats.routing import SocketRouter  # noqa: E402
+from chats.routing import websocket_application  # noqa: E402
 from ops.errors import SocketOutageGuard  # noqa: E402
 from runtime.http import ThreadLeasingHTTP  # noqa: E402
 from runtime.origin import OriginValidator  # noqa: E402
@@ -22,6 +22,6 @@ application = ProtocolTypeRouter(
     {
         # Each request on one of HTTP_THREADS long-lived threads, which keep their connections.
         "http": ThreadLeasingHTTP(django_asgi_app, settings.HTTP_THREADS),
-        "websocket": SocketOutageGuard(OriginValidator(JWTAuthMiddleware(SocketRouter()))),
+        "websocket": SocketOutageGuard(OriginValidator(JWTAuthMiddleware(websocket_application()))),
     }
 )

@@ -138,8 +138,8 @@ if os.environ.get("TEST_DATABASE_NAME"):
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # channels-redis' pub/sub layer plus pipelined fan-out (see runtime/layers.py).
-            "BACKEND": "runtime.layers.PipelinedPubSubChannelLayer",
+            # channels-redis' pub/sub layer with one publish per event and process (see runtime/layers.py).
+            "BACKEND": "runtime.layers.FanoutChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNEL_PREFIX", "messenger")},
         }
     }
@@ -214,12 +214,9 @@ GROUP_MAX_MEMBERS = env_int("GROUP_MAX_MEMBERS", 10_000)
 SEND_RATE_LIMIT = env_int("SEND_RATE_LIMIT", 50)
 SEND_RATE_WINDOW_SECONDS = env_int("SEND_RATE_WINDOW_SECONDS", 1)
 TYPING_THROTTLE_SECONDS = 3
-# Threads (each with its own database connection) running socket commands per process.
-DB_THREADS = env_int("DB_THREADS", 8)
-# On PostgreSQL, socket sends and reads run their statements from the event loop on async
-# psycopg connections (at most DB_THREADS per process; runtime/async_db.py) instead of in a
-# database thread. ASYNC_DB=false turns that off (everything through the threads).
-ASYNC_DB = env_bool("ASYNC_DB", True)
+# Async PostgreSQL connections per process (runtime/async_db.py) on which sockets run their
+# commands and handshakes from the event loop.
+DB_POOL_SIZE = env_int("DB_POOL_SIZE", 8)
 # Long-lived threads running HTTP requests per process, each keeping its database connection
 # (runtime/http.py); more concurrent requests wait for one.
 HTTP_THREADS = env_int("HTTP_THREADS", 8)

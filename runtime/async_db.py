@@ -1,23 +1,16 @@
-"""Async PostgreSQL for the socket hot paths: no thread hop, no GIL hand-off.
+"""Async PostgreSQL for plans run from the event loop (``runtime.plans.run_async``).
 
-A ``message.send`` or ``message.read`` on PostgreSQL is one or two single statements in
-autocommit (``chats/sql.py``). Running them through ``run_in_db`` costs a hop to a
-database thread and back for each command -- asgiref's ``SyncToAsync`` machinery, a
-context copy, two cross-thread wake-ups and GIL contention between the event loop and
-eight database threads, which under load put a 5 ms switch interval in front of every
-reply. Here those statements run on psycopg's ``AsyncConnection`` from the event loop
-itself, on a small per-process pool of persistent connections with their statements
-prepared once per connection.
+Sockets run their statements on psycopg's ``AsyncConnection`` from the event loop itself, on
+a small per-process pool of persistent autocommit connections with their statements prepared
+once per connection -- no hop to a database thread and back per command.
 
-Same guarantees as ``run_in_db``: every statement commits on its own (autocommit), errors
-come out as Django's database exceptions (so callers map them to 503 as before), and a
-kept connection that turns out dead -- PostgreSQL restarted or failed over -- is dropped
-and the statement is run once more on a fresh connection. That retry is safe because the
-hot-path statements are idempotent: a send by ``(sender, client_id)``, a read by ``max()``.
-Connections older than ``CONN_MAX_AGE`` are closed when they come back to the pool.
-
-Only the hot paths use it; everything else (REST, chat and member changes, rare branches
-of send and read) stays on Django's ORM in ``run_in_db`` or in request threads.
+Guarantees: every statement commits on its own (autocommit); errors come out as Django's
+database exceptions (so callers map them to 503 as for the ORM); a kept connection that
+turns out dead -- PostgreSQL restarted or failed over -- is dropped and the statement is run
+once more on a fresh connection. That retry is safe because the plans' statements are
+idempotent: a send by ``(sender, client_id)``, a read by ``max()``. Connections older than
+``CONN_MAX_AGE`` are closed when they come back to the pool. At most ``DB_POOL_SIZE``
+connections per process and event loop.
 """
 
 from __future__ import annotations
@@ -35,19 +28,14 @@ _wrapper = None
 
 
 def _django():
-    """A ``DatabaseWrapper`` of the default database for its vendor, connection parameters and
-    error mapping; never connected. One per process: ``connections["default"]`` is per async
+    """A ``DatabaseWrapper`` of the default database for its connection parameters and error
+    mapping; never connected. One per process: ``connections["default"]`` is per async
     context, so reading it from a socket's task built a whole wrapper (~5 KiB) for every socket.
     It shares the settings dict, so the test runner's renamed database is seen here too."""
     global _wrapper
     if _wrapper is None:
         _wrapper = connections.create_connection("default")
     return _wrapper
-
-
-def enabled() -> bool:
-    """Whether the hot paths run here (PostgreSQL) or in a database thread (SQLite)."""
-    return _django().vendor == "postgresql" and settings.ASYNC_DB
 
 
 class Pool:
@@ -137,7 +125,7 @@ def pool() -> Pool:
     if _pool is None or _pool.loop is not loop:
         if _pool is not None:
             _pool.close()
-        _pool = Pool(loop, settings.DB_THREADS)
+        _pool = Pool(loop, settings.DB_POOL_SIZE)
     return _pool
 
 

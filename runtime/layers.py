@@ -54,13 +54,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runtime.inbox import Inbox
+from runtime.realtime import DELIVER
 
 logger = logging.getLogger(__name__)
 
 # Layer message type put into every local consumer's channel after the Redis connection came back.
 RESYNC = "layer.resync"
-# The layer message type that registered receivers get directly (chats.events.DELIVER).
-DIRECT_TYPE = "event.deliver"
 # Events for fewer users than this take the per-consumer queues (see add_receiver).
 DIRECT_MIN_GROUPS = 16
 # Direct delivery gives the event loop back after this many sockets (see _deliver_loop).
@@ -150,7 +149,7 @@ class _ResyncingShard(RedisSingleShardConnection):
                 receivers, decoded = {}, None
                 if len(groups) >= DIRECT_MIN_GROUPS and loop_layer.receivers:
                     decoded = loop_layer.channel_layer.deserialize(payload)
-                    if decoded.get("type") == DIRECT_TYPE:  # other types go to the queues
+                    if decoded.get("type") == DELIVER:  # other types go to the queues
                         receivers = loop_layer.receivers
                 direct = []
                 for group_channel in groups:
@@ -195,7 +194,7 @@ class _ResyncingLoopLayer(RedisPubSubLoopLayer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._shards = [_ResyncingShard(shard.host, self) for shard in self._shards]
-        # channel name -> async callable taking the message (see PipelinedPubSubChannelLayer.add_receiver).
+        # channel name -> async callable taking the message (see FanoutChannelLayer.add_receiver).
         self.receivers: dict[str, object] = {}
         self._direct: asyncio.Queue | None = None
         self._direct_task: asyncio.Task | None = None
@@ -259,7 +258,7 @@ class _ResyncingLoopLayer(RedisPubSubLoopLayer):
         return channel
 
 
-class PipelinedPubSubChannelLayer(RedisPubSubChannelLayer):
+class FanoutChannelLayer(RedisPubSubChannelLayer):
     def _get_layer(self):
         """The base class' per-event-loop layer, with shards that resync after a reconnect."""
         loop = asyncio.get_running_loop()
@@ -270,7 +269,7 @@ class PipelinedPubSubChannelLayer(RedisPubSubChannelLayer):
         return layer
 
     def add_receiver(self, channel: str, receiver) -> None:
-        """Deliver ``event.deliver`` (:data:`DIRECT_TYPE`) messages for ``channel`` by calling ``await receiver(message)``.
+        """Deliver ``event.deliver`` (:data:`runtime.realtime.DELIVER`) messages for ``channel`` by calling ``await receiver(message)``.
 
         The stock path puts every event into each local consumer's queue, decoded once per
         consumer, and wakes each consumer's task to dispatch it: for a 1 000-member chat, 1 000

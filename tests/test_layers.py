@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from runtime.layers import PipelinedPubSubChannelLayer
+from runtime.layers import FanoutChannelLayer
 from tests.conftest import RUN_PREFIX
 
 pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (REDIS_URL)")
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs R
 
 async def test_group_send_many_reaches_every_group_once():
     """Every channel in every target group gets the message exactly once; others get nothing."""
-    layer = PipelinedPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-layer")
+    layer = FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-layer")
     try:
         channels = [await layer.new_channel() for _ in range(6)]
         for n, channel in enumerate(channels):
@@ -47,7 +47,7 @@ async def test_registered_receivers_get_big_fanouts_directly_and_in_order():
     small ones and other message types keep going through the consumers' queues."""
     from runtime.layers import DIRECT_MIN_GROUPS
 
-    layer = PipelinedPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-direct")
+    layer = FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-direct")
     try:
         users = DIRECT_MIN_GROUPS + 4
         got: dict[str, list] = {}
@@ -96,7 +96,7 @@ async def test_a_big_direct_delivery_lets_other_tasks_run_between_sockets():
     one fan-out to a big group cannot hold the event loop (and every other socket) for its whole length."""
     from runtime.layers import DIRECT_YIELD_EVERY
 
-    layer = PipelinedPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-yield")
+    layer = FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-yield")
     ticks = 0
 
     async def ticker():

@@ -16,7 +16,7 @@ from django.db import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from accounts.tokens import start_session
-from runtime.layers import RESYNC, PipelinedPubSubChannelLayer
+from runtime.layers import RESYNC, FanoutChannelLayer
 from tests.conftest import RUN_PREFIX, ws_connect
 
 needs_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (REDIS_URL)")
@@ -35,7 +35,7 @@ async def _drop_pubsub_connection(layer) -> None:
 async def test_layer_resubscribes_and_asks_group_members_to_resync_after_reconnecting():
     """After the pub/sub connection comes back, group members get ``layer.resync`` (events sent
     meanwhile are lost) and live group messages flow again; channels in no group are left alone."""
-    layer = PipelinedPubSubChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-resync")
+    layer = FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-resync")
     try:
         member = await layer.new_channel()
         await layer.group_add("user.1", member)
@@ -73,13 +73,10 @@ async def test_socket_is_closed_with_4503_when_the_layer_reconnected(make_user):
 @pytest.mark.parametrize(
     "target, error",
     [
-        # On PostgreSQL the handshake's checks run on the event loop: the user row on
-        # runtime/async_db.py, the logout mark on the cache's Redis (runtime/async_cache.py) ...
-        pytest.param("runtime.async_db.fetch_one", OperationalError("database down"), marks=needs_postgres),
-        pytest.param("runtime.async_cache.has", RedisConnectionError("redis down"), marks=needs_postgres),
-        # ... and on SQLite (or ASYNC_DB=false) in a database thread.
-        ("accounts.auth.authenticate", OperationalError("database down")),
-        ("accounts.auth.authenticate", RedisConnectionError("redis down")),
+        # The handshake's checks run on the event loop: the user row on runtime/async_db.py,
+        # the logout mark on the cache's Redis (runtime/async_cache.py).
+        ("runtime.async_db.fetch", OperationalError("database down")),
+        ("redis.asyncio.client.Redis.exists", RedisConnectionError("redis down")),
     ],
 )
 async def test_handshake_during_an_outage_gets_service_unavailable_and_4503(make_user, monkeypatch, target, error):
@@ -90,15 +87,9 @@ async def test_handshake_during_an_outage_gets_service_unavailable_and_4503(make
     from messenger.asgi import application
 
     user = await database_sync_to_async(make_user)()
-    if target == "accounts.auth.authenticate":
-        monkeypatch.setattr(settings, "ASYNC_DB", False)  # the threaded path, also on PostgreSQL
 
-        def unavailable(*args, **kwargs):
-            raise error
-    else:
-
-        async def unavailable(*args, **kwargs):
-            raise error
+    async def unavailable(*args, **kwargs):
+        raise error
 
     monkeypatch.setattr(target, unavailable)
     # A login session's token: its sid is what the handshake looks up in the cache.

@@ -9,32 +9,27 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import events, selectors
-from ..exceptions import (
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-)
-from ..models import Chat, Membership, Message
-from ..payloads import chat_payload
-from .common import (
-    User,
-    _advance_read_all,
-    _append_message,
-    _lock_chat,
-    _LockedChat,
-    _system_message,
-    clean_title,
-)
+from django.contrib.auth import get_user_model
+
+from runtime.plans import run_sync
+from runtime.realtime import publish_on_commit
+
+from .. import events, selectors, sql
+from ..exceptions import Conflict, Forbidden, InvalidInput, NotFound
+from ..models import Chat, Membership
+from ..validation import as_id, clean_title
+from .common import advance_read_all, append_system_message, lock_chat
+
+User = get_user_model()
 
 # --- chats -------------------------------------------------------------------------
 
 
 def _active_user(user_id: object) -> User:
-    if not selectors._valid_id(user_id):
+    user_id = as_id(user_id)
+    if user_id is None:
         raise NotFound("User not found.")
-    user = User.objects.filter(id=int(user_id), is_active=True).first()
+    user = User.objects.filter(id=user_id, is_active=True).first()
     if user is None:
         raise NotFound("User not found.")
     return user
@@ -51,7 +46,7 @@ def _announce_chat(*, chat_id: int, user_ids: list[int]) -> None:
     reads = dict(Membership.objects.filter(chat_id=chat_id, user_id__in=user_ids).values_list("user_id", "last_read_seq"))
     for uid in user_ids:
         view = dataclasses.replace(base, last_read_seq=reads.get(uid, 0))
-        events.publish_on_commit(user_ids=[uid], event={"type": "chat.created", "chat": chat_payload(view)})
+        publish_on_commit(user_ids=[uid], event=events.chat_created(view))
 
 
 @dataclass(frozen=True)
@@ -62,7 +57,7 @@ class DirectResult:
 
 def open_direct_chat(*, user_id: int, other_user_id: int) -> DirectResult:
     """The one direct chat between two users, created on first use (race-safe by a unique key)."""
-    if selectors._valid_id(other_user_id) and int(other_user_id) == int(user_id):
+    if as_id(other_user_id) == user_id:
         raise InvalidInput({"user_id": ["You cannot open a direct chat with yourself."]})
     other = _active_user(other_user_id)
     key = Chat.make_direct_key(user_id, other.id)
@@ -89,9 +84,10 @@ def open_direct_chat(*, user_id: int, other_user_id: int) -> DirectResult:
 def create_group(*, user_id: int, title: str, member_ids: list[int]) -> Chat:
     """A group owned by its creator, with the given members and a first system message."""
     title = clean_title(title)
-    if not isinstance(member_ids, list) or not all(selectors._valid_id(m) for m in member_ids):
+    ids = [as_id(m) for m in member_ids] if isinstance(member_ids, list) else [None]
+    if None in ids:
         raise InvalidInput({"member_ids": ["Must be a list of user ids."]})
-    wanted = sorted({int(m) for m in member_ids} - {int(user_id)})
+    wanted = sorted(set(ids) - {user_id})
     if len(wanted) + 1 > settings.GROUP_MAX_MEMBERS:
         raise InvalidInput({"member_ids": [f"A group has at most {settings.GROUP_MAX_MEMBERS} members."]})
     found = set(User.objects.filter(id__in=wanted, is_active=True).values_list("id", flat=True))
@@ -105,10 +101,14 @@ def create_group(*, user_id: int, title: str, member_ids: list[int]) -> Chat:
         [Membership(chat=chat, user_id=user_id, role=Membership.Role.OWNER, joined_at=now)]
         + [Membership(chat=chat, user_id=uid, role=Membership.Role.MEMBER, joined_at=now) for uid in wanted]
     )
-    locked = _lock_chat(chat_id=chat.id, user_id=user_id)
+    locked = lock_chat(chat_id=chat.id, user_id=user_id)
     all_ids = [user_id, *wanted]
-    message = _append_message(
-        chat=locked, sender_id=None, kind=Message.Kind.SYSTEM, text=f"{creator.username} created the group «{title}»", client_id=None
+    # No message.new: chat.created brings the chat, this message included, to every member.
+    message = run_sync(
+        append_system_message(
+            chat=locked, actor_id=user_id, text=f"{creator.username} created the group «{title}»", recipients=None,
+            read_all_seq=0,
+        )
     )
     # Everyone starts having read the creation message, so nobody holds read-by-all back.
     Membership.objects.filter(chat_id=chat.id).update(last_read_seq=message.seq)
@@ -121,7 +121,7 @@ def create_group(*, user_id: int, title: str, member_ids: list[int]) -> Chat:
 _MANAGERS = {Membership.Role.OWNER, Membership.Role.ADMIN}
 
 
-def _require_group_manager(chat: _LockedChat) -> None:
+def _require_group_manager(chat: sql.LockedChat) -> None:
     if chat.kind != Chat.Kind.GROUP:
         raise InvalidInput("Direct chats have no title or member management.")
     if chat.my_role not in _MANAGERS:
@@ -131,15 +131,20 @@ def _require_group_manager(chat: _LockedChat) -> None:
 @transaction.atomic
 def rename_group(*, user_id: int, chat_id: int, title: str) -> Chat:
     title = clean_title(title)
-    chat = _lock_chat(chat_id=chat_id, user_id=user_id)
+    chat = lock_chat(chat_id=chat_id, user_id=user_id)
     _require_group_manager(chat)
     current = Chat.objects.get(id=chat.id)
     if current.title != title:
         Chat.objects.filter(id=chat.id).update(title=title)
         actor = User.objects.only("username").get(id=user_id)
         recipients = selectors.member_ids(chat_id=chat.id)
-        _system_message(chat=chat, text=f"{actor.username} renamed the group to «{title}»", recipients=recipients, read_all_seq=chat.read_all_seq)
-        events.publish_on_commit(user_ids=recipients, event={"type": "chat.updated", "chat_id": chat.id, "title": title})
+        run_sync(
+            append_system_message(
+                chat=chat, actor_id=user_id, text=f"{actor.username} renamed the group to «{title}»",
+                recipients=recipients, read_all_seq=chat.read_all_seq,
+            )
+        )
+        publish_on_commit(user_ids=recipients, event=events.chat_updated(chat_id=chat.id, title=title))
         current.refresh_from_db()
     return current
 
@@ -147,7 +152,7 @@ def rename_group(*, user_id: int, chat_id: int, title: str) -> Chat:
 @transaction.atomic
 def add_member(*, actor_id: int, chat_id: int, user_id: int, role: str = Membership.Role.MEMBER) -> Membership:
     """Add a user to a group (owner/admin only; only the owner appoints admins)."""
-    chat = _lock_chat(chat_id=chat_id, user_id=actor_id)
+    chat = lock_chat(chat_id=chat_id, user_id=actor_id)
     _require_group_manager(chat)
     if role not in (Membership.Role.MEMBER, Membership.Role.ADMIN):
         raise InvalidInput({"role": ["Must be 'member' or 'admin'."]})
@@ -162,14 +167,18 @@ def add_member(*, actor_id: int, chat_id: int, user_id: int, role: str = Members
     actor = User.objects.only("username").get(id=actor_id)
     membership = Membership.objects.create(chat_id=chat.id, user=user, role=role, last_read_seq=chat.last_seq + 1)
     recipients.append(user.id)
-    # The new member hears chat.created (the chat as it now is) before any message of it.
-    _system_message(
-        chat=chat, text=f"{actor.username} added {user.username}", recipients=recipients,
-        read_all_seq=chat.read_all_seq, before_broadcast=lambda: _announce_chat(chat_id=chat.id, user_ids=[user.id]),
+    message = run_sync(
+        append_system_message(
+            chat=chat, actor_id=actor_id, text=f"{actor.username} added {user.username}", recipients=None,
+            read_all_seq=chat.read_all_seq,
+        )
     )
-    events.publish_on_commit(
+    # The new member hears chat.created (the chat as it now is) before any message of it.
+    _announce_chat(chat_id=chat.id, user_ids=[user.id])
+    publish_on_commit(user_ids=recipients, event=events.message_new(message, read_all_seq=chat.read_all_seq))
+    publish_on_commit(
         user_ids=[uid for uid in recipients if uid != user.id],
-        event={"type": "chat.member_added", "chat_id": chat.id, "user_id": user.id, "role": role},
+        event=events.member_added(chat_id=chat.id, user_id=user.id, role=role),
     )
     return membership
 
@@ -183,17 +192,18 @@ def remove_member(*, actor_id: int, chat_id: int, user_id: int) -> None:
     chat, remaining = _remove_member(actor_id=actor_id, chat_id=chat_id, user_id=user_id)
     if remaining:
         # The member who left may have held the read-by-everyone watermark back.
-        _advance_read_all(chat_id=chat.id, current=chat.read_all_seq, member_ids=remaining)
+        run_sync(advance_read_all(chat_id=chat.id, current=chat.read_all_seq, member_ids=remaining))
 
 
 @transaction.atomic
-def _remove_member(*, actor_id: int, chat_id: int, user_id: int) -> tuple[_LockedChat, list[int]]:
-    chat = _lock_chat(chat_id=chat_id, user_id=actor_id)
+def _remove_member(*, actor_id: int, chat_id: int, user_id: int) -> tuple[sql.LockedChat, list[int]]:
+    chat = lock_chat(chat_id=chat_id, user_id=actor_id)
     if chat.kind != Chat.Kind.GROUP:
         raise InvalidInput("Members of a direct chat cannot be removed.")
-    if not selectors._valid_id(user_id):
+    target_id = as_id(user_id)
+    if target_id is None:
         raise NotFound("Member not found.")
-    target = selectors.one(Membership.objects.select_related("user").filter(chat_id=chat.id, user_id=int(user_id)))
+    target = selectors.one(Membership.objects.select_related("user").filter(chat_id=chat.id, user_id=target_id))
     if target is None:
         raise NotFound("Member not found.")
     leaving = target.user_id == actor_id
@@ -211,16 +221,18 @@ def _remove_member(*, actor_id: int, chat_id: int, user_id: int) -> tuple[_Locke
             .first()
         )
         Membership.objects.filter(id=successor.id).update(role=Membership.Role.OWNER)
-        events.publish_on_commit(
+        publish_on_commit(
             user_ids=remaining,
-            event={"type": "chat.member_updated", "chat_id": chat.id, "user_id": successor.user_id, "role": Membership.Role.OWNER},
+            event=events.member_updated(chat_id=chat.id, user_id=successor.user_id, role=Membership.Role.OWNER),
         )
     text = f"{actor.username} left" if leaving else f"{actor.username} removed {target.user.username}"
-    _system_message(
-        chat=chat, text=text, recipients=remaining, read_all_seq=chat.read_all_seq, actor_still_member=not leaving
+    run_sync(
+        append_system_message(
+            chat=chat, actor_id=actor_id, text=text, recipients=remaining, read_all_seq=chat.read_all_seq
+        )
     )
-    events.publish_on_commit(
+    publish_on_commit(
         user_ids=[*remaining, target.user_id],
-        event={"type": "chat.member_removed", "chat_id": chat.id, "user_id": target.user_id},
+        event=events.member_removed(chat_id=chat.id, user_id=target.user_id),
     )
     return chat, remaining

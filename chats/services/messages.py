@@ -1,285 +1,155 @@
-"""Sending, reading and typing: the hot paths of every socket and REST call."""
+"""Sending, reading and typing: one implementation each, for REST and the socket alike.
+
+Each is a plan (``runtime.plans``): ``send_message(...)`` runs it in the calling thread, and
+``await send_message.run_async(...)`` runs the very same steps from the event loop, returning
+the events for the socket to send after its own reply. Nothing here knows which.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 
 from django.conf import settings
-from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from ops import metrics
+from runtime.plans import AddKey, CountInWindow, Emit, Plan, use_case
 
-from .. import events, selectors, sql
-from ..exceptions import (
-    ChatNotFound,
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    RateLimited,
-)
-from ..models import Chat, Membership, Message
-from ..payloads import message_payload
-from .common import (
-    ReadResult,
-    SendResult,
-    _advance_read_all,
-    clean_client_id,
-    clean_text,
-)
-
-# --- rate limits -------------------------------------------------------------------
+from .. import events, sql
+from ..exceptions import ChatNotFound, Conflict, Forbidden, RateLimited
+from ..models import Message
+from ..validation import chat_id_or_404, clean_client_id, clean_seq, clean_text
+from .common import ReadResult, SendResult, advance_read_all
 
 
-def send_rate_key(*, user_id: int) -> tuple[str, int, int, float]:
-    """The cache key of the user's current window, the window (s), its number, and now."""
-    window = max(1, settings.SEND_RATE_WINDOW_SECONDS)
-    now = timezone.now().timestamp()
-    bucket = int(now // window)
-    return f"rl:send:{user_id}:{bucket}", window, bucket, now
-
-
-def check_send_rate(*, user_id: int) -> None:
-    """Fixed-window per-user send limit, shared by all processes through the cache (Redis)."""
-    limit = settings.SEND_RATE_LIMIT
-    if limit <= 0:
-        return
-    key, window, bucket, now = send_rate_key(user_id=user_id)
-    cache.add(key, 0, timeout=window * 2)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=window * 2)
-        count = 1
-    if count > limit:
-        raise RateLimited(
-            f"At most {limit} messages per {window} s.", retry_after=(bucket + 1) * window - now
-        )
-
-
-# --- messages ----------------------------------------------------------------------
-
-
+@use_case
 def send_message(
     *, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None = None
-) -> SendResult:
-    """Store a message once per (sender, client_id) and wake up every member's sockets.
+) -> Plan[SendResult]:
+    """Store a message once per ``(sender, client_id)`` and wake up every member's sockets.
 
     A repeat of the key -- same moment or later, any socket, process or REST -- stores
-    nothing, consumes no seq, broadcasts nothing and returns the original message.
-    ``skip_channel`` is the sending socket, which gets ``message.ack`` instead of
-    ``message.new``. Sending marks the chat read up to the sender's own message.
+    nothing, consumes no seq, broadcasts nothing and returns the original message (also to a
+    sender over the rate limit); a key used in another chat is a Conflict. ``skip_channel``
+    is the sending socket, which gets ``message.ack`` instead of ``message.new``. Sending
+    marks the chat read up to the sender's own message. Raises ChatNotFound (not a member),
+    Forbidden (a direct chat with a deactivated user), RateLimited, InvalidInput.
     """
+    chat_id = chat_id_or_404(chat_id)
     client_id = clean_client_id(client_id)
     text = clean_text(text)
-    try:
-        check_send_rate(user_id=user_id)
-    except RateLimited:
-        # A retry of a message that is already stored is answered, not refused.
-        if selectors._valid_id(chat_id) and Message.objects.filter(sender_id=user_id, client_id=client_id).exists():
-            metrics.DUPLICATE_SENDS.inc()
-            return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
+    if not (yield from _within_send_rate(user_id=user_id)):
+        obstacles = yield sql.SEND_OBSTACLES.one(chat=chat_id, user=user_id, client_id=client_id)
+        if obstacles.is_member and obstacles.original_id is not None:
+            return _repeat(obstacles.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
         metrics.RATE_LIMITED.labels(limit="send").inc()
-        raise
-    return _send_message(user_id=user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=skip_channel)
+        raise RateLimited(f"At most {settings.SEND_RATE_LIMIT} messages per {_window()} s.", retry_after=_retry_after())
 
-
-class _Duplicate(Exception):
-    """Raised inside the send transaction to roll it back when the key was used before."""
-
-
-def _original(*, user_id: int, client_id: str, chat_id: int) -> SendResult:
-    original = selectors.one(Message.objects.filter(sender_id=user_id, client_id=client_id).select_related("chat"))
-    if original is None:  # pragma: no cover - the unique index said it exists
-        raise ChatNotFound()
-    if original.chat_id != int(chat_id):
-        raise Conflict({"client_id": ["Already used for a message in another chat."]})
-    return SendResult(message=original, duplicate=True, read_all_seq=original.chat.read_all_seq)
-
-
-def _send_message(*, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None) -> SendResult:
-    if not selectors._valid_id(chat_id):
-        raise ChatNotFound()
-    if connection.vendor == "postgresql":
-        return _send_message_pg(
-            user_id=user_id, chat_id=int(chat_id), client_id=client_id, text=text, skip_channel=skip_channel
-        )
-    try:
-        result, recipients, may_advance = _store_message(
-            user_id=user_id, chat_id=int(chat_id), client_id=client_id, text=text, skip_channel=skip_channel
-        )
-    except _Duplicate:
-        # The claim was rolled back: a duplicate never consumes a seq.
-        metrics.DUPLICATE_SENDS.inc()
-        return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
-    metrics.MESSAGES_STORED.inc()
-    if may_advance:  # the sender may have held the read-by-everyone watermark back
-        read_all = _advance_read_all(chat_id=int(chat_id), current=result.read_all_seq, member_ids=recipients)
-        result = SendResult(message=result.message, duplicate=False, read_all_seq=read_all)
-    return result
-
-
-def _send_message_pg(*, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None) -> SendResult:
-    """The PostgreSQL send: one statement stores it (``sql.SEND_PG``), one more after commit
-    fetches the recipients and advances read-by-everyone. Same contract as the portable path
-    below (:func:`_store_message`), in two round trips instead of eight."""
     now = timezone.now()
     params = {"chat": chat_id, "user": user_id, "client_id": client_id, "text": text, "now": now}
     try:
-        # Inside a caller's transaction, a savepoint keeps a refused INSERT from poisoning it.
-        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
-            row = sql.run_one(sql.SEND_PG, params)
+        row = yield sql.SEND.one(savepoint=True, **params)
     except IntegrityError:
-        row = None  # a parallel send of this key committed first; the statement rolled back whole
-    if row is not None and row[4] is not None:
-        return repeated_send(row, user_id=user_id, client_id=client_id, chat_id=chat_id)
+        # A parallel send of this key committed while this one waited for the chat lock; the
+        # statement rolled back whole (no seq used). Once more: now it finds the original.
+        row = yield sql.SEND.one(savepoint=True, **params)
+    if row is not None and row.original_id is not None:
+        return _repeat(row.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
     if row is None:
-        return refused_send(user_id=user_id, chat_id=chat_id, client_id=client_id)
+        obstacles = yield sql.SEND_OBSTACLES.one(chat=chat_id, user=user_id, client_id=client_id)
+        if not obstacles.is_member:
+            raise ChatNotFound()
+        if obstacles.original_id is not None:
+            return _repeat(obstacles.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
+        if obstacles.peer_inactive:
+            raise Forbidden("The other user's account is deactivated.")
+        raise ChatNotFound()  # the chat vanished between the two statements
+
     metrics.MESSAGES_STORED.inc()
-    after = sql.run_one(sql.AFTER_SEND_PG, {"chat": chat_id, "probe": row[2] <= row[1]})
-    result, announcements = sent_pg(
-        row, after, user_id=user_id, chat_id=chat_id, client_id=client_id, text=text, now=now,
-        skip_channel=skip_channel,
-    )
-    for announcement in announcements:
-        events.publish_on_commit(**announcement)
-    return result
-
-
-def sent_pg(
-    row: tuple, after: tuple, *, user_id: int, chat_id: int, client_id: str, text: str, now, skip_channel: str | None
-) -> tuple[SendResult, list[dict]]:
-    """The result of a stored send (``sql.SEND_PG`` row, ``sql.AFTER_SEND_PG`` row) and the
-    events it causes, as ``publish_on_commit`` keyword arguments (shared with ``fast.py``)."""
-    seq, read_all, _, message_id = row[:4]
-    advanced, recipients = after
-    recipients = list(recipients or [])
+    # The sender may have held read-by-everyone back only if their old watermark was its minimum.
+    after = yield sql.AFTER_SEND.one(chat=chat_id, probe=row.my_last_read_seq <= row.read_all_seq)
+    recipients = after.recipients or []
+    read_all = row.read_all_seq
     message = Message(
-        id=message_id, chat_id=chat_id, seq=seq, sender_id=user_id, kind=Message.Kind.TEXT, text=text,
+        id=row.stored_id, chat_id=chat_id, seq=row.seq, sender_id=user_id, kind=Message.Kind.TEXT, text=text,
         client_id=client_id, created_at=now,
     )
-    announcements = [
-        {
-            "user_ids": recipients,
-            "event": {"type": "message.new", "message": message_payload(message, read_all_seq=read_all)},
-            "skip_channel": skip_channel,
-        }
-    ]
-    if advanced is not None:
-        read_all = advanced
-        announcements.append(
-            {"user_ids": recipients, "event": {"type": "chat.read_all", "chat_id": chat_id, "up_to_seq": advanced}}
-        )
-    return SendResult(message=message, duplicate=False, read_all_seq=read_all), announcements
+    yield Emit(recipients, events.message_new(message, read_all_seq=read_all), skip_channel)
+    if after.advanced_read_all_seq is not None:
+        read_all = after.advanced_read_all_seq
+        yield Emit(recipients, events.chat_read_all(chat_id=chat_id, up_to_seq=read_all))
+    return SendResult(message=message, duplicate=False, read_all_seq=read_all)
 
 
-def repeated_send(row: tuple, *, user_id: int, client_id: str, chat_id: int) -> SendResult:
-    """A member's repeat of a stored key: the original message, from the ``sql.SEND_PG`` row
-    that found it (no query); Conflict when the key was used in another chat."""
-    metrics.DUPLICATE_SENDS.inc()
-    message_id, original_chat, seq, kind, text, created_at, read_all = row[4:11]
-    if original_chat != chat_id:
+def _repeat(original: sql.Original, *, user_id: int, client_id: str, chat_id: int) -> SendResult:
+    """The answer to a repeat of a stored key: the original, or Conflict if it is in another chat."""
+    if original.chat_id != chat_id:
         raise Conflict({"client_id": ["Already used for a message in another chat."]})
-    original = Message(
-        id=message_id, chat_id=original_chat, seq=seq, sender_id=user_id, kind=kind, text=text,
-        client_id=client_id, created_at=created_at.astimezone(dt.timezone.utc),
-    )
-    return SendResult(message=original, duplicate=True, read_all_seq=read_all)
-
-
-def refused_send(*, user_id: int, chat_id: int, client_id: str) -> SendResult:
-    """Why the send statement stored nothing: not a member, a duplicate, or a deactivated peer."""
-    membership = selectors.get_membership(user_id=user_id, chat_id=chat_id)  # ChatNotFound if not a member
-    if Message.objects.filter(sender_id=user_id, client_id=client_id).exists():
-        metrics.DUPLICATE_SENDS.inc()
-        return _original(user_id=user_id, client_id=client_id, chat_id=chat_id)
-    if membership.chat.kind == Chat.Kind.DIRECT and Membership.objects.filter(
-        chat_id=chat_id, user__is_active=False
-    ).exists():
-        raise Forbidden("The other user's account is deactivated.")
-    raise ChatNotFound()  # pragma: no cover - the chat vanished between the two statements
-
-
-@transaction.atomic
-def _store_message(
-    *, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None
-) -> tuple[SendResult, list[int], bool]:
-    """The send transaction: claim the next seq under the chat lock, insert, raise the sender's watermark."""
-    now = timezone.now()
-    db_now = connection.ops.adapt_datetimefield_value(now)
-    claimed = sql.run_one(sql.CLAIM_SEQ, {"chat": chat_id, "user": user_id, "client_id": client_id, "now": db_now})
-    if claimed is None:
-        raise ChatNotFound()
-    _, _kind, seq, read_all, membership_id, my_read, earlier_id, peer_inactive = claimed
-    if earlier_id is not None:
-        raise _Duplicate()
-    if peer_inactive:
-        raise Forbidden("The other user's account is deactivated.")
-    inserted = sql.run_one(
-        sql.INSERT_MESSAGE,
-        {"chat": chat_id, "seq": seq, "user": user_id, "text": text, "client_id": client_id, "now": db_now},
-    )
-    if inserted is None:  # a parallel send of this key committed first
-        raise _Duplicate()
-    sql.run(sql.RAISE_WATERMARK, {"membership": membership_id, "seq": seq})
-    recipients = [row[0] for row in sql.run(sql.MEMBER_IDS, {"chat": chat_id})]
+    metrics.DUPLICATE_SENDS.inc()
     message = Message(
-        id=inserted[0], chat_id=chat_id, seq=seq, sender_id=user_id, kind=Message.Kind.TEXT, text=text,
-        client_id=client_id, created_at=now,
+        id=original.id, chat_id=original.chat_id, seq=original.seq, sender_id=user_id, kind=original.kind,
+        text=original.text, client_id=client_id, created_at=original.created_at.astimezone(dt.UTC),
     )
-    events.publish_on_commit(
-        user_ids=recipients,
-        event={"type": "message.new", "message": message_payload(message, read_all_seq=read_all)},
-        skip_channel=skip_channel,
-    )
-    # my_read may predate the lock (it only grows); if it is above read_all, the sender
-    # was not holding the minimum and the probe can be skipped.
-    return SendResult(message=message, duplicate=False, read_all_seq=read_all), recipients, my_read <= read_all
+    return SendResult(message=message, duplicate=True, read_all_seq=original.read_all_seq)
 
 
-def mark_read(*, user_id: int, chat_id: int, up_to_seq: int, skip_channel: str | None = None) -> ReadResult:
+def _window() -> int:
+    return max(1, settings.SEND_RATE_WINDOW_SECONDS)
+
+
+def _retry_after() -> float:
+    now = timezone.now().timestamp()
+    return (int(now // _window()) + 1) * _window() - now
+
+
+def _within_send_rate(*, user_id: int) -> Plan[bool]:
+    """Count this send in the user's fixed window (shared by every process through the cache);
+    False once the window holds more than SEND_RATE_LIMIT. Counted once per attempt."""
+    limit = settings.SEND_RATE_LIMIT
+    if limit <= 0:
+        return True
+    window = _window()
+    bucket = int(timezone.now().timestamp() // window)
+    count = yield CountInWindow(f"rl:send:{user_id}:{bucket}", ttl=window * 2)
+    return count <= limit
+
+
+@use_case
+def mark_read(*, user_id: int, chat_id: int, up_to_seq: int, skip_channel: str | None = None) -> Plan[ReadResult]:
     """Move the reader's watermark to max(old, min(up_to_seq, last_seq)).
 
-    O(1) rows whatever the number of messages or members, and no chat lock: one
-    membership UPDATE (its own transaction), then one index probe for the chat minimum
-    and a chat UPDATE only when the read-by-everyone watermark grows (then
-    ``chat.read_all`` goes to all members). Readers never wait for senders.
+    O(1) rows whatever the number of messages or members, and no chat lock: one forward-only
+    membership UPDATE (its own transaction), then one index probe for the chat minimum and a
+    chat UPDATE only when the read-by-everyone watermark grows (then ``chat.read_all`` goes to
+    all members). Readers never wait for senders. ``chat.read`` goes to the reader's other
+    sockets (not ``skip_channel``).
     """
-    if not isinstance(up_to_seq, int) or isinstance(up_to_seq, bool) or up_to_seq < 0:
-        raise InvalidInput({"up_to_seq": ["Must be a non-negative integer."]})
-    if not selectors._valid_id(chat_id):
-        raise ChatNotFound()
-    chat_id = int(chat_id)
-    raised = sql.run_one(sql.READ_UP_TO, {"chat": chat_id, "user": user_id, "seq": up_to_seq})
-    if raised is None:
-        state = (
-            Membership.objects.filter(chat_id=chat_id, user_id=user_id)
-            .values_list("last_read_seq", "chat__read_all_seq")
-            .first()
-        )
+    chat_id = chat_id_or_404(chat_id)
+    up_to_seq = clean_seq(up_to_seq)
+    raised = yield sql.READ_UP_TO.one(chat=chat_id, user=user_id, seq=up_to_seq)
+    if raised is None:  # nothing moved, or not a member
+        state = yield sql.READ_STATE.one(chat=chat_id, user=user_id)
         if state is None:
             raise ChatNotFound()
-        return ReadResult(chat_id, user_id, state[0], state[1], changed=False)
-    new_value, read_all = raised
-    events.publish_on_commit(
-        user_ids=[user_id],
-        event={"type": "chat.read", "chat_id": chat_id, "user_id": user_id, "last_read_seq": new_value},
-        skip_channel=skip_channel,
+        return ReadResult(chat_id, user_id, state.last_read_seq, state.read_all_seq, changed=False)
+    yield Emit(
+        [user_id], events.chat_read(chat_id=chat_id, user_id=user_id, last_read_seq=raised.last_read_seq), skip_channel
     )
-    read_all = _advance_read_all(chat_id=chat_id, current=read_all)
-    return ReadResult(chat_id, user_id, new_value, read_all, changed=True)
+    read_all = yield from advance_read_all(chat_id=chat_id, current=raised.read_all_seq)
+    return ReadResult(chat_id, user_id, raised.last_read_seq, read_all, changed=True)
 
 
-def notify_typing(*, user_id: int, chat_id: int) -> bool:
-    """Tell other members' sockets that ``user_id`` is typing; at most once per 3 s per chat.
-
-    Typing is ephemeral: nothing is stored. Returns whether an event was sent.
-    """
-    selectors.get_membership(user_id=user_id, chat_id=chat_id)
-    if not cache.add(f"typing:{user_id}:{int(chat_id)}", 1, timeout=settings.TYPING_THROTTLE_SECONDS):
+@use_case
+def notify_typing(*, user_id: int, chat_id: int) -> Plan[bool]:
+    """Tell the other members' sockets that ``user_id`` is typing; at most once per
+    TYPING_THROTTLE_SECONDS per chat. Ephemeral: nothing is stored. Returns whether it was sent."""
+    chat_id = chat_id_or_404(chat_id)
+    members = yield sql.MEMBERS_IF_MEMBER.one(chat=chat_id, user=user_id)
+    if members is None:
+        raise ChatNotFound()
+    first = yield AddKey(f"typing:{user_id}:{chat_id}", ttl=settings.TYPING_THROTTLE_SECONDS)
+    if not first:
         return False
-    others = [uid for uid in selectors.member_ids(chat_id=int(chat_id)) if uid != user_id]
-    events.publish_on_commit(user_ids=others, event={"type": "typing", "chat_id": int(chat_id), "user_id": user_id})
+    yield Emit([uid for uid in members.user_ids if uid != user_id], events.typing(chat_id=chat_id, user_id=user_id))
     return True

@@ -8,7 +8,8 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from chats import events
+from chats import services
+from runtime import realtime
 from chats.exceptions import InvalidInput
 from tests.conftest import ws_connect
 
@@ -28,7 +29,7 @@ async def test_events_are_not_queued_behind_slow_client_frames(make_user, monkey
         await asyncio.sleep(FRAME_SECONDS)  # a statement waiting on the database
         raise InvalidInput("slow")
 
-    monkeypatch.setattr("chats.services.fast.mark_read", slow_read)
+    monkeypatch.setattr(services.mark_read, "run_async", slow_read)
     user = await database_sync_to_async(make_user)()
     ws = await ws_connect(user)
     try:
@@ -37,7 +38,7 @@ async def test_events_are_not_queued_behind_slow_client_frames(make_user, monkey
         await asyncio.sleep(0.05)  # the first frame is being handled
         layer = get_channel_layer()
         for n in range(EVENTS):
-            await layer.group_send(events.user_group(user.id), {"type": events.DELIVER, "text": f'{{"type": "e", "n": {n}}}'})
+            await layer.group_send(realtime.user_group(user.id), {"type": realtime.DELIVER, "text": f'{{"type": "e", "n": {n}}}'})
 
         seen = []
         while len([f for f in seen if f.get("type") == "error"]) < FRAMES:

@@ -17,6 +17,7 @@ from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
 from chats import services
+from runtime import realtime
 from chats.models import Chat, Membership, Message
 from tests.conftest import access_token, receive_until, refresh_token, ws_connect
 
@@ -872,4 +873,4 @@ async def test_big_group_message_reaches_every_member_device(make_user):
 def close_sockets_of(user_id: int) -> None:
     from chats import events
 
-    events.close_user_sockets(user_id=user_id, sid=None)
+    realtime.close_user_sockets(user_id=user_id, sid=None)

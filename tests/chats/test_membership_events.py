@@ -94,9 +94,8 @@ def test_a_retry_of_a_stored_message_is_answered_even_when_rate_limited(make_use
 
 async def test_socket_router_serves_ws_under_a_root_path():
     """Behind a proxy that mounts the app under a prefix (ASGI root_path), /prefix/ws/ is the chat socket."""
-    from chats.routing import SocketRouter
+    from runtime.routing import SocketRouter
 
-    router = SocketRouter()
     seen = []
 
     async def chat(scope, receive, send):
@@ -105,7 +104,7 @@ async def test_socket_router_serves_ws_under_a_root_path():
     async def unknown(scope, receive, send):
         seen.append("unknown")
 
-    router.chat, router.unknown = chat, unknown
+    router = SocketRouter({"/ws/": chat}, fallback=unknown)
     for path, root_path in (("/ws/", ""), ("/prefix/ws/", "/prefix"), ("/prefix/other/", "/prefix"), ("/ws/", "/prefix")):
         await router({"type": "websocket", "path": path, "root_path": root_path}, None, None)
     assert seen == ["chat", "chat", "unknown", "chat"]

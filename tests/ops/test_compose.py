@@ -31,7 +31,7 @@ _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 def env_names_read_by_the_project() -> set[str]:
     """Every environment variable that settings.py (and the server entry point) reads."""
     names: set[str] = set()
-    for path in (ROOT / "messenger" / "settings.py", ROOT / "messenger" / "serve.py"):
+    for path in (ROOT / "messenger" / "settings.py", ROOT / "runtime" / "serve.py"):
         source = path.read_text()
         names |= set(re.findall(r"os\.environ(?:\.get)?[\(\[]\s*\"(\w+)\"", source))
         names |= set(re.findall(r"env_(?:bool|int|list)\(\s*\"(\w+)\"", source))

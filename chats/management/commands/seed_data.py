@@ -109,9 +109,7 @@ class Command(BaseCommand):
         for chat, script, prefix in ((direct, DIRECT_SCRIPT, "seed-direct"), (group, GROUP_SCRIPT, "seed-group")):
             for n, (author, text) in enumerate(script, start=1):
                 # client_id makes a second run a duplicate send, which stores nothing.
-                services._send_message(
-                    user_id=users[author].id, chat_id=chat.id, client_id=f"{prefix}-{n}", text=text, skip_channel=None
-                )
+                services.send_message(user_id=users[author].id, chat_id=chat.id, client_id=f"{prefix}-{n}", text=text)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in with any of these:"))
         for name in DEMO_USERS:
             self.stdout.write(f"  username={name}  password={DEMO_PASSWORD}")

@@ -1,8 +1,7 @@
 """Socket commands keep their database connections between commands and survive losing them.
 
-Sends and reads run on the async pool (``runtime/async_db.py``) on PostgreSQL, or, with
-``ASYNC_DB=false`` and for every other command, in a pool of database threads; both keep
-persistent connections, and both must replace one that died instead of failing a command.
+Socket commands run on the async pool (``runtime/async_db.py``), which keeps persistent
+connections and must replace one that died instead of failing a command.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _kill_pool_connections() -> int:
-    """Terminate the database threads' connections, as a database restart would."""
+    """Terminate the pool's connections, as a database restart would."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -41,19 +40,14 @@ def main_thread_pid() -> int:
         return cursor.connection.info.backend_pid
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="terminating backends needs PostgreSQL")
-@pytest.mark.parametrize("async_db", [True, False], ids=["async-pool", "db-threads"])
-async def test_dead_persistent_connection_is_replaced_before_the_next_command(
-    make_user, settings, main_thread_pid, async_db
-):
+async def test_dead_persistent_connection_is_replaced_before_the_next_command(make_user, settings, main_thread_pid):
     """A kept connection that died (restart, failover) is replaced instead of failing the command.
 
     The consumer skips Channels' per-message ``aclose_old_connections`` hop, and the async
-    pool never goes through Django's connection handling at all; this proves each pool's own
+    pool never goes through Django's connection handling at all; this proves the pool's own
     retry catches a broken connection.
     """
     settings.SEND_RATE_LIMIT = 0
-    settings.ASYNC_DB = async_db
     alice = await database_sync_to_async(make_user)()
     bob = await database_sync_to_async(make_user)()
     chat = (await database_sync_to_async(services.open_direct_chat)(user_id=alice.id, other_user_id=bob.id)).chat
@@ -63,7 +57,7 @@ async def test_dead_persistent_connection_is_replaced_before_the_next_command(
     connections.settings["default"]["CONN_MAX_AGE"] = 300
     ws = await ws_connect(alice)
     try:
-        for n in range(8):  # touch every pool thread so each holds a persistent connection
+        for n in range(8):  # the pool keeps its connections between commands
             await ws.send_json_to({"type": "message.send", "chat_id": chat.id, "client_id": f"warm-{n}", "text": "warm"})
             await receive_until(ws, "message.ack")
         killed = await database_sync_to_async(_kill_pool_connections)()
@@ -83,7 +77,6 @@ async def test_dead_persistent_connection_is_replaced_before_the_next_command(
         await database_sync_to_async(_kill_pool_connections)()
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the async pool is PostgreSQL-only")
 async def test_async_pool_reuses_connections_and_retires_old_ones(settings):
     """Statements share a kept connection; one older than CONN_MAX_AGE is closed on its way back."""
     from runtime import async_db as adb
@@ -97,7 +90,6 @@ async def test_async_pool_reuses_connections_and_retires_old_ones(settings):
     assert (await adb.fetch_one(pid, {}))[0] != first
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the async pool is PostgreSQL-only")
 async def test_async_pool_errors_are_djangos_and_leave_the_pool_usable():
     """A failing statement raises Django's exception class; the connection stays in service."""
     from django.db import DataError, IntegrityError, ProgrammingError

@@ -1,0 +1,73 @@
+"""Input rules shared by REST serializers, socket frames and services: defined once here.
+
+Each ``clean_*`` returns the cleaned value or raises :class:`~chats.exceptions.InvalidInput`
+with a field error; :func:`as_id` answers None for anything that is not a database id, so
+callers turn it into their own "not found".
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from .exceptions import ChatNotFound, InvalidInput
+
+# Largest value of a bigint primary key (and of a seq).
+MAX_ID = 2**63 - 1
+CLIENT_ID_MAX = 64
+TITLE_MAX = 128
+
+
+def as_id(value: object) -> int | None:
+    """``value`` as a database id (1..MAX_ID; ints and digit strings from URLs), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number <= MAX_ID else None
+
+
+def chat_id_or_404(value: object) -> int:
+    """A chat id, or ChatNotFound: an id that cannot exist is answered like a foreign chat."""
+    chat_id = as_id(value)
+    if chat_id is None:
+        raise ChatNotFound()
+    return chat_id
+
+
+def clean_seq(value: object, *, field: str = "up_to_seq") -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not (0 <= value <= MAX_ID):
+        raise InvalidInput({field: ["Must be a non-negative integer."]})
+    return value
+
+
+def clean_text(text: object) -> str:
+    """Message text: a string of 1..MESSAGE_MAX_LENGTH characters after trimming."""
+    if not isinstance(text, str):
+        raise InvalidInput({"text": ["Must be a string."]})
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL; REST (DRF) refuses it the same way
+        raise InvalidInput({"text": ["Null characters are not allowed."]})
+    text = text.strip()
+    if not text:
+        raise InvalidInput({"text": ["Must not be blank."]})
+    if len(text) > settings.MESSAGE_MAX_LENGTH:
+        raise InvalidInput({"text": [f"At most {settings.MESSAGE_MAX_LENGTH} characters."]})
+    return text
+
+
+def clean_client_id(client_id: object) -> str:
+    if not isinstance(client_id, str) or not (1 <= len(client_id) <= CLIENT_ID_MAX) or not client_id.strip():
+        raise InvalidInput({"client_id": [f"Must be a string of 1..{CLIENT_ID_MAX} characters."]})
+    if "\x00" in client_id:
+        raise InvalidInput({"client_id": ["Null characters are not allowed."]})
+    return client_id
+
+
+def clean_title(title: object) -> str:
+    if not isinstance(title, str) or not title.strip():
+        raise InvalidInput({"title": ["Must not be blank."]})
+    title = title.strip()
+    if len(title) > TITLE_MAX:
+        raise InvalidInput({"title": [f"At most {TITLE_MAX} characters."]})
+    return title
