@@ -76,6 +76,10 @@ INSTALLED_APPS = [
     "chats",
     "webclient",
 ]
+# Development tools (the bench data loader, devtools/__init__.py): present in a checkout,
+# left out of the production image by .dockerignore, installed exactly when present.
+if (BASE_DIR / "devtools" / "__init__.py").is_file():
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     # First: request id, one log line and the HTTP metrics per request (ops/middleware.py).

@@ -1,6 +1,7 @@
 """``manage.py seed_data``: the demo stays small and idempotent; load mode builds data the services accept.
 
-Load mode runs on whatever database is configured: COPY on PostgreSQL, INSERTs on SQLite.
+Load mode is the development tool ``devtools.loadgen`` (COPY into PostgreSQL); without the
+``devtools`` app, as in the production image, its options are refused and the demo still works.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, Max, Min
 
 from chats import services
-from chats.loadgen import LOAD_PASSWORD, LoadPlan, username
-from chats.loadgen.plan import watermarks
+from chats.management.commands.seed_data import LOAD_OPTIONS
 from chats.models import Chat, Membership, Message
+from devtools.loadgen import LOAD_PASSWORD, LoadPlan, username
+from devtools.loadgen.plan import watermarks
 
 pytestmark = pytest.mark.django_db
 
@@ -166,6 +168,25 @@ def test_load_mode_rejects_impossible_numbers(args, message):
     with pytest.raises(CommandError, match=message):
         seed(*args)
     assert counts()["users"] == 0
+
+
+@pytest.fixture
+def without_devtools(settings):
+    """The production image's app registry: ``devtools`` is not installed."""
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "devtools"]
+
+
+@pytest.mark.parametrize("option", LOAD_OPTIONS)
+def test_without_devtools_the_bulk_options_say_the_loader_is_a_development_tool(without_devtools, option):
+    """Any one bulk option, even alone, ends in a CommandError naming the development tool; nothing is written."""
+    with pytest.raises(CommandError, match=r"bulk loader .* is a development tool, devtools\.loadgen"):
+        seed("--" + option.replace("_", "-"), "10")
+    assert counts()["users"] == 0
+
+
+def test_without_devtools_the_demo_still_works(without_devtools):
+    output = seed()
+    assert "password=messenger-demo-1" in output and counts()["users"] == 4
 
 
 def test_plan_layout_is_consistent():

@@ -11,8 +11,10 @@ import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -217,6 +219,158 @@ def test_files_the_build_and_mounts_name_exist():
                 assert (ROOT / source).exists(), source
     for copied in re.findall(r"^COPY (?!--from)(\S+) ", DOCKERFILE, re.MULTILINE):
         assert (ROOT / copied).exists(), copied
+
+
+# --- the image context (.dockerignore) -------------------------------------------------------------------
+
+# What must never reach the image (development tools, docs pictures, local data and caches) ...
+NOT_IN_IMAGE = [
+    "tests/ops/test_compose.py", "tests/conftest.py", "bench/__main__.py", "bench/results/s1/report.json",
+    "devtools/__init__.py", "devtools/loadgen/loader.py", "docs/screenshots/desktop.png",
+    ".data/postgres/PG_VERSION", "results/run-1.json", "db.sqlite3", "live.sqlite3", "chats/leftover.sqlite3",
+    ".venv/bin/python", ".pytest_cache/v/cache/lastfailed", ".ruff_cache/CACHEDIR.TAG", ".hypothesis/examples/x",
+    "chats/__pycache__/models.cpython-311.pyc", ".git/HEAD", ".env", "debug.log",
+]  # fmt: skip
+# ... and the product it must hold.
+IN_IMAGE = [
+    "manage.py", "requirements.txt", "messenger/settings.py", "messenger/serve.py", "accounts/models.py",
+    "chats/models.py", "chats/management/commands/seed_data.py", "webclient/views.py", ".env.example",
+]  # fmt: skip
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker reads it (Go's filepath.Match plus ``**``), anchored at the context root."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            end = pattern.index("]", i + 1)
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("^") else body) + "]")
+            i = end
+        elif char == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return re.compile("".join(out))
+
+
+@cache
+def dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+    """(excludes, pattern) per line of .dockerignore, in order; later lines override earlier ones."""
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        excludes = not line.startswith("!")
+        pattern = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
+        rules.append((excludes, _pattern_regex(pattern)))
+    return rules
+
+
+def excluded_from_image(path: str) -> bool:
+    """Whether ``docker build`` leaves ``path`` (relative to the context) out: a rule matches it or a parent."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    excluded = False
+    for excludes, regex in dockerignore_rules():
+        if any(regex.fullmatch(candidate) for candidate in candidates):
+            excluded = excludes
+    return excluded
+
+
+def image_context() -> list[str]:
+    """The files of this tree that ``docker build .`` sends, relative to the root."""
+    files = []
+    for directory, subdirs, names in os.walk(ROOT):
+        relative = Path(directory).relative_to(ROOT).as_posix()
+        prefix = "" if relative == "." else relative + "/"
+        # No negated rule reaches into an excluded directory here, so it need not be walked.
+        subdirs[:] = [name for name in subdirs if not excluded_from_image(prefix + name)]
+        files += [prefix + name for name in names if not excluded_from_image(prefix + name)]
+    return files
+
+
+def test_the_dockerignore_matcher_reads_rules_as_docker_does():
+    assert _pattern_regex("**/*.pyc").fullmatch("a.pyc") and _pattern_regex("**/*.pyc").fullmatch("a/b/c.pyc")
+    assert _pattern_regex("*.log").fullmatch("x.log") and not _pattern_regex("*.log").fullmatch("a/x.log")
+    assert _pattern_regex("docs/screenshots").fullmatch("docs/screenshots")
+    assert not _pattern_regex("docs/screenshots").fullmatch("docs/PROTOCOL.md")
+    assert excluded_from_image(".env.production") and not excluded_from_image(".env.example")  # "!" re-includes
+
+
+@pytest.mark.parametrize("path", NOT_IN_IMAGE)
+def test_the_image_context_leaves_out_development_files_and_local_data(path):
+    assert excluded_from_image(path), f"{path} would be copied into the image: add it to .dockerignore"
+
+
+@pytest.mark.parametrize("path", IN_IMAGE)
+def test_the_image_context_keeps_the_product(path):
+    assert not excluded_from_image(path), f"{path} is needed in the image but .dockerignore leaves it out"
+
+
+def test_the_image_context_of_this_tree_is_the_product():
+    """Walking the real tree as the build does: no test, benchmark, loader or screenshot is sent, and every
+    source file of the apps is."""
+    context = image_context()
+    development = ("tests/", "bench/", "devtools/", "docs/screenshots/", ".venv/", ".data/")
+    assert not [path for path in context if path.startswith(development)]
+    assert not [path for path in context if path.endswith((".sqlite3", ".pyc"))]
+    for app in ("accounts", "chats", "messenger", "webclient"):
+        sources = [p.relative_to(ROOT).as_posix() for p in (ROOT / app).rglob("*.py") if "__pycache__" not in p.parts]
+        assert sources and set(sources) <= set(context), app
+    # The product never imports the development packages at module level (seed_data imports the
+    # loader inside a function, after asking whether the devtools app is installed).
+    top_level_import = re.compile(r"^(?:from|import) (?:devtools|bench|tests)\b", re.MULTILINE)
+    assert not [path for path in context if path.endswith(".py") and top_level_import.search((ROOT / path).read_text())]
+
+
+def test_the_image_context_starts_without_the_development_tools(tmp_path):
+    """A copy of just the image context, in the replicas' environment: Django starts and passes its checks,
+    devtools is not installed, seed_data's bulk options say the loader is a development tool."""
+    for path in image_context():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, tmp_path / path)
+    env = {key: value for key, value in os.environ.items() if key not in ("TEST_DATABASE_NAME", "REQUIRE_SERVICES")}
+    env.update({key: resolved(str(value)) for key, value in SERVICES["app1"]["environment"].items()})
+    env.update(DJANGO_SETTINGS_MODULE="messenger.settings", PYTHONPATH="", PYTHONDONTWRITEBYTECODE="1")
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    check = manage("check")
+    assert check.returncode == 0, check.stderr
+    probe = manage("shell", "-c", "from django.apps import apps; print(apps.is_installed('devtools'))")
+    assert probe.stdout.splitlines()[-1:] == ["False"], probe.stdout + probe.stderr
+    load = manage("seed_data", "--users", "2", "--chats", "1", "--messages", "1")
+    assert load.returncode != 0 and "CommandError" in load.stderr and "development tool" in load.stderr, load.stderr
+    for option in ("--users", "--big-chat-messages"):
+        assert option in manage("seed_data", "--help").stdout  # the options are still offered
+
+
+def test_the_development_tools_are_installed_in_a_checkout():
+    from django.apps import apps
+
+    import devtools
+
+    assert apps.is_installed("devtools") and Path(devtools.__file__).parent == ROOT / "devtools"
 
 
 # --- nginx ----------------------------------------------------------------------------------------------

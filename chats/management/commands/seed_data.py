@@ -1,13 +1,15 @@
 """``manage.py seed_data``: a small demo data set, or a bulk load data set for benchmarks.
 
 Without options: the demo -- four users, a direct chat, a group and a few messages, all
-made through the services so they look exactly like real ones. Idempotent.
+made through the services so they look exactly like real ones. Idempotent. Works
+everywhere, the production image included.
 
 With ``--users N --chats M --messages K`` (plus the optional shape options): the load
-data set of :mod:`chats.loadgen` -- deterministic, idempotent and resumable, written
-with ``COPY`` on PostgreSQL. On SQLite it works through plain INSERTs, which is fine
-for thousands of rows (tests, a laptop) but far too slow for the million scale.
-The million-scale run used for the benchmarks::
+data set of :mod:`devtools.loadgen` -- deterministic, idempotent and resumable, written
+with ``COPY`` into PostgreSQL. The loader is a development tool: where the ``devtools``
+app is not installed (the production image leaves it out) these options end in a
+``CommandError`` saying so, before anything is written. The million-scale run used for
+the benchmarks, from a checkout::
 
     DATABASE_URL=postgres://... manage.py seed_data --users 1000000 --chats 100000 \
         --messages 10000000 --group-size 1000 --big-chat-messages 1000000
@@ -15,12 +17,15 @@ The million-scale run used for the benchmarks::
 
 from __future__ import annotations
 
+from types import ModuleType
+
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, transaction
+from django.db import transaction
 
-from chats import loadgen, services
+from chats import services
 from chats.models import Chat, Membership
 
 DEMO_PASSWORD = "messenger-demo-1"
@@ -40,16 +45,33 @@ GROUP_SCRIPT = [
 
 
 LOAD_OPTIONS = ("users", "chats", "messages", "group_size", "groups", "big_chat_messages")
+NO_LOADER = (
+    "The bulk loader (--users/--chats/--messages/--group-size/--groups/--big-chat-messages) is a development "
+    "tool, devtools.loadgen, and the devtools app is not installed here (the production image leaves it out). "
+    "Run it from a checkout of the project; without options seed_data creates the demo data."
+)
+
+
+def bulk_loader() -> ModuleType:
+    """The bulk loader, imported only when the ``devtools`` app is installed (see :mod:`devtools`)."""
+    if not apps.is_installed("devtools"):
+        raise CommandError(NO_LOADER)
+    from devtools import loadgen as module
+
+    return module
 
 
 class Command(BaseCommand):
     help = (
         "Without options: create demo users (printed with their password), a direct chat, a group and a few "
-        "messages. With --users/--chats/--messages: bulk-load a benchmark data set (COPY on PostgreSQL)."
+        "messages. With --users/--chats/--messages: bulk-load a benchmark data set with COPY (development tool: "
+        "needs the devtools app, which the production image leaves out)."
     )
 
     def add_arguments(self, parser):
-        load = parser.add_argument_group("load mode (all three of --users, --chats, --messages)")
+        load = parser.add_argument_group(
+            "load mode (all three of --users, --chats, --messages; needs the devtools app, not in the production image)"
+        )
         load.add_argument("--users", type=int, help="Load users load_0000001..load_<N>, sharing one password.")
         load.add_argument("--chats", type=int, help="Chats in total: the groups first, direct chats for the rest.")
         load.add_argument("--messages", type=int, help="Messages in total over all chats.")
@@ -66,6 +88,7 @@ class Command(BaseCommand):
             self._demo()
 
     def _load(self, options) -> None:
+        loadgen = bulk_loader()
         missing = [f"--{name}" for name in ("users", "chats", "messages") if options.get(name) is None]
         if missing:
             raise CommandError(f"Load mode needs {', '.join(missing)} as well.")
@@ -83,7 +106,7 @@ class Command(BaseCommand):
         # One hash for every load user: hashing a million passwords would take hours.
         password_hash = make_password(loadgen.LOAD_PASSWORD)
         self.stdout.write(
-            f"Loading into {connection.vendor}: {plan.users:,} users, {plan.groups:,} groups of {plan.group_size:,}, "
+            f"Loading into PostgreSQL: {plan.users:,} users, {plan.groups:,} groups of {plan.group_size:,}, "
             f"{plan.directs:,} direct chats, {plan.messages:,} messages ({plan.big_chat_messages:,} in chat 1)."
         )
         self.stdout.flush()

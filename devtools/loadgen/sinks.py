@@ -1,7 +1,7 @@
-"""Where loaded rows go: COPY on PostgreSQL, plain INSERTs elsewhere; plus the progress bar.
+"""Where loaded rows go -- ``COPY`` into PostgreSQL, the project's only database -- plus the progress bar.
 
-A backend only moves rows; it knows nothing about chats. ``insert`` writes the rows of
-one iterable into one table inside the caller's transaction and reports progress
+:class:`PostgresSink` only moves rows; it knows nothing about chats. ``insert`` writes the
+rows of one iterable into one table inside the caller's transaction and reports progress
 through ``tick(count)``.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import IO, Protocol
+from typing import IO
 
 from django.db import connection
 
@@ -24,26 +24,13 @@ def no_tick(count: int) -> None:
     """Progress callback for rows the bar does not count."""
 
 
-class Backend(Protocol):
-    timestamp_suffix: str
-
-    def allocate_ids(self, table: str, count: int) -> list[int]:
-        """``count`` fresh primary keys for ``table``, ascending, never handed out again."""
-
-    def insert(self, table: str, columns: Sequence[str], rows: Iterable[tuple], tick: Tick) -> int:
-        """Write ``rows`` (values in ``columns`` order) and return how many there were."""
-
-    def optimize(self, tables: Sequence[str]) -> None:
-        """Refresh planner statistics (and, where possible, visibility information)."""
-
-
-class PostgresBackend:
+class PostgresSink:
     """COPY in, ids from the tables' own sequences, VACUUM ANALYZE at the end."""
 
-    timestamp_suffix = "+00"
     tick_every = 8192
 
     def allocate_ids(self, table: str, count: int) -> list[int]:
+        """``count`` fresh primary keys for ``table``, ascending, never handed out again."""
         # nextval keeps the sequence ahead of every id we use, so no setval is needed later,
         # and it is safe even if the application inserts rows at the same time.
         with connection.cursor() as cursor:
@@ -51,6 +38,7 @@ class PostgresBackend:
             return sorted(row[0] for row in cursor.fetchall())
 
     def insert(self, table: str, columns: Sequence[str], rows: Iterable[tuple], tick: Tick) -> int:
+        """Write ``rows`` (values in ``columns`` order) and return how many there were."""
         written = 0
         with connection.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for written, row in enumerate(rows, start=1):
@@ -60,57 +48,21 @@ class PostgresBackend:
         tick(written % self.tick_every)
         return written
 
-    def optimize(self, tables: Sequence[str]) -> None:
+    def optimize(self, tables: Sequence[str]) -> str:
+        """Refresh planner statistics and visibility information; returns what ran, for the report."""
         # VACUUM sets hint bits and the visibility map now rather than during a benchmark.
         # It cannot run inside a transaction (as in tests), where ANALYZE alone must do.
         verb = "ANALYZE" if connection.in_atomic_block else "VACUUM (ANALYZE)"
         with connection.cursor() as cursor:
             cursor.execute(f"{verb} {', '.join(tables)}")
-
-
-class GenericBackend:
-    """``executemany`` INSERTs for SQLite and friends; explicit ids above the current maximum."""
-
-    timestamp_suffix = ""
-    chunk = 5_000
-
-    def allocate_ids(self, table: str, count: int) -> list[int]:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")  # table names come from code, never from input  # nosec B608
-            start = cursor.fetchone()[0] + 1
-        return list(range(start, start + count))
-
-    def insert(self, table: str, columns: Sequence[str], rows: Iterable[tuple], tick: Tick) -> int:
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"  # names from code; values bound  # nosec B608
-        written = 0
-        batch: list[tuple] = []
-        with connection.cursor() as cursor:
-            for row in rows:
-                batch.append(row)
-                if len(batch) >= self.chunk:
-                    cursor.executemany(sql, batch)
-                    written, batch = written + len(batch), []
-                    tick(self.chunk)
-            if batch:
-                cursor.executemany(sql, batch)
-                written += len(batch)
-                tick(len(batch))
-        return written
-
-    def optimize(self, tables: Sequence[str]) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
-
-
-def backend_for_connection() -> Backend:
-    return PostgresBackend() if connection.vendor == "postgresql" else GenericBackend()
+        return "vacuum + analyze" if verb.startswith("VACUUM") else "analyze"
 
 
 class Clock:
-    """Timestamps ``EPOCH + seconds`` as text the backend parses, cheap enough for 10 M rows."""
+    """Timestamps ``EPOCH + seconds`` as UTC text for COPY, cheap enough for 10 M rows."""
 
-    def __init__(self, suffix: str) -> None:
-        self._times = [f" {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}{suffix}" for s in range(86_400)]
+    def __init__(self) -> None:
+        self._times = [f" {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00" for s in range(86_400)]
         self._days: list[str] = []
 
     def __call__(self, seconds: int) -> str:

@@ -18,10 +18,12 @@ with its memberships and all its messages in one transaction, so a chat that exi
 skipped. Rerunning with other numbers only adds the users and chats that are missing;
 existing chats keep what they hold.
 
-On PostgreSQL rows go in through ``COPY`` (psycopg 3); ids come from the tables' own
-sequences (``nextval``), so no ``setval`` is needed afterwards; the tables are vacuumed
-and analyzed at the end. Other backends (SQLite) get ``executemany`` INSERTs: correct,
-but meant for thousands of rows, not millions.
+Rows go into PostgreSQL, the project's only database, through ``COPY`` (psycopg 3); ids
+come from the tables' own sequences (``nextval``), so no ``setval`` is needed afterwards;
+the tables are vacuumed and analyzed at the end (only analyzed inside a transaction, as in
+tests).
+
+A development tool (see :mod:`devtools`): not in the production image.
 """
 
 from .loader import Loader, LoadReport

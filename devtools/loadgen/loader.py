@@ -1,4 +1,4 @@
-"""Writes a :class:`~chats.loadgen.plan.LoadPlan` into the default database, skipping what exists.
+"""Writes a :class:`~devtools.loadgen.plan.LoadPlan` into the default database, skipping what exists.
 
 Two phases, each resumable: users in batches of ``USER_BATCH`` (one transaction each),
 then chats in batches of about ``CHAT_BATCH_MESSAGES`` messages, each batch one
@@ -17,7 +17,7 @@ from django.db import connection, transaction
 
 from . import plan as shape
 from .plan import LoadPlan
-from .sinks import Clock, Progress, Tick, backend_for_connection, no_tick
+from .sinks import Clock, PostgresSink, Progress, Tick, no_tick
 
 USER_BATCH = 100_000
 CHAT_BATCH_MESSAGES = 500_000
@@ -62,8 +62,8 @@ class Loader:
         self.plan = plan
         self.password_hash = password_hash
         self.stream = progress_stream
-        self.backend = backend_for_connection()
-        self.clock = Clock(self.backend.timestamp_suffix)
+        self.sink = PostgresSink()
+        self.clock = Clock()
         self.user_ids: list[int] = []  # by user index, filled by the users phase
 
     def run(self) -> LoadReport:
@@ -80,8 +80,7 @@ class Loader:
         lap("users")
         report.chats, report.memberships, report.messages = self._load_chats()
         lap("chats, memberships, messages")
-        self.backend.optimize(TABLES)
-        lap("vacuum + analyze" if not connection.in_atomic_block and connection.vendor == "postgresql" else "analyze")
+        lap(self.sink.optimize(TABLES))
         report.seconds["total"] = time.monotonic() - started
         return report
 
@@ -109,12 +108,12 @@ class Loader:
         for start in range(0, len(missing), USER_BATCH):
             batch = missing[start : start + USER_BATCH]
             with transaction.atomic():
-                ids = self.backend.allocate_ids("accounts_user", len(batch))
+                ids = self.sink.allocate_ids("accounts_user", len(batch))
                 rows = (
                     (uid, self.password_hash, None, False, name, "", "", False, True, joined, f"{name}@{shape.EMAIL_DOMAIN}")
                     for uid, name in zip(ids, map(shape.username, batch), strict=True)
                 )
-                self.backend.insert("accounts_user", USER_COLUMNS, rows, progress.advance)
+                self.sink.insert("accounts_user", USER_COLUMNS, rows, progress.advance)
             found.update(zip(batch, ids, strict=True))
         progress.close()
         self.user_ids = [found[i] for i in range(self.plan.users)]
@@ -169,14 +168,14 @@ class Loader:
         """Write whole chats -- row, memberships, messages -- in one transaction; returns (memberships, messages)."""
         plan = self.plan
         chats = []
-        for number, chat_id in zip(numbers, self.backend.allocate_ids("chats_chat", len(numbers)), strict=True):
+        for number, chat_id in zip(numbers, self.sink.allocate_ids("chats_chat", len(numbers)), strict=True):
             member_ids = [self.user_ids[i] for i in plan.member_indices(number)]
             count = plan.message_count(number)
             marks = shape.watermarks(number, count, len(member_ids))
             chats.append(_PlannedChat(number, chat_id, member_ids, count, marks))
-        self.backend.insert("chats_chat", CHAT_COLUMNS, map(self._chat_row, chats), no_tick)
-        memberships = self.backend.insert("chats_membership", MEMBERSHIP_COLUMNS, self._membership_rows(chats), no_tick)
-        messages = self.backend.insert("chats_message", MESSAGE_COLUMNS, self._message_rows(chats), tick)
+        self.sink.insert("chats_chat", CHAT_COLUMNS, map(self._chat_row, chats), no_tick)
+        memberships = self.sink.insert("chats_membership", MEMBERSHIP_COLUMNS, self._membership_rows(chats), no_tick)
+        messages = self.sink.insert("chats_message", MESSAGE_COLUMNS, self._message_rows(chats), tick)
         return memberships, messages
 
     def _chat_row(self, chat: _PlannedChat) -> tuple:
