@@ -1,0 +1,91 @@
+"""Every upstream name this package overrides or relies on, with the parameters it expects.
+
+``tests/runtime/test_upstream.py`` imports each and compares its signature, so an upgrade
+that renames, removes or re-signs one of them fails loudly in the test suite instead of
+quietly disabling a patch. runtime/README.md says what each patch is for; requirements.txt
+pins these packages to the minor versions listed in :data:`WRITTEN_AGAINST`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# The versions the patches were written and measured against (requirements.txt pins the minors).
+WRITTEN_AGAINST = {
+    "django": "5.2",
+    "channels": "4.3",
+    "channels-redis": "4.3",
+    "daphne": "4.2",
+    "twisted": "26.10",
+    "autobahn": "26.11",
+    "redis": "8.1",
+    "asgiref": "3.13",
+    "psycopg": "3.3",
+}
+
+
+class Upstream(NamedTuple):
+    """``target`` is ``module:qualified.name``; ``params`` the parameter names after ``self``
+    (None: only its existence matters, e.g. a class or an attribute); ``used_by`` our module."""
+
+    target: str
+    params: tuple[str, ...] | None
+    used_by: str
+
+
+UPSTREAM = [
+    # runtime/serve.py: daphne's protocol, server, access log and command line
+    Upstream("daphne.ws_protocol:WebSocketProtocol.onMessage", ("payload", "isBinary"), "runtime.serve"),
+    Upstream("daphne.ws_protocol:WebSocketProtocol.serverSend", ("content", "binary"), "runtime.serve"),
+    Upstream("daphne.server:Server.__init__", None, "runtime.serve"),
+    Upstream("daphne.server:Server.create_application", ("protocol", "scope"), "runtime.serve"),
+    Upstream("daphne.server:Server.run", (), "runtime.serve"),
+    Upstream("daphne.access:AccessLogGenerator.__call__", ("protocol", "action", "details"), "runtime.serve"),
+    Upstream("daphne.cli:CommandLineInterface.run", ("args",), "runtime.serve"),
+    Upstream("daphne.cli:CommandLineInterface.server_class", None, "runtime.serve"),
+    # runtime/layers.py: channels-redis' pub/sub layer and redis-py's PubSub
+    Upstream("channels_redis.pubsub:RedisPubSubChannelLayer._get_layer", (), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.__init__", None, "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisPubSubLoopLayer._get_group_channel_name", ("group",), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisPubSubLoopLayer._get_shard", ("channel_or_group_name",), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.group_add", ("group", "channel"), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.group_discard", ("group", "channel"), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.group_send", ("group", "message"), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.new_channel", ("prefix",), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisSingleShardConnection._ensure_redis", (), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisSingleShardConnection.publish", ("channel", "message"), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisSingleShardConnection._do_receiving", (), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisSingleShardConnection._receive_message", ("message",), "runtime.layers"),
+    Upstream("channels_redis.utils:_wrap_close", ("proxy", "loop"), "runtime.layers"),
+    Upstream("redis.asyncio.client:PubSub.connect", (), "runtime.layers"),
+    Upstream("redis.asyncio.client:PubSub.parse_response", ("block", "timeout"), "runtime.layers"),
+    Upstream(
+        "redis.asyncio.client:PubSub._reconnect",
+        ("conn", "error", "failure_count", "start_time", "command_name"),
+        "runtime.layers",
+    ),
+    Upstream("redis.asyncio.client:PubSub.on_connect", ("connection",), "runtime.layers"),
+    # runtime/consumer.py: Channels' consumer
+    Upstream("channels.consumer:AsyncConsumer.dispatch", ("message",), "runtime.consumer"),
+    Upstream("channels.consumer:AsyncConsumer.__call__", ("scope", "receive", "send"), "runtime.consumer"),
+    Upstream("channels.consumer:get_handler_name", ("message",), "runtime.consumer"),
+    Upstream("channels.generic.websocket:AsyncWebsocketConsumer.websocket_receive", ("message",), "runtime.consumer"),
+    Upstream(
+        "channels.generic.websocket:AsyncWebsocketConsumer.send", ("text_data", "bytes_data", "close"), "runtime.consumer"
+    ),
+    Upstream("channels.generic.websocket:AsyncWebsocketConsumer.close", ("code", "reason"), "runtime.consumer"),
+    Upstream("channels.generic.websocket:AsyncWebsocketConsumer.websocket_disconnect", ("message",), "runtime.consumer"),
+    Upstream("autobahn.exception:Disconnected", None, "runtime.consumer"),
+    # runtime/origin.py: Channels' origin check
+    Upstream("channels.security.websocket:OriginValidator.__init__", ("application", "allowed_origins"), "runtime.origin"),
+    Upstream("channels.security.websocket:OriginValidator.valid_origin", ("parsed_origin",), "runtime.origin"),
+    # runtime/async_db.py: Django's PostgreSQL backend, for connection parameters and error mapping
+    Upstream("django.db.backends.postgresql.base:DatabaseWrapper.get_connection_params", (), "runtime.async_db"),
+    Upstream("django.db.backends.base.base:BaseDatabaseWrapper.wrap_database_errors", None, "runtime.async_db"),
+    Upstream("django.db.utils:ConnectionHandler.create_connection", ("alias",), "runtime.async_db"),
+    # runtime/http.py: asgiref's thread-sensitive context with a caller's executor
+    Upstream("asgiref.sync:ThreadSensitiveContext.__init__", ("executor",), "runtime.http"),
+    # runtime/plans.py: the prepared statement flag of psycopg's cursor
+    Upstream("psycopg:Cursor.execute", ("query", "params", "prepare", "binary"), "runtime.plans"),
+    Upstream("psycopg:AsyncConnection.execute", ("query", "params", "prepare", "binary"), "runtime.async_db"),
+]
