@@ -1,9 +1,9 @@
-"""The cache's Redis from the event loop: the few cache reads and writes on socket hot paths
-(the send rate counter, the logout check of a handshake) without a hop to a thread.
+"""The cache's Redis from the event loop, for the cache steps of plans (``runtime.plans``: the
+send rate counter, the typing throttle, the logout check of a handshake) without a thread hop.
 
 Keys are Django's own (``cache.make_and_validate_key``), so these calls and the sync
 ``django.core.cache.cache`` see the same entries. With an in-process cache (no ``REDIS_URL``)
-:func:`client` is None and callers use ``cache`` directly: no I/O either way.
+:func:`client` is None and the plan executor uses ``cache`` directly: no I/O either way.
 """
 
 from __future__ import annotations
@@ -31,11 +31,3 @@ def client() -> aredis.Redis | None:
 def key(name: str) -> str:
     """The Redis key Django's cache uses for ``name``."""
     return cache.make_and_validate_key(name)
-
-
-async def has(name: str) -> bool:
-    """Whether the cache holds ``name`` (``cache.get(name) is not None``, for values that are never None)."""
-    redis = client()
-    if redis is None:
-        return cache.get(name) is not None
-    return bool(await redis.exists(key(name)))

@@ -15,7 +15,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from runtime import async_db as adb
+from runtime import async_db
 
 PASSWORD = "Correct-Horse-42"
 # Channel-layer and cache prefix of this test run, so parallel runs on one Redis never cross-talk.
@@ -76,7 +76,7 @@ def _fast_and_isolated(settings):
     channel_layers.backends = {}
     yield
     channel_layers.backends = {}
-    adb.close_all()  # the async hot-path connections of this test's event loop
+    async_db.close_all()  # the async hot-path connections of this test's event loop
 
 
 @pytest.fixture

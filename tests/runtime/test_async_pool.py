@@ -79,28 +79,28 @@ async def test_dead_persistent_connection_is_replaced_before_the_next_command(ma
 
 async def test_async_pool_reuses_connections_and_retires_old_ones(settings):
     """Statements share a kept connection; one older than CONN_MAX_AGE is closed on its way back."""
-    from runtime import async_db as adb
+    from runtime import async_db
 
     pid = "SELECT pg_backend_pid()"
-    first = (await adb.fetch_one(pid, {}))[0]
-    assert (await adb.fetch_one(pid, {}))[0] == first  # kept and reused
-    adb.pool().max_age = 0.05
+    first = (await async_db.fetch_one(pid, {}))[0]
+    assert (await async_db.fetch_one(pid, {}))[0] == first  # kept and reused
+    async_db.pool().max_age = 0.05
     await asyncio.sleep(0.1)
-    assert (await adb.fetch_one(pid, {}))[0] == first  # too old: used once more, then closed
-    assert (await adb.fetch_one(pid, {}))[0] != first
+    assert (await async_db.fetch_one(pid, {}))[0] == first  # too old: used once more, then closed
+    assert (await async_db.fetch_one(pid, {}))[0] != first
 
 
 async def test_async_pool_errors_are_djangos_and_leave_the_pool_usable():
     """A failing statement raises Django's exception class; the connection stays in service."""
     from django.db import DataError, IntegrityError, ProgrammingError
 
-    from runtime import async_db as adb
+    from runtime import async_db
 
     with pytest.raises(ProgrammingError):
-        await adb.fetch("SELECT no_such_column FROM chats_chat", {})
+        await async_db.fetch("SELECT no_such_column FROM chats_chat", {})
     with pytest.raises(DataError):
-        await adb.fetch("SELECT 1 / 0", {})
+        await async_db.fetch("SELECT 1 / 0", {})
     with pytest.raises(IntegrityError):
-        await adb.fetch("INSERT INTO chats_chat (kind, title) VALUES ('group', NULL)", {})
-    assert await adb.fetch_one("SELECT 41 + 1", {}) == (42,)
-    assert len(adb.pool()._idle) == 1
+        await async_db.fetch("INSERT INTO chats_chat (kind, title) VALUES ('group', NULL)", {})
+    assert await async_db.fetch_one("SELECT 41 + 1", {}) == (42,)
+    assert len(async_db.pool()._idle) == 1
