@@ -1,6 +1,6 @@
 """Socket commands keep their database connections between commands and survive losing them.
 
-Sends and reads run on the async pool (``messenger/adb.py``) on PostgreSQL, or, with
+Sends and reads run on the async pool (``messenger/adb.py``), or, with
 ``ASYNC_DB=false`` and for every other command, in a pool of database threads; both keep
 persistent connections, and both must replace one that died instead of failing a command.
 """
@@ -41,7 +41,6 @@ def main_thread_pid() -> int:
         return cursor.connection.info.backend_pid
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="terminating backends needs PostgreSQL")
 @pytest.mark.parametrize("async_db", [True, False], ids=["async-pool", "db-threads"])
 async def test_dead_persistent_connection_is_replaced_before_the_next_command(
     make_user, settings, main_thread_pid, async_db
@@ -83,7 +82,6 @@ async def test_dead_persistent_connection_is_replaced_before_the_next_command(
         await database_sync_to_async(_kill_pool_connections)()
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the async pool is PostgreSQL-only")
 async def test_async_pool_reuses_connections_and_retires_old_ones(settings):
     """Statements share a kept connection; one older than CONN_MAX_AGE is closed on its way back."""
     from messenger import adb
@@ -97,7 +95,6 @@ async def test_async_pool_reuses_connections_and_retires_old_ones(settings):
     assert (await adb.fetch_one(pid, {}))[0] != first
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the async pool is PostgreSQL-only")
 async def test_async_pool_errors_are_djangos_and_leave_the_pool_usable():
     """A failing statement raises Django's exception class; the connection stays in service."""
     from django.db import DataError, IntegrityError, ProgrammingError

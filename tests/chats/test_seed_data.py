@@ -1,6 +1,6 @@
 """``manage.py seed_data``: the demo stays small and idempotent; load mode builds data the services accept.
 
-Load mode runs on whatever database is configured: COPY on PostgreSQL, INSERTs on SQLite.
+Load mode writes with COPY.
 """
 
 from __future__ import annotations
