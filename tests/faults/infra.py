@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +73,9 @@ def _pg_bindir() -> Path:
     if found:
         return Path(found).parent
     try:
-        from pgserver import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():  # platformdirs, imported by pgserver, warns without XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH
     except ImportError:
         raise MissingTool(
             "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb, no initdb on PATH, "
