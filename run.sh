@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Start the server: create .venv, install, migrate, load demo data, serve HTTP + WebSocket
-# with daphne on port 8000. Without DATABASE_URL/REDIS_URL: SQLite + in-memory channel layer.
+# with daphne on port 8000. Without DATABASE_URL: an embedded PostgreSQL under .data/pg
+# (scripts/devservices.py; it keeps running after the server stops). Without REDIS_URL: the
+# in-memory channel layer and cache (right for this single process).
 set -euo pipefail
 cd "$(dirname "$0")"
-source scripts/venv.sh requirements.txt
+source scripts/venv.sh requirements-local.txt
+services=$(python scripts/devservices.py env postgres)  # export lines; fails loudly
+eval "$services"
 python manage.py migrate --noinput
 python manage.py collectstatic --noinput --verbosity 0
 python manage.py seed_data

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Run the whole test suite: create .venv, install, run pytest (extra arguments pass through).
-# Uses PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set (CI sets them and REQUIRE_SERVICES=1).
+# Uses the PostgreSQL/Redis that DATABASE_URL/REDIS_URL name (CI sets them); for each one unset,
+# an embedded server under .data/ (scripts/devservices.py; it keeps running for the next run).
+# Every test runs, nothing is skipped: a missing or unreachable service is an error.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh requirements-dev.txt
+services=$(python scripts/devservices.py env postgres redis)  # export lines; fails loudly
+eval "$services"
 exec python -m pytest "$@"

@@ -1,14 +1,15 @@
 """Settings for messenger: one module, driven by environment variables.
 
-Development defaults need nothing: SQLite and the in-memory channel layer. Set
-``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` for the real engines. With
-``DEBUG=false`` the process refuses to start without ``SECRET_KEY``,
-``ALLOWED_HOSTS`` and ``DATABASE_URL``.
+The database is PostgreSQL, always: ``DATABASE_URL`` names it (./run.sh and ./test.sh
+start an embedded one when it is unset, see scripts/devservices.py). Without ``REDIS_URL``
+the channel layer and cache are in-memory (one process). With ``DEBUG=false`` the process
+refuses to start without ``SECRET_KEY``, ``ALLOWED_HOSTS`` and ``DATABASE_URL``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -116,23 +117,25 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------
+# PostgreSQL only. Persistent connections: each database thread keeps its connection (and its
+# prepared statements); health checks replace one that died (database restart) before use.
 if DATABASE_URL:
-    # Persistent connections: each database thread keeps its connection (and its prepared
-    # statements); health checks replace one that died (database restart) before use.
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL, conn_max_age=env_int("CONN_MAX_AGE", 300), conn_health_checks=True
         )
     }
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        scheme = DATABASE_URL.split(":", 1)[0]
+        raise ImproperlyConfigured(f"DATABASE_URL must name a PostgreSQL database (postgres://...), not {scheme}:")
+elif sys.argv[1:2] == ["collectstatic"]:
+    # The one command that needs no database (the image build runs it): Django's dummy backend.
+    DATABASES = {"default": {"ENGINE": "django.db.backends.dummy"}}
 else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
-            # Several threads write (consumers + views); wait for the lock rather than fail.
-            "OPTIONS": {"timeout": 20},
-        }
-    }
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. messenger runs on PostgreSQL only: ./run.sh and ./test.sh start an "
+        "embedded one when it is unset (scripts/devservices.py), or set DATABASE_URL=postgres://user@host:5432/db"
+    )
 
 if os.environ.get("TEST_DATABASE_NAME"):
     # Lets parallel test runs on one PostgreSQL server use separate test databases.

@@ -1,4 +1,8 @@
-"""Shared fixtures. In CI (``REQUIRE_SERVICES=1``) a missing PostgreSQL or Redis is an error, never a skip."""
+"""Shared fixtures. Every test runs on PostgreSQL and Redis: a missing one is an error, never a skip.
+
+./test.sh provides both (the servers DATABASE_URL/REDIS_URL name, else embedded ones from
+scripts/devservices.py); settings refuse to load without DATABASE_URL.
+"""
 
 from __future__ import annotations
 
@@ -25,22 +29,31 @@ _counter = itertools.count(1)
 
 
 def pytest_configure(config):
-    if os.environ.get("REQUIRE_SERVICES") != "1":
-        return
+    """Fail the run at once, with one readable line, when PostgreSQL or Redis is missing."""
+    import psycopg
+    import redis
+
     problems = []
-    if django_settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
-        problems.append("DATABASE_URL does not point at PostgreSQL")
+    db = django_settings.DATABASES["default"]
+    try:
+        psycopg.connect(
+            host=db.get("HOST") or None, port=db.get("PORT") or None, user=db.get("USER") or None,
+            password=db.get("PASSWORD") or None, dbname="postgres", connect_timeout=5,
+        ).close()  # fmt: skip
+    except psycopg.Error as exc:
+        problems.append(f"PostgreSQL (DATABASE_URL) is unreachable: {str(exc).strip()}")
     if not os.environ.get("REDIS_URL"):
         problems.append("REDIS_URL is not set")
     else:
-        import redis
-
         try:
             redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=3).ping()
         except Exception as exc:  # noqa: BLE001
-            problems.append(f"Redis is unreachable: {exc}")
+            problems.append(f"Redis (REDIS_URL) is unreachable: {exc}")
     if problems:
-        raise pytest.UsageError("REQUIRE_SERVICES=1 but " + "; ".join(problems))
+        raise pytest.UsageError(
+            "the tests need PostgreSQL and Redis (./test.sh starts embedded ones when DATABASE_URL/REDIS_URL "
+            "are unset): " + "; ".join(problems)
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,8 +62,6 @@ def _release_test_database(django_db_setup, django_db_blocker):
     yield
     from django.db import connection
 
-    if connection.vendor != "postgresql":
-        return
     with django_db_blocker.unblock(), connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

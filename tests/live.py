@@ -36,7 +36,8 @@ def test_database_url() -> str:
     auth = quote(db.get("USER") or "", safe="")
     if db.get("PASSWORD"):
         auth += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    host = quote(db.get("HOST") or "127.0.0.1", safe="")  # a unix socket directory is percent-encoded
+    return f"postgres://{auth}@{host}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
 test_database_url.__test__ = False  # not a test, whatever pytest's name pattern says
@@ -44,7 +45,7 @@ test_database_url.__test__ = False  # not a test, whatever pytest's name pattern
 
 def child_env(**extra: str) -> dict[str, str]:
     """This process's environment minus the test-run switches, plus this run's Redis prefixes."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TEST_DATABASE_NAME", "REQUIRE_SERVICES")}
+    env = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_NAME"}
     env.update(
         DJANGO_SETTINGS_MODULE="messenger.settings",
         PYTHONUNBUFFERED="1",

@@ -14,7 +14,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -22,16 +21,7 @@ from chats import services
 from tests.conftest import access_token
 from tests.live import ServerProcess, child_env, daphne_argv, test_database_url
 
-POSTGRES = django_settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-REDIS = bool(os.environ.get("REDIS_URL"))
-
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (POSTGRES and REDIS),
-        reason="two daphne processes need a shared server database and Redis: set DATABASE_URL (PostgreSQL) and REDIS_URL",
-    ),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 TIMEOUT = 5
 

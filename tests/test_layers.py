@@ -10,8 +10,6 @@ import pytest
 from runtime.layers import FanoutChannelLayer
 from tests.conftest import RUN_PREFIX
 
-pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (REDIS_URL)")
-
 
 async def test_group_send_many_reaches_every_group_once():
     """Every channel in every target group gets the message exactly once; others get nothing."""

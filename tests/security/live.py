@@ -1,10 +1,9 @@
 """A real server process for the security and fuzzing tests, and plain clients for it.
 
 :class:`LiveServer` starts ``daphne messenger.asgi:application`` or ``python -m runtime.serve``
-on a free port, against a database the process can see: the test database when the run uses
-PostgreSQL (pytest-django created and migrated it), else a fresh SQLite file migrated here. With
-``REDIS_URL`` it shares this run's channel-layer and cache prefix. Users are created through
-the REST API of the server itself, so tests need no database access of their own.
+on a free port, against this run's test database (pytest-django created and migrated it), with
+this run's channel-layer and cache prefix. Users are created through the REST API of the server
+itself, so tests need no database access of their own.
 
 Clients are stdlib HTTP (``urllib``), the ``websockets`` library, and a raw TCP socket doing
 the WebSocket handshake by hand (for a client that stops reading).
@@ -16,36 +15,23 @@ import base64
 import json
 import os
 import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
-from django.conf import settings as django_settings
-
 from tests.conftest import PASSWORD
 from tests.live import ROOT, ServerProcess, child_env, daphne_argv, test_database_url
 
+__all__ = ["ROOT", "LiveServer", "masked_text_frame", "raw_websocket", "server_env"]
+
 TIMEOUT = 10
-POSTGRES = django_settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
-def server_env(tmp_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for a server process: a database it can see, this run's Redis prefixes."""
-    env = child_env(FAST_PASSWORD_HASHER="1", AUTH_THROTTLE_RATE="", CONN_MAX_AGE="0")
-    env.pop("DATABASE_URL", None)
-    if POSTGRES:
-        env["DATABASE_URL"] = test_database_url()
-    else:
-        path = tmp_dir / "live.sqlite3"
-        env["SQLITE_PATH"] = str(path)
-        if not path.exists():
-            subprocess.run(
-                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-                cwd=ROOT, env=env, check=True, timeout=120,
-            )
+def server_env(**extra: str) -> dict[str, str]:
+    """Environment for a server process: this run's test database and Redis prefixes."""
+    env = child_env(FAST_PASSWORD_HASHER="1", AUTH_THROTTLE_RATE="", CONN_MAX_AGE="0", DATABASE_URL=test_database_url())
     env.update(extra)
     return env
 

@@ -27,8 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from .live import POSTGRES
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHECKS_EXCLUDED = "negative_data_rejection,positive_data_acceptance,ensure_resource_availability"
@@ -42,9 +40,6 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(start_server
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
     }
-    if not POSTGRES:
-        # Production settings insist on DATABASE_URL; point it at the SQLite file the fixture migrated.
-        env["DATABASE_URL"] = "sqlite:///" + str(Path(start_server.directory) / "live.sqlite3")
     server = start_server("schemathesis", serve=True, **env)
     user = server.register("fuzzer")
     server.register("fuzzer_friend")
