@@ -3,9 +3,12 @@
 # Uses the PostgreSQL/Redis that DATABASE_URL/REDIS_URL name (CI sets them); for each one unset,
 # an embedded server under .data/ (scripts/devservices.py; it keeps running for the next run).
 # Every test runs, nothing is skipped: a missing or unreachable service is an error.
+# Lint and format are checked first (ruff, rules in pyproject.toml); a finding fails the run.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh requirements-dev.txt
+ruff check .
+ruff format --check .
 services=$(python scripts/devservices.py env postgres redis)  # export lines; fails loudly
 eval "$services"
 exec python -m pytest "$@"

@@ -39,7 +39,7 @@ def token_from_scope(scope) -> str | None:
                 return parts[1].strip()
     for protocol in scope.get("subprotocols", []) or []:
         if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
-            return protocol[len(BEARER_SUBPROTOCOL_PREFIX):]
+            return protocol[len(BEARER_SUBPROTOCOL_PREFIX) :]
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     values = query.get("token")
     return values[0] if values else None

@@ -3,9 +3,8 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 
-from .tokens import rotate, start_session
-
 from .models import User
+from .tokens import rotate, start_session
 
 
 class UserSerializer(serializers.ModelSerializer):

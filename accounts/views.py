@@ -30,7 +30,11 @@ class RegisterView(APIView):
     authentication_classes: list = []
     throttle_classes = [AuthRateThrottle]
 
-    @extend_schema(request=RegisterSerializer, responses={201: UserSerializer, 400: ERROR_RESPONSES[400], 429: ERROR_RESPONSES[429]}, auth=[])
+    @extend_schema(
+        request=RegisterSerializer,
+        responses={201: UserSerializer, 400: ERROR_RESPONSES[400], 429: ERROR_RESPONSES[429]},
+        auth=[],
+    )
     def post(self, request):
         data = RegisterSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -68,7 +72,9 @@ class LogoutView(APIView):
         # Without it DRF turns the invalid-token 401 into a 403 (no authenticator to name).
         return 'Bearer realm="api"'
 
-    @extend_schema(request=LogoutSerializer, responses={204: None, 400: ERROR_RESPONSES[400], 401: ERROR_RESPONSES[401]}, auth=[])
+    @extend_schema(
+        request=LogoutSerializer, responses={204: None, 400: ERROR_RESPONSES[400], 401: ERROR_RESPONSES[401]}, auth=[]
+    )
     def post(self, request):
         data = LogoutSerializer(data=request.data)
         data.is_valid(raise_exception=True)

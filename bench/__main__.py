@@ -47,12 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="server processes for ours and the Channels floor (they share Redis)",
     )
-    p.add_argument(
-        "--servers", default=",".join(ALL_SERVERS), help="comma list of raw,floor,ours"
-    )
-    p.add_argument(
-        "--scenarios", default=",".join(ALL_SCENARIOS), help="comma list of S1..S6"
-    )
+    p.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma list of raw,floor,ours")
+    p.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma list of S1..S6")
     p.add_argument(
         "--floor-layer",
         choices=["pubsub", "core"],
@@ -64,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432"),
         help="PostgreSQL server URL, no database",
     )
-    p.add_argument(
-        "--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
-    )
+    p.add_argument("--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"))
     p.add_argument(
         "--ours-server",
         choices=["serve", "daphne", "uvicorn"],

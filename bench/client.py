@@ -50,9 +50,7 @@ def url_for(server: Server, spec: ConnSpec, tokens: dict[str, str]) -> str:
     if server.kind == "ours":
         query = urlencode({"token": tokens[str(spec.user_id)]})
     else:
-        query = urlencode(
-            {"token": f"u{spec.user_id}", "rooms": ",".join(map(str, spec.rooms))}
-        )
+        query = urlencode({"token": f"u{spec.user_id}", "rooms": ",".join(map(str, spec.rooms))})
     return f"ws://127.0.0.1:{port}/ws/?{query}"
 
 
@@ -81,7 +79,7 @@ class Conn:
                 handler = self.on_frame
                 if handler is not None:
                     handler(self, text, now())
-        except Exception:  # noqa: BLE001 - a closed socket ends its reader; losses show in the counts
+        except Exception:
             return
 
     def send_now(self, text: str) -> bool:
@@ -98,7 +96,7 @@ class Conn:
     async def close(self) -> None:
         try:
             await asyncio.wait_for(self.ws.close(), 5)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.ws.transport.abort()
         if self.reader is not None:
             self.reader.cancel()
@@ -149,22 +147,20 @@ async def open_conns(
                     max_queue=None,
                     user_agent_header=None,
                 )
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 key = type(exc).__name__
                 failures[key] = failures.get(key, 0) + 1
                 return
             try:
                 first = loads(await asyncio.wait_for(ws.recv(), 30))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 failures[f"no session.ready ({type(exc).__name__})"] = (
                     failures.get(f"no session.ready ({type(exc).__name__})", 0) + 1
                 )
                 ws.transport.abort()
                 return
             if first.get("type") != "session.ready":
-                failures[f"first frame {first.get('type')}"] = (
-                    failures.get(f"first frame {first.get('type')}", 0) + 1
-                )
+                failures[f"first frame {first.get('type')}"] = failures.get(f"first frame {first.get('type')}", 0) + 1
                 ws.transport.abort()
                 return
             handshake.record_s(now() - t0)
@@ -173,9 +169,7 @@ async def open_conns(
     t0 = now()
     await asyncio.gather(*(one(i, spec) for i, spec in enumerate(specs)))
     elapsed = now() - t0
-    return ConnectResult(
-        [c for c in conns if c is not None], failures, elapsed, handshake
-    )
+    return ConnectResult([c for c in conns if c is not None], failures, elapsed, handshake)
 
 
 async def close_all(conns: list[Conn], *, concurrency: int = 256) -> None:
@@ -212,9 +206,7 @@ class Tracker:
     last_receipt: float = 0.0
     duplicates_acked: int = 0
 
-    def expect(
-        self, key: str, t_sched: float, recipients: int, *, ack: bool = True
-    ) -> None:
+    def expect(self, key: str, t_sched: float, recipients: int, *, ack: bool = True) -> None:
         if self.first_sched is None:
             self.first_sched = t_sched
         self.expected_messages += 1
@@ -255,9 +247,7 @@ class Tracker:
         for store in (self.pending, self.ack_pending):
             if store:
                 first = next(iter(store.values()))
-                oldest = max(
-                    oldest, t - (first[0] if isinstance(first, list) else first)
-                )
+                oldest = max(oldest, t - (first[0] if isinstance(first, list) else first))
         return oldest
 
     def done(self) -> bool:
@@ -296,9 +286,7 @@ def message_frame_handler(tracker: Tracker) -> Callable:
         if kind == "message.new":
             tracker.delivered_now(frame["message"].get("client_id") or "", t)
         elif kind == "message.ack":
-            tracker.acked_now(
-                frame.get("client_id") or "", t, bool(frame.get("duplicate"))
-            )
+            tracker.acked_now(frame.get("client_id") or "", t, bool(frame.get("duplicate")))
         elif kind == "error":
             # An error answers a send (ref = client_id): it stays owed, so it also counts as loss.
             tracker.error(str(frame.get("code")))
@@ -356,14 +344,10 @@ async def open_loop(
             if reason:
                 break
         await asyncio.sleep(0.001)
-    return LoopResult(
-        scheduled=n, sent=i, aborted=reason, t0=t0, t_end=now(), send_lag=lag
-    )
+    return LoopResult(scheduled=n, sent=i, aborted=reason, t0=t0, t_end=now(), send_lag=lag)
 
 
-async def wait_until(
-    done: Callable[[], bool], timeout_s: float, poll_s: float = 0.005
-) -> float:
+async def wait_until(done: Callable[[], bool], timeout_s: float, poll_s: float = 0.005) -> float:
     t0 = now()
     while not done() and now() - t0 < timeout_s:
         await asyncio.sleep(poll_s)

@@ -23,12 +23,7 @@ def connect(base: str, db: str, **kw) -> psycopg.Connection:
 
 def database_exists(base: str, db: str) -> bool:
     with psycopg.connect(admin_url(base), autocommit=True) as conn:
-        return (
-            conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", [db]
-            ).fetchone()
-            is not None
-        )
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db]).fetchone() is not None
 
 
 def ensure_database(base: str, db: str) -> bool:
@@ -61,10 +56,7 @@ def table_writes(base: str, db: str) -> dict[str, dict[str, int]]:
 
 
 def writes_delta(before: dict, after: dict) -> dict[str, dict[str, int]]:
-    return {
-        name: {k: after[name][k] - before.get(name, {}).get(k, 0) for k in after[name]}
-        for name in after
-    }
+    return {name: {k: after[name][k] - before.get(name, {}).get(k, 0) for k in after[name]} for name in after}
 
 
 def settled_table_writes(base: str, db: str, *, timeout_s: float = 3.0) -> dict:
@@ -74,9 +66,7 @@ def settled_table_writes(base: str, db: str, *, timeout_s: float = 3.0) -> dict:
     while time.time() < deadline:
         time.sleep(0.5)
         now = table_writes(base, db)
-        if {k: v for k, v in now.items() if k != "_db"} == {
-            k: v for k, v in last.items() if k != "_db"
-        }:
+        if {k: v for k, v in now.items() if k != "_db"} == {k: v for k, v in last.items() if k != "_db"}:
             return now
         last = now
     return last

@@ -43,9 +43,7 @@ SCENARIOS = {
     "S3": scenarios.s3_idle,
     "S6": scenarios.s6_dedup,
 }
-SECRET = (
-    "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-not-for-production"
-)
+SECRET = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-not-for-production"
 READ_GROUP_MESSAGES = 1000
 HISTORY_MESSAGES = 1_000_000
 
@@ -93,9 +91,7 @@ def django_setup(args, database: str, command: list[str], run_id: str) -> dict:
     sys.stderr.write(
         proc.stderr[-4000:]
         if proc.returncode
-        else "".join(
-            l + "\n" for l in proc.stderr.splitlines() if l.startswith("[setup]")
-        )
+        else "".join(line + "\n" for line in proc.stderr.splitlines() if line.startswith("[setup]"))
     )
     if proc.returncode:
         raise SystemExit(f"bench setup failed on {database} (exit {proc.returncode})")
@@ -206,9 +202,7 @@ async def run(args) -> dict:
     notes: list[str] = []
     limit = procs.raise_nofile()
     if limit < profile.s3_sockets + 1000:
-        notes.append(
-            f"RLIMIT_NOFILE is {limit}: S3 may fail to open {profile.s3_sockets} sockets"
-        )
+        notes.append(f"RLIMIT_NOFILE is {limit}: S3 may fail to open {profile.s3_sockets} sockets")
     meta = {
         "run_id": run_id,
         "profile": profile.name,
@@ -260,9 +254,7 @@ async def run(args) -> dict:
     finally:
         for name, server in servers.items():
             server.stop()
-            results["log_problems"][name] = (
-                results["log_problems"].get(name, []) + server.log_problems()
-            )
+            results["log_problems"][name] = results["log_problems"].get(name, []) + server.log_problems()
 
 
 async def _run(
@@ -282,12 +274,7 @@ async def _run(
     if db.ensure_database(args.pg, args.bench_db):
         log(f"created database {args.bench_db}")
     history_fixture = None
-    if (
-        "S4" in wanted
-        and "ours" in wanted_servers
-        and args.load_db
-        and db.database_exists(args.pg, args.load_db)
-    ):
+    if "S4" in wanted and "ours" in wanted_servers and args.load_db and db.database_exists(args.pg, args.load_db):
         try:
             history_fixture = (
                 django_setup(
@@ -299,26 +286,18 @@ async def _run(
                 or None
             )
         except SystemExit as exc:
-            notes.append(
-                f"{args.load_db} not usable for S4 ({exc}); using the bench database's own history chat"
-            )
+            notes.append(f"{args.load_db} not usable for S4 ({exc}); using the bench database's own history chat")
         if history_fixture is None:
-            notes.append(
-                f"{args.load_db} has no chat with >= {HISTORY_MESSAGES} messages yet; S4 uses {args.bench_db}"
-            )
+            notes.append(f"{args.load_db} has no chat with >= {HISTORY_MESSAGES} messages yet; S4 uses {args.bench_db}")
     spec = {
         "users": profile.users,
         "pairs": max(profile.s1_pairs, profile.s6_users),
         "groups": {"fanout": profile.s2_group},
         "read_group": {"size": profile.s5_group, "messages": READ_GROUP_MESSAGES},
-        "history_messages": HISTORY_MESSAGES
-        if ("S4" in wanted and history_fixture is None)
-        else 0,
+        "history_messages": HISTORY_MESSAGES if ("S4" in wanted and history_fixture is None) else 0,
     }
     log(f"preparing {args.bench_db} ({profile.users} users)")
-    fixture = django_setup(
-        args, args.bench_db, ["prepare", "--spec", json.dumps(spec)], run_id
-    )
+    fixture = django_setup(args, args.bench_db, ["prepare", "--spec", json.dumps(spec)], run_id)
     if history_fixture:
         fixture["history"] = history_fixture
     meta["setup_s"] = round(time.perf_counter() - t_setup, 1)
@@ -347,28 +326,20 @@ async def _run(
                 notes.append(f"{name} was not running before {scenario}; restarted")
                 if server is not None:
                     server.stop()
-                    results["log_problems"][name] = (
-                        results["log_problems"].get(name, []) + server.log_problems()
-                    )
-                servers[name] = server = start_servers(
-                    args, [name], run_id, log_dir / f"{scenario}"
-                )[name]
+                    results["log_problems"][name] = results["log_problems"].get(name, []) + server.log_problems()
+                servers[name] = server = start_servers(args, [name], run_id, log_dir / f"{scenario}")[name]
             log(f"{scenario} on {LABELS[name]}")
             t0 = time.perf_counter()
             try:
                 if scenario == "S5":
                     # Fresh processes, stopped afterwards: every backend's row counters get flushed.
                     server.stop()
-                    results["log_problems"][name] = (
-                        results["log_problems"].get(name, []) + server.log_problems()
-                    )
-                    servers[name] = server = start_servers(
-                        args, [name], run_id, log_dir / "S5"
-                    )[name]
+                    results["log_problems"][name] = results["log_problems"].get(name, []) + server.log_problems()
+                    servers[name] = server = start_servers(args, [name], run_id, log_dir / "S5")[name]
                     out = await scenarios.s5_reads(ctx, server, stop_server=server.stop)
                 else:
                     out = await SCENARIOS[scenario](ctx, server)
-            except Exception as exc:  # noqa: BLE001 - one broken scenario must not lose the run
+            except Exception as exc:
                 log(f"{scenario} on {LABELS[name]} failed: {exc!r}")
                 out = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             out["elapsed_s"] = round(time.perf_counter() - t0, 1)
@@ -380,15 +351,12 @@ async def _run(
         if not h:
             notes.append("S4 skipped: no history chat")
         else:
-            log(
-                f"S4 on {LABELS['ours']} ({h['database']}, chat {h['chat_id']}, {h['last_seq']} messages)"
-            )
+            log(f"S4 on {LABELS['ours']} ({h['database']}, chat {h['chat_id']}, {h['last_seq']} messages)")
             t0 = time.perf_counter()
             if "ours" in servers:
                 servers["ours"].stop()  # two of ours at once would share the two cores
                 results["log_problems"]["ours"] = (
-                    results["log_problems"].get("ours", [])
-                    + servers.pop("ours").log_problems()
+                    results["log_problems"].get("ours", []) + servers.pop("ours").log_problems()
                 )
             servers["ours-s4"] = s4_server = start_servers(
                 args, ["ours"], run_id, log_dir / "S4", database=h["database"]
@@ -403,7 +371,7 @@ async def _run(
                     requests=profile.s4_requests,
                     max_s=profile.s4_max_s,
                 )
-            except Exception as exc:  # noqa: BLE001 - keep the rest of the run
+            except Exception as exc:
                 log(f"S4 failed: {exc!r}")
                 out = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             out["database"] = h["database"]
@@ -414,9 +382,7 @@ async def _run(
     if "ours" in wanted_servers and touched_chats:
         gaps = db.seq_gaps(args.pg, args.bench_db, sorted(touched_chats))
         results["checks"]["seq 1..last_seq without gaps in every chat written"] = (
-            "ok"
-            if not gaps
-            else f"VIOLATED in {len(gaps)} chats, e.g. {gaps[:3]} (chat, last_seq, messages)"
+            "ok" if not gaps else f"VIOLATED in {len(gaps)} chats, e.g. {gaps[:3]} (chat, last_seq, messages)"
         )
     s6 = (results["scenarios"].get("S6") or {}).get("ours")
     if s6 and "unique" in s6:

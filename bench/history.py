@@ -44,10 +44,7 @@ def run(
     max_s: float,
 ) -> dict:
     """``requests`` timed requests per query after 5 warm-up ones; at most ``max_s`` each."""
-    conns = [
-        http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        for port in server.ports
-    ]
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for port in server.ports]
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     out: dict = {
         "chat_id": chat_id,
@@ -105,7 +102,5 @@ def _check(status: int, body: bytes, first_seq: int) -> str | None:
         return f"{len(results)} results"
     seqs = [m["seq"] for m in results]
     if seqs != list(range(first_seq, first_seq + PAGE)):
-        return (
-            f"seq {seqs[0]}..{seqs[-1]}, expected {first_seq}..{first_seq + PAGE - 1}"
-        )
+        return f"seq {seqs[0]}..{seqs[-1]}, expected {first_seq}..{first_seq + PAGE - 1}"
     return None

@@ -144,9 +144,7 @@ class Server:
     def rss_kib(self) -> int:
         return sum(memory_kib(p).get("VmRSS", 0) for p in self.pids)
 
-    def wait_idle(
-        self, *, below_pct: float = 5.0, window_s: float = 0.5, timeout_s: float = 30.0
-    ) -> float:
+    def wait_idle(self, *, below_pct: float = 5.0, window_s: float = 0.5, timeout_s: float = 30.0) -> float:
         """Block until the server's CPU over ``window_s`` is under ``below_pct``; returns seconds waited."""
         start = time.perf_counter()
         while time.perf_counter() - start < timeout_s:
@@ -165,16 +163,13 @@ class Server:
             except OSError:
                 continue
             for line in text.splitlines():
-                if any(
-                    word in line
-                    for word in ("Traceback", "ERROR", "WARNING", "Error:", "CRITICAL")
-                ):
+                if any(word in line for word in ("Traceback", "ERROR", "WARNING", "Error:", "CRITICAL")):
                     found.append(f"{path.name}: {line.strip()[:300]}")
         return found
 
     def wait_ready(self) -> None:
         try:
-            for proc, port, log in zip(self.procs, self.ports, self.logs):
+            for proc, port, log in zip(self.procs, self.ports, self.logs, strict=True):
                 try:
                     wait_port(port, proc)
                 except RuntimeError as exc:
@@ -201,9 +196,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout_s: float = 60.0) -> Non
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"server on port {port} exited with {proc.returncode} before listening"
-            )
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode} before listening")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -282,9 +275,21 @@ def ours_argv(how: str):
     def argv(port: int) -> list[str]:
         if how == "uvicorn":
             return [
-                PYTHON, "-m", "uvicorn", "messenger.asgi:application", "--host", "127.0.0.1",
-                "--port", str(port), "--ws-max-size", "65536", "--no-access-log",
-                "--lifespan", "off", "--ws-per-message-deflate", "false",
+                PYTHON,
+                "-m",
+                "uvicorn",
+                "messenger.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--ws-max-size",
+                "65536",
+                "--no-access-log",
+                "--lifespan",
+                "off",
+                "--ws-per-message-deflate",
+                "false",
             ]
         return [PYTHON, "-m", "runtime.serve", "-b", "127.0.0.1", "-p", str(port)]
 

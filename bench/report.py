@@ -19,13 +19,7 @@ from .profiles import (
 def _ms(value) -> str:
     if value is None:
         return "–"
-    return (
-        f"{value:.2f}"
-        if value < 10
-        else f"{value:.1f}"
-        if value < 100
-        else f"{value:.0f}"
-    )
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
 def _lat(summary: dict | None) -> list[str]:
@@ -98,9 +92,7 @@ def summary_rows(results: dict) -> list[list[str]]:
             if scenario == "S1":
                 step = _best_step(r.get("steps", []))
                 best = r.get("max_sustained_rate", 0)
-                figure = f"max sustained **{best}** msgs/s" + (
-                    "" if best else " (none passed; 1st step shown)"
-                )
+                figure = f"max sustained **{best}** msgs/s" + ("" if best else " (none passed; 1st step shown)")
                 ok = best >= S1_TARGET_RATE
                 rows.append(
                     [
@@ -167,9 +159,7 @@ def summary_rows(results: dict) -> list[list[str]]:
                         f"<= {S3_TARGET_KIB:.0f} KiB, >= {S3_TARGET_CONNECTS}/s",
                         _met(
                             ours,
-                            kib is not None
-                            and kib <= S3_TARGET_KIB
-                            and cps >= S3_TARGET_CONNECTS,
+                            kib is not None and kib <= S3_TARGET_KIB and cps >= S3_TARGET_CONNECTS,
                         ),
                     ]
                 )
@@ -186,9 +176,7 @@ def summary_rows(results: dict) -> list[list[str]]:
                             str(bad),
                             *_srv(r.get("server")),
                             f"p99 <= {S4_P99_MS:.0f} ms",
-                            _met(
-                                ours, p99 is not None and p99 <= S4_P99_MS and not bad
-                            ),
+                            _met(ours, p99 is not None and p99 <= S4_P99_MS and not bad),
                         ]
                     )
             elif scenario == "S5":
@@ -232,9 +220,7 @@ def summary_rows(results: dict) -> list[list[str]]:
                         f"<= {S6_MAX_OVERHEAD_PCT:.0f} %",
                         _met(
                             ours,
-                            over is not None
-                            and over <= S6_MAX_OVERHEAD_PCT
-                            and not r.get("bad_pairs"),
+                            over is not None and over <= S6_MAX_OVERHEAD_PCT and not r.get("bad_pairs"),
                         ),
                     ]
                 )

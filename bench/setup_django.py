@@ -41,9 +41,7 @@ def log(text: str) -> None:
 
 def ensure_users(n: int) -> list[int]:
     names = [f"{PREFIX}{i:06d}" for i in range(1, n + 1)]
-    have = set(
-        User.objects.filter(username__in=names).values_list("username", flat=True)
-    )
+    have = set(User.objects.filter(username__in=names).values_list("username", flat=True))
     missing = [name for name in names if name not in have]
     if missing:
         log(f"creating {len(missing)} users")
@@ -58,21 +56,15 @@ def ensure_users(n: int) -> list[int]:
             ],
             batch_size=2000,
         )
-    by_name = dict(
-        User.objects.filter(username__in=names).values_list("username", "id")
-    )
+    by_name = dict(User.objects.filter(username__in=names).values_list("username", "id"))
     return [by_name[name] for name in names]
 
 
 def ensure_group(*, title: str, user_ids: list[int]) -> Chat:
-    chat = Chat.objects.filter(
-        kind=Chat.Kind.GROUP, title=title, created_by_id=user_ids[0]
-    ).first()
+    chat = Chat.objects.filter(kind=Chat.Kind.GROUP, title=title, created_by_id=user_ids[0]).first()
     if chat is None:
         log(f"creating group {title!r} of {len(user_ids)} members")
-        chat = services.create_group(
-            user_id=user_ids[0], title=title, member_ids=user_ids[1:]
-        )
+        chat = services.create_group(user_id=user_ids[0], title=title, member_ids=user_ids[1:])
     return chat
 
 
@@ -102,9 +94,7 @@ def fill_messages(*, chat: Chat, sender_id: int, upto_seq: int) -> int:
             "UPDATE chats_membership SET last_read_seq = %s WHERE chat_id = %s",
             [upto_seq, chat.id],
         )
-        cur.execute(
-            "UPDATE chats_chat SET read_all_seq = %s WHERE id = %s", [upto_seq, chat.id]
-        )
+        cur.execute("UPDATE chats_chat SET read_all_seq = %s WHERE id = %s", [upto_seq, chat.id])
     with connection.cursor() as cur:
         cur.execute("ANALYZE chats_message")
     log(f"inserted in {time.perf_counter() - t0:.1f} s")
@@ -128,18 +118,14 @@ def prepare(spec: dict) -> dict:
     pairs = []
     for k in range(spec["pairs"]):
         a, b = users[2 * k], users[2 * k + 1]
-        pairs.append(
-            [a, b, services.open_direct_chat(user_id=a, other_user_id=b).chat.id]
-        )
+        pairs.append([a, b, services.open_direct_chat(user_id=a, other_user_id=b).chat.id])
     groups = {}
     for name, size in spec["groups"].items():
         chat = ensure_group(title=f"{PREFIX}-{name}-{size}", user_ids=users[:size])
         groups[name] = {"chat_id": chat.id, "members": users[:size]}
     s5 = spec.get("read_group")
     if s5:
-        chat = ensure_group(
-            title=f"{PREFIX}-reads-{s5['size']}", user_ids=users[: s5["size"]]
-        )
+        chat = ensure_group(title=f"{PREFIX}-reads-{s5['size']}", user_ids=users[: s5["size"]])
         last_seq = fill_messages(chat=chat, sender_id=users[0], upto_seq=s5["messages"])
         groups["reads"] = {
             "chat_id": chat.id,
@@ -149,9 +135,7 @@ def prepare(spec: dict) -> dict:
     history = None
     if spec.get("history_messages"):
         chat = ensure_group(title=f"{PREFIX}-history", user_ids=users[:2])
-        last_seq = fill_messages(
-            chat=chat, sender_id=users[0], upto_seq=spec["history_messages"] + 1
-        )
+        last_seq = fill_messages(chat=chat, sender_id=users[0], upto_seq=spec["history_messages"] + 1)
         history = {
             "chat_id": chat.id,
             "user_id": users[1],
@@ -173,9 +157,7 @@ def prepare(spec: dict) -> dict:
 def history(min_messages: int) -> dict:
     """The chat with the most messages in this database, if it has at least ``min_messages``."""
     with connection.cursor() as cur:
-        cur.execute(
-            "SELECT id, last_seq FROM chats_chat ORDER BY last_seq DESC LIMIT 1"
-        )
+        cur.execute("SELECT id, last_seq FROM chats_chat ORDER BY last_seq DESC LIMIT 1")
         row = cur.fetchone()
     if row is None or row[1] < min_messages:
         return {}
@@ -211,9 +193,5 @@ if __name__ == "__main__":
     parser.add_argument("--spec", default="{}")
     parser.add_argument("--min-messages", type=int, default=1_000_000)
     args = parser.parse_args()
-    result = (
-        prepare(json.loads(args.spec))
-        if args.command == "prepare"
-        else history(args.min_messages)
-    )
+    result = prepare(json.loads(args.spec)) if args.command == "prepare" else history(args.min_messages)
     json.dump(result, sys.stdout)

@@ -50,6 +50,6 @@ def quantile_bounds(before: dict | None, after: dict | None, qs=(0.5, 0.99, 0.99
         return {"count": 0}
     out: dict = {"count": int(n)}
     for q in qs:
-        bound = next(b for b, c in zip(bounds, counts) if c >= q * n)
+        bound = next(b for b, c in zip(bounds, counts, strict=True) if c >= q * n)
         out[f"p{q * 100:g}_le_ms"] = None if bound == float("inf") else round(bound * 1000, 3)
     return out

@@ -76,7 +76,14 @@ class ChatIdFilter(admin.SimpleListFilter):
 @admin.register(Chat)
 class ChatAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "kind", "title", "created_by", "members_total", "messages", "read_all_seq", "last_activity_at",
+        "id",
+        "kind",
+        "title",
+        "created_by",
+        "members_total",
+        "messages",
+        "read_all_seq",
+        "last_activity_at",
     )
     list_filter = ("kind",)
     search_fields = ("title",)
@@ -90,7 +97,11 @@ class ChatAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         members = (
-            Membership.objects.filter(chat_id=OuterRef("pk")).order_by().values("chat_id").annotate(n=Count("id")).values("n")[:1]
+            Membership.objects.filter(chat_id=OuterRef("pk"))
+            .order_by()
+            .values("chat_id")
+            .annotate(n=Count("id"))
+            .values("n")[:1]
         )
         return super().get_queryset(request).annotate(_members=Coalesce(Subquery(members), 0))
 

@@ -83,7 +83,12 @@ class ChatConsumer(SocketConsumer):
             self._opened_at = None
             logger.info(
                 "socket.close",
-                extra={"user_id": self.user_id, "code": code, "duration_ms": duration_ms, "request_id": self.request_id},
+                extra={
+                    "user_id": self.user_id,
+                    "code": code,
+                    "duration_ms": duration_ms,
+                    "request_id": self.request_id,
+                },
             )
         if self.user_id is None:
             return
@@ -91,7 +96,7 @@ class ChatConsumer(SocketConsumer):
             self._expiry_handle.cancel()
         try:
             await self.channel_layer.group_discard(self.group, self.channel_name)
-        except Exception:  # noqa: BLE001 - the layer may be down; the socket is going anyway
+        except Exception:
             logger.warning("group_discard failed", exc_info=True)
 
     def _schedule_expiry(self, exp: int | None) -> None:
@@ -105,7 +110,14 @@ class ChatConsumer(SocketConsumer):
         self._expiry_handle = loop.call_later(delay, lambda: asyncio.ensure_future(self._expire()))
 
     async def _expire(self) -> None:
-        await self._send({"type": "error", "code": "token_expired", "detail": "Access token expired; reconnect with a fresh one.", "ref": None})
+        await self._send(
+            {
+                "type": "error",
+                "code": "token_expired",
+                "detail": "Access token expired; reconnect with a fresh one.",
+                "ref": None,
+            }
+        )
         await self.close(code=CLOSE_UNAUTHORIZED)
 
     # --- inbound frames ---------------------------------------------------------------
@@ -149,8 +161,13 @@ class ChatConsumer(SocketConsumer):
         )
         # The ack first: the sending device learns its message is stored before anyone else hears of it.
         await self._send(
-            {"type": "message.ack", "client_id": client_id, "duplicate": result.duplicate, "message": result.payload(),
-             "ref": frame.ref}
+            {
+                "type": "message.ack",
+                "client_id": client_id,
+                "duplicate": result.duplicate,
+                "message": result.payload(),
+                "ref": frame.ref,
+            }
         )
         await realtime.send_events(emitted)
 
@@ -213,7 +230,14 @@ class ChatConsumer(SocketConsumer):
         4503 so the client reconnects and catches up by ``after_seq`` (docs/PROTOCOL.md §9),
         which also brings chats it joined or left in the meantime."""
         if self.user_id is not None:
-            await self._send({"type": "error", "code": "resync_required", "detail": "Live events may have been lost; reconnect and catch up.", "ref": None})
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "resync_required",
+                    "detail": "Live events may have been lost; reconnect and catch up.",
+                    "ref": None,
+                }
+            )
             await self.close(code=CLOSE_RESYNC)
 
     async def _send(self, payload: dict) -> None:

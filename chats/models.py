@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from .validation import CLIENT_ID_MAX
+
 
 class Chat(models.Model):
     class Kind(models.TextChoices):
@@ -38,7 +40,9 @@ class Chat(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=(models.Q(kind="direct", direct_key__isnull=False) | models.Q(kind="group", direct_key__isnull=True)),
+                condition=(
+                    models.Q(kind="direct", direct_key__isnull=False) | models.Q(kind="group", direct_key__isnull=True)
+                ),
                 name="chats_chat_direct_key_iff_direct",
             ),
             models.CheckConstraint(condition=models.Q(last_seq__gte=0), name="chats_chat_last_seq_non_negative"),
@@ -94,12 +98,16 @@ class Message(models.Model):
     chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages", db_index=False)
     seq = models.BigIntegerField()
     sender = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages",
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
         db_index=False,
     )
     kind = models.CharField(max_length=6, choices=Kind.choices, default=Kind.TEXT)
     text = models.TextField()
-    client_id = models.CharField(max_length=64, null=True, blank=True)
+    client_id = models.CharField(max_length=CLIENT_ID_MAX, null=True, blank=True)  # noqa: DJ001 - NULL (system messages) is not a key; unique (sender, client_id) must ignore it
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -54,6 +54,8 @@ def chat_payload(view: ChatView) -> dict:
         "unread_count": view.unread_count,
         "read_all_seq": chat.read_all_seq,
         "last_message": (
-            message_payload(view.last_message, read_all_seq=chat.read_all_seq) if view.last_message is not None else None
+            message_payload(view.last_message, read_all_seq=chat.read_all_seq)
+            if view.last_message is not None
+            else None
         ),
     }

@@ -86,9 +86,10 @@ def _views_for(memberships: list[Membership]) -> list[ChatView]:
     members_by_chat: dict[int, list[Membership]] = {cid: [] for cid in small}
     if small:
         for member in (
-            Membership.objects.filter(chat_id__in=small).select_related("user").only(
-                "id", "chat_id", "role", "user__id", "user__username"
-            ).order_by("chat_id", "id")
+            Membership.objects.filter(chat_id__in=small)
+            .select_related("user")
+            .only("id", "chat_id", "role", "user__id", "user__username")
+            .order_by("chat_id", "id")
         ):
             members_by_chat[member.chat_id].append(member)
     last_by_chat: dict[int, Message] = {}

@@ -11,8 +11,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from .models import Chat, Membership, Message
-
 from .validation import CLIENT_ID_MAX, MAX_ID
+
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
 
@@ -44,7 +44,9 @@ class ChatSerializer(serializers.Serializer):
     title = serializers.CharField(allow_blank=True)
     created_by = serializers.IntegerField(allow_null=True)
     created_at = serializers.DateTimeField()
-    members = MemberSerializer(many=True, allow_null=True, help_text="Inline for chats of up to 100 members, else null.")
+    members = MemberSerializer(
+        many=True, allow_null=True, help_text="Inline for chats of up to 100 members, else null."
+    )
     members_count = serializers.IntegerField()
     last_seq = serializers.IntegerField()
     last_read_seq = serializers.IntegerField(help_text="The caller's read watermark.")
@@ -75,7 +77,9 @@ class ReadStateSerializer(serializers.Serializer):
 
 class ChatCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Chat.Kind.choices)
-    user_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID, help_text="direct: the other user.")
+    user_id = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_ID, help_text="direct: the other user."
+    )
     title = serializers.CharField(required=False, max_length=128, help_text="group: its title.")
     member_ids = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
@@ -115,7 +119,9 @@ class ReadSerializer(serializers.Serializer):
 
 
 class HistoryQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(required=False, default=DEFAULT_PAGE, min_value=0, help_text="Default 50; clamped to 200.")
+    limit = serializers.IntegerField(
+        required=False, default=DEFAULT_PAGE, min_value=0, help_text="Default 50; clamped to 200."
+    )
     offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**62)
 
     def validate_limit(self, value: int) -> int:
@@ -125,7 +131,9 @@ class HistoryQuerySerializer(serializers.Serializer):
 class CursorQuerySerializer(serializers.Serializer):
     after_seq = serializers.IntegerField(required=False, min_value=0, max_value=2**62)
     before_seq = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
-    limit = serializers.IntegerField(required=False, default=DEFAULT_PAGE, min_value=1, help_text="Default 50; clamped to 200.")
+    limit = serializers.IntegerField(
+        required=False, default=DEFAULT_PAGE, min_value=1, help_text="Default 50; clamped to 200."
+    )
 
     def validate_limit(self, value: int) -> int:
         return min(value, MAX_PAGE)

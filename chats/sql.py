@@ -130,8 +130,10 @@ RETURNING id, kind, last_seq, read_all_seq,
 )
 
 # The earlier message of a (sender, client_id), with its chat's read-by-everyone seq.
-_ORIGINAL_COLUMNS = "x.id, x.chat_id, x.seq, x.kind, x.text, x.created_at, " \
+_ORIGINAL_COLUMNS = (
+    "x.id, x.chat_id, x.seq, x.kind, x.text, x.created_at, "
     "(SELECT c.read_all_seq FROM chats_chat c WHERE c.id = x.chat_id)"
+)
 _PEER_INACTIVE = """(kind = 'direct' AND EXISTS (
           SELECT 1 FROM chats_membership p JOIN accounts_user u ON u.id = p.user_id
           WHERE p.chat_id = chats_chat.id AND NOT u.is_active))"""

@@ -41,8 +41,13 @@ def _chat_response(user_id: int, chat_id: int, status_code: int = 200) -> Respon
 
 
 @extend_schema_view(
-    list=extend_schema(summary="The caller's chats, most recent activity first", responses={200: ChatSerializer(many=True), 401: E[401]}),
-    retrieve=extend_schema(summary="One chat", parameters=[CHAT_ID], responses={200: ChatSerializer, 401: E[401], 404: E[404]}),
+    list=extend_schema(
+        summary="The caller's chats, most recent activity first",
+        responses={200: ChatSerializer(many=True), 401: E[401]},
+    ),
+    retrieve=extend_schema(
+        summary="One chat", parameters=[CHAT_ID], responses={200: ChatSerializer, 401: E[401], 404: E[404]}
+    ),
 )
 class ChatViewSet(viewsets.ViewSet):
     lookup_value_regex = r"[0-9]+"
@@ -60,7 +65,9 @@ class ChatViewSet(viewsets.ViewSet):
         responses={
             201: OpenApiResponse(ChatSerializer, description="Created."),
             200: OpenApiResponse(ChatSerializer, description="The existing direct chat with that user."),
-            400: E[400], 401: E[401], 404: E[404],
+            400: E[400],
+            401: E[401],
+            404: E[404],
         },
     )
     def create(self, request):
@@ -123,7 +130,12 @@ class ChatViewSet(viewsets.ViewSet):
         responses={
             201: OpenApiResponse(MessageSerializer, description="Stored."),
             200: OpenApiResponse(MessageSerializer, description="Duplicate client_id: the original message."),
-            400: E[400], 401: E[401], 403: E[403], 404: E[404], 409: E[409], 429: E[429],
+            400: E[400],
+            401: E[401],
+            403: E[403],
+            404: E[404],
+            409: E[409],
+            429: E[429],
         },
     )
     @action(detail=True, methods=["get", "post"], url_path="messages")
@@ -138,9 +150,13 @@ class ChatViewSet(viewsets.ViewSet):
         params = query.validated_data
         chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=pk)
         if "before_seq" in params:
-            rows, has_more = selectors.messages_before(chat=chat, before_seq=params["before_seq"], limit=params["limit"])
+            rows, has_more = selectors.messages_before(
+                chat=chat, before_seq=params["before_seq"], limit=params["limit"]
+            )
         else:
-            rows, has_more = selectors.messages_after(chat=chat, after_seq=params.get("after_seq", 0), limit=params["limit"])
+            rows, has_more = selectors.messages_after(
+                chat=chat, after_seq=params.get("after_seq", 0), limit=params["limit"]
+            )
         return Response(
             {"results": [message_payload(m, read_all_seq=chat.read_all_seq) for m in rows], "has_more": has_more}
         )
@@ -173,7 +189,11 @@ class HistoryView(APIView):
         rows = selectors.history_page(chat=chat, offset=offset, limit=limit)
         count = chat.last_seq
         url = request.build_absolute_uri()
-        next_url = replace_query_param(replace_query_param(url, "limit", limit), "offset", offset + limit) if limit and offset + limit < count else None
+        next_url = (
+            replace_query_param(replace_query_param(url, "limit", limit), "offset", offset + limit)
+            if limit and offset + limit < count
+            else None
+        )
         if offset <= 0 or not limit:
             previous_url = None
         elif offset - limit <= 0:

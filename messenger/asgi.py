@@ -4,13 +4,12 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "messenger.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
-from django.conf import settings  # noqa: E402
-
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from accounts.auth import JWTAuthMiddleware  # noqa: E402
 from chats.routing import websocket_application  # noqa: E402

@@ -45,11 +45,7 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
 if not DEBUG:
-    missing = [
-        name
-        for name in ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL")
-        if not os.environ.get(name)
-    ]
+    missing = [name for name in ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL") if not os.environ.get(name)]
     if missing:
         raise ImproperlyConfigured(
             "Production settings (DEBUG=false) need these environment variables: " + ", ".join(missing)
@@ -270,7 +266,11 @@ LOGGING = {
         "request_id": {"()": "ops.logs.RequestIdFilter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["redact_secrets", "request_id"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "structured",
+            "filters": ["redact_secrets", "request_id"],
+        }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {

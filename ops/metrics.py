@@ -64,7 +64,9 @@ CHANNEL_LAYER_SEND_FAILURES = Counter(
     "messenger_channel_layer_send_failures_total", "Channel-layer sends that failed (the events were dropped)."
 )
 RATE_LIMITED = Counter(
-    "messenger_rate_limited_total", "Requests refused by a rate limit (send: per-user sends; auth: DRF throttles).", ["limit"]
+    "messenger_rate_limited_total",
+    "Requests refused by a rate limit (send: per-user sends; auth: DRF throttles).",
+    ["limit"],
 )
 DB_ERRORS = Counter("messenger_db_errors_total", "Database errors answered as service_unavailable.", ["source"])
 REDIS_ERRORS = Counter("messenger_redis_errors_total", "Redis errors (channel layer or cache).", ["source"])

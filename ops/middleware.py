@@ -73,7 +73,6 @@ class HybridMiddleware:
 
 
 class RequestLogMiddleware(HybridMiddleware):
-
     def __call__(self, request: HttpRequest):
         if self.is_async:
             return self._acall(request)

@@ -23,7 +23,6 @@ import psycopg
 from django.conf import settings
 from django.db import connections
 
-
 _wrapper = None
 
 

@@ -3,8 +3,7 @@
 Django's ASGI handler runs each request's sync code (middleware, DRF views, the ORM) in a
 thread made for that request (``ThreadSensitiveContext``) and thrown away after it. Django's
 connections are per thread, so under ASGI ``CONN_MAX_AGE`` never gets to reuse one: every
-request opens a new PostgreSQL connection (py-spy: ~12 % of a ``/history`` request's samples
-were in ``connect``), and the number of request threads -- and connections -- has no bound.
+request opens a new PostgreSQL connection (see docs/PERFORMANCE.md for what it cost), and the number of request threads -- and connections -- has no bound.
 
 :class:`ThreadLeasingHTTP` wraps the Django ASGI app and gives each request one of at most
 ``HTTP_THREADS`` single-thread executors for its whole life, through asgiref's own

@@ -1,9 +1,8 @@
 """A compact asyncio queue for the two queues every socket holds.
 
-``asyncio.Queue`` allocates three deques and an ``Event`` (with a fourth deque) up front, each
-deque a 64-slot block: ~3.5 KiB per queue. Every socket has two -- daphne's input queue for
-the application and the channel layer's inbox for the consumer's channel -- which was ~7 KiB
-of the ~40 KiB an idle socket cost (counted with ``gc.get_objects()`` on 1 000 sockets).
+``asyncio.Queue`` allocates three deques and an ``Event`` (with a fourth deque) up front.
+Every socket has two -- daphne's input queue for the application and the channel layer's
+inbox for the consumer's channel (the figures: runtime/README.md, docs/PERFORMANCE.md).
 :class:`Inbox` has the part of the interface those two use (``put_nowait``, ``await get()``,
 ``qsize``, ``empty``) and holds no deque while empty.
 

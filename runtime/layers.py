@@ -28,7 +28,7 @@ And surviving a Redis restart (each point found by the fault suite, ``tests/faul
   resumes; but every event published while the connection was down is gone, and a socket
   notices a lost ``message.new`` only when a later one in the same chat shows a seq gap --
   the last message of a quiet chat would stay invisible. So after re-subscribing, every
-  local consumer in a group gets ``layer.resync`` (:data:`RESYNC`); ``ChatConsumer`` closes
+  local consumer in a group gets ``layer.resync`` (:data:`RESYNC`); the chat consumer closes
   its socket with 4503 and the client reconnects and catches up by ``after_seq``.
 * **No wake-up lost to a stale connection.** Pooled publishing connections die with the
   server and redis-py (no retry configured) fails the next PUBLISH on each of them, after
@@ -80,7 +80,7 @@ class _OwnedPubSub(PubSub):
             raise RedisConnectionError("pub/sub connection to Redis is down; the receive loop re-establishes it")
         await super().connect()
 
-    async def parse_response(self, block: bool = True, timeout: float = 0):
+    async def parse_response(self, block: bool = True, timeout: float = 0):  # noqa: ASYNC109 - redis-py's signature
         if self.connection is not None and not self.connection.is_connected:
             raise RedisConnectionError("pub/sub connection to Redis is down")
         return await super().parse_response(block=block, timeout=timeout)
@@ -213,7 +213,7 @@ class _ResyncingLoopLayer(RedisPubSubLoopLayer):
             for n, receiver in enumerate(receivers, 1):
                 try:
                     await receiver(message)
-                except Exception:  # noqa: BLE001 - one socket's failure must not starve the others
+                except Exception:
                     logger.exception("direct delivery to a local socket failed")
                 if n % DIRECT_YIELD_EVERY == 0:
                     # A socket send does not suspend, so 1 000 of them would hold the loop for

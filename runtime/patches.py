@@ -71,13 +71,19 @@ UPSTREAM = [
     Upstream("channels.consumer:get_handler_name", ("message",), "runtime.consumer"),
     Upstream("channels.generic.websocket:AsyncWebsocketConsumer.websocket_receive", ("message",), "runtime.consumer"),
     Upstream(
-        "channels.generic.websocket:AsyncWebsocketConsumer.send", ("text_data", "bytes_data", "close"), "runtime.consumer"
+        "channels.generic.websocket:AsyncWebsocketConsumer.send",
+        ("text_data", "bytes_data", "close"),
+        "runtime.consumer",
     ),
     Upstream("channels.generic.websocket:AsyncWebsocketConsumer.close", ("code", "reason"), "runtime.consumer"),
-    Upstream("channels.generic.websocket:AsyncWebsocketConsumer.websocket_disconnect", ("message",), "runtime.consumer"),
+    Upstream(
+        "channels.generic.websocket:AsyncWebsocketConsumer.websocket_disconnect", ("message",), "runtime.consumer"
+    ),
     Upstream("autobahn.exception:Disconnected", None, "runtime.consumer"),
     # runtime/origin.py: Channels' origin check
-    Upstream("channels.security.websocket:OriginValidator.__init__", ("application", "allowed_origins"), "runtime.origin"),
+    Upstream(
+        "channels.security.websocket:OriginValidator.__init__", ("application", "allowed_origins"), "runtime.origin"
+    ),
     Upstream("channels.security.websocket:OriginValidator.valid_origin", ("parsed_origin",), "runtime.origin"),
     # runtime/async_db.py: Django's PostgreSQL backend, for connection parameters and error mapping
     Upstream("django.db.backends.postgresql.base:DatabaseWrapper.get_connection_params", (), "runtime.async_db"),

@@ -145,7 +145,9 @@ def run_sync(plan: Plan[T]) -> T:
 def _execute_sync(step: Step) -> Any:
     if isinstance(step, Fetch):
         connection.ensure_connection()
-        in_savepoint = transaction.atomic() if step.savepoint and connection.in_atomic_block else contextlib.nullcontext()
+        in_savepoint = (
+            transaction.atomic() if step.savepoint and connection.in_atomic_block else contextlib.nullcontext()
+        )
         with in_savepoint, connection.wrap_database_errors, connection.connection.cursor() as cursor:
             cursor.execute(step.statement.sql, step.params, prepare=True)
             rows = cursor.fetchall() if cursor.description else []

@@ -19,6 +19,6 @@ class SocketRouter:
         path = scope.get("path", "")
         root_path = scope.get("root_path", "")
         if root_path and path.startswith(root_path):
-            path = path[len(root_path):]
+            path = path[len(root_path) :]
         app = self.routes.get(path, self.fallback)
         return await app(scope, receive, send)

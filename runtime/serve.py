@@ -44,7 +44,7 @@ from daphne.ws_protocol import WebSocketProtocol
 # Imported after daphne.server, which installs the asyncio reactor.
 from twisted.internet import reactor  # isort: skip
 
-from runtime.inbox import Inbox  # noqa: E402
+from runtime.inbox import Inbox
 
 logger = logging.getLogger(__name__)
 

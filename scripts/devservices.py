@@ -112,8 +112,9 @@ def postgres_url() -> str:
             log(f"initialising PostgreSQL in {PG_DIR.relative_to(ROOT)} (first run only)")
         server = _pg_server()
         info = server.get_postmaster_info()
-        with psycopg.connect(host=str(info.socket_dir), port=info.port, user=PG_USER, dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host=str(info.socket_dir), port=info.port, user=PG_USER, dbname="postgres", autocommit=True
+        ) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone():
                 conn.execute(f'CREATE DATABASE "{DB_NAME}"')
     # dj-database-url reads a percent-encoded host as a socket directory.

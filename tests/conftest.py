@@ -47,7 +47,7 @@ def pytest_configure(config):
     else:
         try:
             redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=3).ping()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             problems.append(f"Redis (REDIS_URL) is unreachable: {exc}")
     if problems:
         raise pytest.UsageError(
@@ -122,7 +122,9 @@ def api():
     return _client
 
 
-async def ws_connect(user=None, *, token: str | None = None, headers=None, path: str | None = None, expect_ready: bool = True):
+async def ws_connect(
+    user=None, *, token: str | None = None, headers=None, path: str | None = None, expect_ready: bool = True
+):
     """Open ``/ws/`` through the real ASGI stack (origin check + JWT + router)."""
     from messenger.asgi import application
 

@@ -192,7 +192,10 @@ def test_catch_up_after_reconnect_returns_exactly_the_missed_messages(daphnes, m
 
         sent = []
         for n in range(k):
-            send(alice_on_a, {"type": "message.send", "chat_id": chat.id, "client_id": f"missed-{n}", "text": f"missed {n}"})
+            send(
+                alice_on_a,
+                {"type": "message.send", "chat_id": chat.id, "client_id": f"missed-{n}", "text": f"missed {n}"},
+            )
             sent.append(recv_until(alice_on_a, "message.ack")["message"])
 
         # Subscribe first, then fetch what was missed.

@@ -17,9 +17,7 @@ from django.views.decorators.http import require_safe
 from django.views.static import serve
 
 ASSET_DIR = Path(__file__).resolve().parent / "static" / "webclient"
-ASSETS = frozenset(
-    p.name for p in ASSET_DIR.iterdir() if p.suffix in {".js", ".css", ".svg"}
-)
+ASSETS = frozenset(p.name for p in ASSET_DIR.iterdir() if p.suffix in {".js", ".css", ".svg"})
 
 
 @require_safe

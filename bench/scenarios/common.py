@@ -77,41 +77,23 @@ async def run_step(
     abort_after = ctx.profile.abort_backlog_s
 
     def abort(t: float) -> str | None:
-        return (
-            f"backlog older than {abort_after} s"
-            if tracker.oldest_age(t) > abort_after
-            else None
-        )
+        return f"backlog older than {abort_after} s" if tracker.oldest_age(t) > abort_after else None
 
-    pg_before = (
-        db.table_writes(ctx.pg_base, ctx.bench_db) if server.kind == "ours" else None
-    )
+    pg_before = db.table_writes(ctx.pg_base, ctx.bench_db) if server.kind == "ours" else None
     meter = server.meter()
     cpu0 = client_cpu_seconds()
     loop = await open_loop(rate=rate, duration_s=duration_s, fire=fire, abort=abort)
     await wait_until(tracker.done, ctx.profile.deadline_s)
     usage = meter.stop()
     client_cpu = client_cpu_seconds() - cpu0
-    summary = (
-        tracker.summary()
-    )  # as of the deadline: what came later is lost for latency purposes
+    summary = tracker.summary()  # as of the deadline: what came later is lost for latency purposes
     pg = None
     if pg_before is not None:
         # Approximate (a backend flushes its counters at exit or when idle): new PostgreSQL
         # sessions and commits per message sent.
-        delta = db.writes_delta(pg_before, db.table_writes(ctx.pg_base, ctx.bench_db))[
-            "_db"
-        ]
-        pg = (
-            {k: round(v / loop.sent, 2) for k, v in delta.items()}
-            if loop.sent
-            else None
-        )
-    span = (
-        (tracker.last_receipt - tracker.first_sched)
-        if tracker.first_sched and tracker.last_receipt
-        else 0.0
-    )
+        delta = db.writes_delta(pg_before, db.table_writes(ctx.pg_base, ctx.bench_db))["_db"]
+        pg = {k: round(v / loop.sent, 2) for k, v in delta.items()} if loop.sent else None
+    span = (tracker.last_receipt - tracker.first_sched) if tracker.first_sched and tracker.last_receipt else 0.0
     out = {
         "offered_rate": rate,
         "scheduled": loop.scheduled,
@@ -122,9 +104,7 @@ async def run_step(
         "delivered_per_s": round(tracker.delivered / span, 1) if span > 0 else 0.0,
         "send_lag": loop.send_lag.summary(),
         "server": usage.as_dict(),
-        "client_cpu_pct": round(100.0 * client_cpu / usage.wall_s, 1)
-        if usage.wall_s
-        else 0.0,
+        "client_cpu_pct": round(100.0 * client_cpu / usage.wall_s, 1) if usage.wall_s else 0.0,
         "pg_per_message": pg,
     }
     if not tracker.done():

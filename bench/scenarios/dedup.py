@@ -29,10 +29,7 @@ async def s6_dedup(ctx: Context, server: Server) -> dict:
         specs += [ConnSpec(a, (chat,), 2 * k), ConnSpec(a, (chat,), 2 * k + 1)]
     connected = await open_conns(server, specs, ctx.tokens)
     by_spec = {c.spec: c for c in connected.conns}
-    devices = [
-        (by_spec.get(specs[2 * k]), by_spec.get(specs[2 * k + 1]), chat)
-        for k, (_, _, chat) in enumerate(pairs)
-    ]
+    devices = [(by_spec.get(specs[2 * k]), by_spec.get(specs[2 * k + 1]), chat) for k, (_, _, chat) in enumerate(pairs)]
     devices = [d for d in devices if d[0] is not None and d[1] is not None]
     result: dict = {"connect": connect_summary(connected), "users": len(devices)}
     if not devices:
@@ -48,9 +45,7 @@ async def s6_dedup(ctx: Context, server: Server) -> dict:
             fut = waiting.pop((id(conn), frame.get("client_id")), None)
             if fut is not None and not fut.done():
                 msg = frame.get("message") or {}
-                fut.set_result(
-                    (t, bool(frame.get("duplicate")), msg.get("id"), msg.get("seq"))
-                )
+                fut.set_result((t, bool(frame.get("duplicate")), msg.get("id"), msg.get("seq")))
         elif kind == "error":
             errors[str(frame.get("code"))] = errors.get(str(frame.get("code")), 0) + 1
             fut = waiting.pop((id(conn), frame.get("ref")), None)
@@ -67,9 +62,7 @@ async def s6_dedup(ctx: Context, server: Server) -> dict:
         conn.send_now(send_frame(chat, key))
         return fut
 
-    async def unique_worker(
-        w: int, conn: Conn, chat: int, until: float, hist: Histogram, tag: str
-    ) -> int:
+    async def unique_worker(w: int, conn: Conn, chat: int, until: float, hist: Histogram, tag: str) -> int:
         done = 0
         j = 0
         while now() < until and j < 100_000:
@@ -87,9 +80,7 @@ async def s6_dedup(ctx: Context, server: Server) -> dict:
 
     bad_pairs = 0
 
-    async def dup_worker(
-        w: int, c1: Conn, c2: Conn, chat: int, until: float, hist: Histogram, tag: str
-    ) -> int:
+    async def dup_worker(w: int, c1: Conn, c2: Conn, chat: int, until: float, hist: Histogram, tag: str) -> int:
         nonlocal bad_pairs
         done = 0
         j = 0
@@ -119,21 +110,14 @@ async def s6_dedup(ctx: Context, server: Server) -> dict:
         until = t0 + p.s6_s
         if kind == "unique":
             jobs = [
-                unique_worker(2 * k + s, d[s], d[2], until, hist, tag)
-                for k, d in enumerate(devices)
-                for s in (0, 1)
+                unique_worker(2 * k + s, d[s], d[2], until, hist, tag) for k, d in enumerate(devices) for s in (0, 1)
             ]
         else:
-            jobs = [
-                dup_worker(k, d[0], d[1], d[2], until, hist, tag)
-                for k, d in enumerate(devices)
-            ]
+            jobs = [dup_worker(k, d[0], d[1], d[2], until, hist, tag) for k, d in enumerate(devices)]
         acks = sum(await asyncio.gather(*jobs))
         elapsed = now() - t0
         usage = meter.stop()
-        stored, distinct = db.stored_with_prefix(
-            ctx.pg_base, ctx.bench_db, f"{ctx.run_id}-{tag}-"
-        )
+        stored, distinct = db.stored_with_prefix(ctx.pg_base, ctx.bench_db, f"{ctx.run_id}-{tag}-")
         messages = acks if kind == "unique" else acks // 2
         return {
             "in_flight": 2 * len(devices),
@@ -150,10 +134,7 @@ async def s6_dedup(ctx: Context, server: Server) -> dict:
 
     # Warm-up, not recorded.
     await asyncio.gather(
-        *(
-            unique_worker(k, d[0], d[2], now() + 0.5, Histogram(), "s6w")
-            for k, d in enumerate(devices)
-        )
+        *(unique_worker(k, d[0], d[2], now() + 0.5, Histogram(), "s6w") for k, d in enumerate(devices))
     )
     await settle(server)
     result["unique"] = await phase("unique")

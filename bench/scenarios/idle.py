@@ -32,9 +32,7 @@ async def s3_idle(ctx: Context, server: Server) -> dict:
     await asyncio.sleep(0.5)
     rss0 = server.rss_kib()
     meter = server.meter()
-    connected = await open_conns(
-        server, specs, ctx.tokens, concurrency=100, timeout_s=300
-    )
+    connected = await open_conns(server, specs, ctx.tokens, concurrency=100, timeout_s=300)
     connect_usage = meter.stop()
     await asyncio.sleep(1.0)
     await settle(server)

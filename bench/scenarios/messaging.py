@@ -29,10 +29,7 @@ async def s1_direct(ctx: Context, server: Server) -> dict:
     connected = await open_conns(server, specs, ctx.tokens)
     result: dict = {"connect": connect_summary(connected), "steps": []}
     by_spec = {c.spec: c for c in connected.conns}
-    links = [
-        (by_spec.get(specs[2 * k]), by_spec.get(specs[2 * k + 1]), chat)
-        for k, (_, _, chat) in enumerate(pairs)
-    ]
+    links = [(by_spec.get(specs[2 * k]), by_spec.get(specs[2 * k + 1]), chat) for k, (_, _, chat) in enumerate(pairs)]
     links = [link for link in links if link[0] is not None and link[1] is not None]
     if not links:
         result["error"] = "no pair connected"

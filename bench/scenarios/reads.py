@@ -34,9 +34,7 @@ async def s5_reads(ctx: Context, server: Server, *, stop_server) -> dict:
     members = group["members"][: p.s5_group]
     reads_per_member = int(p.s5_rate * p.s5_s) // len(members) + 1
     if reads_per_member >= group["last_seq"]:
-        return {
-            "error": f"read group has {group['last_seq']} messages, needs > {reads_per_member}"
-        }
+        return {"error": f"read group has {group['last_seq']} messages, needs > {reads_per_member}"}
     db.reset_read_group(ctx.pg_base, ctx.bench_db, chat_id=chat, watermark=0)
     specs = [ConnSpec(uid, (chat,), i) for i, uid in enumerate(members)]
     connected = await open_conns(server, specs, ctx.tokens)
@@ -102,11 +100,7 @@ async def s5_reads(ctx: Context, server: Server, *, stop_server) -> dict:
         rate=p.s5_rate,
         duration_s=p.s5_s,
         fire=fire,
-        abort=lambda t: (
-            f"backlog older than {abort_after} s"
-            if tracker.oldest_age(t) > abort_after
-            else None
-        ),
+        abort=lambda t: f"backlog older than {abort_after} s" if tracker.oldest_age(t) > abort_after else None,
     )
     await wait_until(tracker.done, p.deadline_s)
     usage = meter.stop()
@@ -127,11 +121,7 @@ async def s5_reads(ctx: Context, server: Server, *, stop_server) -> dict:
     stop_server()
     after = db.settled_table_writes(ctx.pg_base, ctx.bench_db)
     delta = db.writes_delta(before, after)
-    rows = sum(
-        v["ins"] + v["upd"] + v["del"]
-        for k, v in delta.items()
-        if not k.startswith("_")
-    )
+    rows = sum(v["ins"] + v["upd"] + v["del"] for k, v in delta.items() if not k.startswith("_"))
     result.update(
         {
             "offered_rate": p.s5_rate,
@@ -148,9 +138,7 @@ async def s5_reads(ctx: Context, server: Server, *, stop_server) -> dict:
             "table_writes": delta,
             "rows_written": rows,
             "rows_per_ack": round(rows / acks_total, 3) if acks_total else None,
-            "db_commits_per_ack": round(delta["_db"]["xact_commit"] / acks_total, 3)
-            if acks_total
-            else None,
+            "db_commits_per_ack": round(delta["_db"]["xact_commit"] / acks_total, 3) if acks_total else None,
             "server": usage.as_dict(),
         }
     )

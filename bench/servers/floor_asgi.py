@@ -24,9 +24,7 @@ from . import identity
 
 class FloorConsumer(AsyncWebsocketConsumer):
     async def connect(self):
-        self.user_id, self.rooms = identity(
-            self.scope.get("query_string", b"").decode("latin-1")
-        )
+        self.user_id, self.rooms = identity(self.scope.get("query_string", b"").decode("latin-1"))
         for room in self.rooms:
             await self.channel_layer.group_add(f"room.{room}", self.channel_name)
         await self.accept()
@@ -79,15 +77,11 @@ class FloorConsumer(AsyncWebsocketConsumer):
                 },
             )
         elif kind == "ping":
-            await self.send(
-                text_data=json.dumps({"type": "pong", "ref": frame.get("ref")})
-            )
+            await self.send(text_data=json.dumps({"type": "pong", "ref": frame.get("ref")}))
 
     async def room_message(self, event):
         if event.get("skip") != self.channel_name:
             await self.send(text_data=event["text"])
 
 
-application = ProtocolTypeRouter(
-    {"websocket": URLRouter([path("ws/", FloorConsumer.as_asgi())])}
-)
+application = ProtocolTypeRouter({"websocket": URLRouter([path("ws/", FloorConsumer.as_asgi())])})

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,78 +15,134 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Chat',
+            name="Chat",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('direct', 'Direct'), ('group', 'Group')], max_length=6)),
-                ('title', models.CharField(blank=True, default='', max_length=128)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seq', models.BigIntegerField(default=0)),
-                ('read_all_seq', models.BigIntegerField(default=0)),
-                ('last_activity_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('direct_key', models.CharField(blank=True, editable=False, max_length=41, null=True, unique=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("kind", models.CharField(choices=[("direct", "Direct"), ("group", "Group")], max_length=6)),
+                ("title", models.CharField(blank=True, default="", max_length=128)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_seq", models.BigIntegerField(default=0)),
+                ("read_all_seq", models.BigIntegerField(default=0)),
+                ("last_activity_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("direct_key", models.CharField(blank=True, editable=False, max_length=41, null=True, unique=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('owner', 'Owner'), ('admin', 'Admin'), ('member', 'Member')], default='member', max_length=6)),
-                ('joined_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_read_seq', models.BigIntegerField(default=0)),
-                ('chat', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='chats.chat')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("owner", "Owner"), ("admin", "Admin"), ("member", "Member")],
+                        default="member",
+                        max_length=6,
+                    ),
+                ),
+                ("joined_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_read_seq", models.BigIntegerField(default=0)),
+                (
+                    "chat",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="memberships", to="chats.chat"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='chat',
-            name='members',
-            field=models.ManyToManyField(related_name='chats', through='chats.Membership', to=settings.AUTH_USER_MODEL),
+            model_name="chat",
+            name="members",
+            field=models.ManyToManyField(related_name="chats", through="chats.Membership", to=settings.AUTH_USER_MODEL),
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('seq', models.BigIntegerField()),
-                ('kind', models.CharField(choices=[('text', 'Text'), ('system', 'System')], default='text', max_length=6)),
-                ('text', models.TextField()),
-                ('client_id', models.CharField(blank=True, max_length=64, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('chat', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='chats.chat')),
-                ('sender', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='messages', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("seq", models.BigIntegerField()),
+                (
+                    "kind",
+                    models.CharField(choices=[("text", "Text"), ("system", "System")], default="text", max_length=6),
+                ),
+                ("text", models.TextField()),
+                ("client_id", models.CharField(blank=True, max_length=64, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "chat",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="messages", to="chats.chat"
+                    ),
+                ),
+                (
+                    "sender",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="messages",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='membership',
-            index=models.Index(fields=['chat', 'last_read_seq'], name='chats_member_chat_read_idx'),
+            model_name="membership",
+            index=models.Index(fields=["chat", "last_read_seq"], name="chats_member_chat_read_idx"),
         ),
         migrations.AddIndex(
-            model_name='membership',
-            index=models.Index(fields=['user', 'chat'], name='chats_member_user_chat_idx'),
+            model_name="membership",
+            index=models.Index(fields=["user", "chat"], name="chats_member_user_chat_idx"),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('chat', 'user'), name='chats_membership_chat_user_unique'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(fields=("chat", "user"), name="chats_membership_chat_user_unique"),
         ),
         migrations.AddConstraint(
-            model_name='chat',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('direct_key__isnull', False), ('kind', 'direct')), models.Q(('direct_key__isnull', True), ('kind', 'group')), _connector='OR'), name='chats_chat_direct_key_iff_direct'),
+            model_name="chat",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("direct_key__isnull", False), ("kind", "direct")),
+                    models.Q(("direct_key__isnull", True), ("kind", "group")),
+                    _connector="OR",
+                ),
+                name="chats_chat_direct_key_iff_direct",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='chat',
-            constraint=models.CheckConstraint(condition=models.Q(('last_seq__gte', 0)), name='chats_chat_last_seq_non_negative'),
+            model_name="chat",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("last_seq__gte", 0)), name="chats_chat_last_seq_non_negative"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(fields=('chat', 'seq'), name='chats_message_chat_seq_unique'),
+            model_name="message",
+            constraint=models.UniqueConstraint(fields=("chat", "seq"), name="chats_message_chat_seq_unique"),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(fields=('sender', 'client_id'), name='chats_message_sender_client_id_unique'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                fields=("sender", "client_id"), name="chats_message_sender_client_id_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.CheckConstraint(condition=models.Q(('seq__gte', 1)), name='chats_message_seq_positive'),
+            model_name="message",
+            constraint=models.CheckConstraint(condition=models.Q(("seq__gte", 1)), name="chats_message_seq_positive"),
         ),
     ]

@@ -6,10 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-
-from django.contrib.auth import get_user_model
 
 from runtime.plans import run_sync
 from runtime.realtime import publish_on_commit
@@ -43,7 +42,9 @@ def _announce_chat(*, chat_id: int, user_ids: list[int]) -> None:
     if not user_ids:
         return
     base = selectors.chat_view(user_id=user_ids[0], chat_id=chat_id)
-    reads = dict(Membership.objects.filter(chat_id=chat_id, user_id__in=user_ids).values_list("user_id", "last_read_seq"))
+    reads = dict(
+        Membership.objects.filter(chat_id=chat_id, user_id__in=user_ids).values_list("user_id", "last_read_seq")
+    )
     for uid in user_ids:
         view = dataclasses.replace(base, last_read_seq=reads.get(uid, 0))
         publish_on_commit(user_ids=[uid], event=events.chat_created(view))
@@ -71,7 +72,10 @@ def open_direct_chat(*, user_id: int, other_user_id: int) -> DirectResult:
                 kind=Chat.Kind.DIRECT, direct_key=key, created_by_id=user_id, created_at=now, last_activity_at=now
             )
             Membership.objects.bulk_create(
-                [Membership(chat=chat, user_id=uid, role=Membership.Role.MEMBER, joined_at=now) for uid in (user_id, other.id)]
+                [
+                    Membership(chat=chat, user_id=uid, role=Membership.Role.MEMBER, joined_at=now)
+                    for uid in (user_id, other.id)
+                ]
             )
             _announce_chat(chat_id=chat.id, user_ids=[user_id, other.id])
     except IntegrityError:
@@ -96,7 +100,9 @@ def create_group(*, user_id: int, title: str, member_ids: list[int]) -> Chat:
         raise InvalidInput({"member_ids": [f"Unknown or inactive users: {missing}."]})
     creator = User.objects.get(id=user_id)
     now = timezone.now()
-    chat = Chat.objects.create(kind=Chat.Kind.GROUP, title=title, created_by_id=user_id, created_at=now, last_activity_at=now)
+    chat = Chat.objects.create(
+        kind=Chat.Kind.GROUP, title=title, created_by_id=user_id, created_at=now, last_activity_at=now
+    )
     Membership.objects.bulk_create(
         [Membership(chat=chat, user_id=user_id, role=Membership.Role.OWNER, joined_at=now)]
         + [Membership(chat=chat, user_id=uid, role=Membership.Role.MEMBER, joined_at=now) for uid in wanted]
@@ -106,7 +112,10 @@ def create_group(*, user_id: int, title: str, member_ids: list[int]) -> Chat:
     # No message.new: chat.created brings the chat, this message included, to every member.
     message = run_sync(
         append_system_message(
-            chat=locked, actor_id=user_id, text=f"{creator.username} created the group «{title}»", recipients=None,
+            chat=locked,
+            actor_id=user_id,
+            text=f"{creator.username} created the group «{title}»",
+            recipients=None,
             read_all_seq=0,
         )
     )
@@ -140,8 +149,11 @@ def rename_group(*, user_id: int, chat_id: int, title: str) -> Chat:
         recipients = selectors.member_ids(chat_id=chat.id)
         run_sync(
             append_system_message(
-                chat=chat, actor_id=user_id, text=f"{actor.username} renamed the group to «{title}»",
-                recipients=recipients, read_all_seq=chat.read_all_seq,
+                chat=chat,
+                actor_id=user_id,
+                text=f"{actor.username} renamed the group to «{title}»",
+                recipients=recipients,
+                read_all_seq=chat.read_all_seq,
             )
         )
         publish_on_commit(user_ids=recipients, event=events.chat_updated(chat_id=chat.id, title=title))
@@ -169,7 +181,10 @@ def add_member(*, actor_id: int, chat_id: int, user_id: int, role: str = Members
     recipients.append(user.id)
     message = run_sync(
         append_system_message(
-            chat=chat, actor_id=actor_id, text=f"{actor.username} added {user.username}", recipients=None,
+            chat=chat,
+            actor_id=actor_id,
+            text=f"{actor.username} added {user.username}",
+            recipients=None,
             read_all_seq=chat.read_all_seq,
         )
     )

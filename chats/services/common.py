@@ -80,8 +80,14 @@ def append_system_message(
     now = timezone.now()
     row = yield sql.APPEND_SYSTEM.one(chat=chat.id, actor=actor_id, text=text, now=now)
     message = Message(
-        id=row.id, chat_id=chat.id, seq=row.seq, sender_id=None, kind=Message.Kind.SYSTEM, text=text,
-        client_id=None, created_at=now,
+        id=row.id,
+        chat_id=chat.id,
+        seq=row.seq,
+        sender_id=None,
+        kind=Message.Kind.SYSTEM,
+        text=text,
+        client_id=None,
+        created_at=now,
     )
     if recipients:
         yield Emit(recipients, events.message_new(message, read_all_seq=read_all_seq))

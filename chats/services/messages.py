@@ -72,8 +72,14 @@ def send_message(
     recipients = after.recipients or []
     read_all = row.read_all_seq
     message = Message(
-        id=row.stored_id, chat_id=chat_id, seq=row.seq, sender_id=user_id, kind=Message.Kind.TEXT, text=text,
-        client_id=client_id, created_at=now,
+        id=row.stored_id,
+        chat_id=chat_id,
+        seq=row.seq,
+        sender_id=user_id,
+        kind=Message.Kind.TEXT,
+        text=text,
+        client_id=client_id,
+        created_at=now,
     )
     yield Emit(recipients, events.message_new(message, read_all_seq=read_all), skip_channel)
     if after.advanced_read_all_seq is not None:
@@ -88,8 +94,14 @@ def _repeat(original: sql.Original, *, user_id: int, client_id: str, chat_id: in
         raise Conflict({"client_id": ["Already used for a message in another chat."]})
     metrics.DUPLICATE_SENDS.inc()
     message = Message(
-        id=original.id, chat_id=original.chat_id, seq=original.seq, sender_id=user_id, kind=original.kind,
-        text=original.text, client_id=client_id, created_at=original.created_at.astimezone(dt.UTC),
+        id=original.id,
+        chat_id=original.chat_id,
+        seq=original.seq,
+        sender_id=user_id,
+        kind=original.kind,
+        text=original.text,
+        client_id=client_id,
+        created_at=original.created_at.astimezone(dt.UTC),
     )
     return SendResult(message=message, duplicate=True, read_all_seq=original.read_all_seq)
 

@@ -110,7 +110,19 @@ class Loader:
             with transaction.atomic():
                 ids = self.sink.allocate_ids("accounts_user", len(batch))
                 rows = (
-                    (uid, self.password_hash, None, False, name, "", "", False, True, joined, f"{name}@{shape.EMAIL_DOMAIN}")
+                    (
+                        uid,
+                        self.password_hash,
+                        None,
+                        False,
+                        name,
+                        "",
+                        "",
+                        False,
+                        True,
+                        joined,
+                        f"{name}@{shape.EMAIL_DOMAIN}",
+                    )
                     for uid, name in zip(ids, map(shape.username, batch), strict=True)
                 )
                 self.sink.insert("accounts_user", USER_COLUMNS, rows, progress.advance)

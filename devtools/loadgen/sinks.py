@@ -34,7 +34,9 @@ class PostgresSink:
         # nextval keeps the sequence ahead of every id we use, so no setval is needed later,
         # and it is safe even if the application inserts rows at the same time.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, count])
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, count]
+            )
             return sorted(row[0] for row in cursor.fetchall())
 
     def insert(self, table: str, columns: Sequence[str], rows: Iterable[tuple], tick: Tick) -> int:

@@ -122,9 +122,7 @@ class LiveServer(ServerProcess):
                 "password": PASSWORD,
             },
         )
-        tokens = self.call(
-            "POST", "/api/auth/token", {"username": username, "password": PASSWORD}
-        )
+        tokens = self.call("POST", "/api/auth/token", {"username": username, "password": PASSWORD})
         return User(
             id=created["id"],
             username=username,
@@ -165,14 +163,10 @@ def browser(daphne_server, transactional_db):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable(
-            "the playwright package is not installed (pip install -r requirements-dev.txt)"
-        )
+        _unavailable("the playwright package is not installed (pip install -r requirements-dev.txt)")
     playwright = sync_playwright().start()
     try:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS
-        )
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:

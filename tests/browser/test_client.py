@@ -92,9 +92,7 @@ def messages(page: Page):
 
 
 def message(page: Page, text: str):
-    return messages(page).filter(
-        has=page.locator(".text").get_by_text(text, exact=True)
-    )
+    return messages(page).filter(has=page.locator(".text").get_by_text(text, exact=True))
 
 
 def tick(page: Page, text: str):
@@ -111,9 +109,7 @@ def send(page: Page, text: str) -> None:
 def shown_seqs(page: Page) -> list[int]:
     return [
         int(seq)
-        for seq in page.locator("#message-list > li[data-seq]").evaluate_all(
-            "els => els.map(e => e.dataset.seq)"
-        )
+        for seq in page.locator("#message-list > li[data-seq]").evaluate_all("els => els.map(e => e.dataset.seq)")
     ]
 
 
@@ -136,9 +132,7 @@ def test_sign_up_reload_and_log_out(open_page, daphne_server: LiveServer):
     form.get_by_label("Username").fill("nobody")
     form.get_by_label("Password").fill("wrong-password")
     form.get_by_label("Password").press("Enter")
-    expect(
-        page.get_by_role("alert").filter(has_text="No active account")
-    ).to_be_visible()
+    expect(page.get_by_role("alert").filter(has_text="No active account")).to_be_visible()
 
     page.get_by_role("button", name="Sign up").click()
     register = page.locator("#register-form")
@@ -147,9 +141,7 @@ def test_sign_up_reload_and_log_out(open_page, daphne_server: LiveServer):
     register.get_by_label("Email").fill("erin@example.com")
     register.get_by_label("Password").fill("12345678")
     register.get_by_role("button", name="Create account").click()
-    expect(
-        page.get_by_role("alert").filter(has_text="password")
-    ).to_be_visible()  # too common / numeric
+    expect(page.get_by_role("alert").filter(has_text="password")).to_be_visible()  # too common / numeric
     register.get_by_label("Password").fill("Erin-strong-pass-1")
     register.get_by_role("button", name="Create account").click()
 
@@ -170,9 +162,7 @@ def test_sign_up_reload_and_log_out(open_page, daphne_server: LiveServer):
     assert refused.value.status == 401
 
 
-def test_two_users_chat_live_with_typing_and_read_ticks(
-    open_page, daphne_server: LiveServer
-):
+def test_two_users_chat_live_with_typing_and_read_ticks(open_page, daphne_server: LiveServer):
     """Alice finds Bob, they chat in real time; typing shows; ✓ turns ✓✓ when the other reads; badges count unread."""
     alice_user = daphne_server.register("alice")
     bob_user = daphne_server.register("bob")
@@ -197,21 +187,15 @@ def test_two_users_chat_live_with_typing_and_read_ticks(
     # Bob learns of the chat live (chat.created) and sees Alice typing in his list.
     expect(chat_item(bob, "alice")).to_be_visible()
     alice.get_by_label("Message", exact=True).press_sequentially("Hel")
-    expect(chat_item(bob, "alice").locator(".chat-item-preview")).to_have_text(
-        "typing…"
-    )
+    expect(chat_item(bob, "alice").locator(".chat-item-preview")).to_have_text("typing…")
 
     alice.get_by_label("Message", exact=True).press_sequentially("lo Bob")
     alice.get_by_label("Message", exact=True).press("Enter")
     expect(tick(alice, "Hello Bob")).to_have_attribute("data-status", "sent")
     expect(tick(alice, "Hello Bob")).to_have_text("✓")
     expect(chat_item(bob, "alice").locator(".badge")).to_have_text("1")
-    expect(chat_item(bob, "alice").locator(".chat-item-preview")).to_have_text(
-        "Hello Bob"
-    )
-    expect(chat_item(bob, "alice")).to_have_attribute(
-        "aria-label", re.compile("1 unread")
-    )
+    expect(chat_item(bob, "alice").locator(".chat-item-preview")).to_have_text("Hello Bob")
+    expect(chat_item(bob, "alice")).to_have_attribute("aria-label", re.compile("1 unread"))
 
     # Bob opens the chat: it is read, and Alice's tick turns to ✓✓.
     chat_item(bob, "alice").click()
@@ -231,15 +215,11 @@ def test_two_users_chat_live_with_typing_and_read_ticks(
     # Alice has the chat open and visible: she reads at once, Bob gets ✓✓.
     expect(tick(bob, "Hi Alice")).to_have_attribute("data-status", "read")
     expect(chat_item(alice, "bob").locator(".badge")).to_be_hidden()
-    expect(chat_item(alice, "bob").locator(".chat-item-preview")).to_have_text(
-        "Hi Alice"
-    )
+    expect(chat_item(alice, "bob").locator(".chat-item-preview")).to_have_text("Hi Alice")
     assert shown_seqs(alice) == shown_seqs(bob) == [1, 2]
 
 
-def test_killed_socket_reconnects_and_catches_up_without_duplicates(
-    open_page, daphne_server: LiveServer
-):
+def test_killed_socket_reconnects_and_catches_up_without_duplicates(open_page, daphne_server: LiveServer):
     """A dropped socket shows "Reconnecting…", comes back, fetches what was sent meanwhile once, and sends what was queued."""
     alice_user = daphne_server.register("alice")
     bob_user = daphne_server.register("bob")
@@ -277,9 +257,7 @@ def test_killed_socket_reconnects_and_catches_up_without_duplicates(
     ):
         expect(message(alice, text)).to_have_count(1)
     # The queued message went out with its original client_id once the socket was back.
-    expect(tick(alice, "Written offline")).to_have_attribute(
-        "data-status", re.compile("sent|read")
-    )
+    expect(tick(alice, "Written offline")).to_have_attribute("data-status", re.compile("sent|read"))
     expect(message(bob, "Written offline")).to_have_count(1)
     expect(messages(alice)).to_have_count(5)
     assert shown_seqs(alice) == [1, 2, 3, 4, 5]
@@ -304,10 +282,7 @@ def test_a_missed_event_is_fetched_as_a_gap(open_page, daphne_server: LiveServer
 
         def from_server(payload) -> None:
             frame = json.loads(payload) if isinstance(payload, str) else {}
-            if (
-                frame.get("type") == "message.new"
-                and frame["message"]["text"] == "Lost in transit"
-            ):
+            if frame.get("type") == "message.new" and frame["message"]["text"] == "Lost in transit":
                 dropped.append(frame)
                 return
             route.send(payload)
@@ -330,9 +305,7 @@ def test_a_missed_event_is_fetched_as_a_gap(open_page, daphne_server: LiveServer
 
 def test_a_group_of_three_and_a_late_member(open_page, daphne_server: LiveServer):
     """Alice creates a group with Bob and Carol; everyone chats live; ✓✓ only once both have read; Dave is added later."""
-    users = {
-        name: daphne_server.register(name) for name in ("alice", "bob", "carol", "dave")
-    }
+    users = {name: daphne_server.register(name) for name in ("alice", "bob", "carol", "dave")}
     alice = open_page(users["alice"])
     bob = open_page(users["bob"])
     carol = open_page(users["carol"])
@@ -353,9 +326,9 @@ def test_a_group_of_three_and_a_late_member(open_page, daphne_server: LiveServer
 
     expect(alice.get_by_role("heading", name="Weekend trip")).to_be_visible()
     expect(alice.locator("#chat-subtitle")).to_have_text("you, bob, carol")
-    expect(
-        messages(alice).filter(has_text="alice created the group «Weekend trip»")
-    ).to_have_class(re.compile(r"\bsystem\b"))
+    expect(messages(alice).filter(has_text="alice created the group «Weekend trip»")).to_have_class(
+        re.compile(r"\bsystem\b")
+    )
 
     for page in (bob, carol):
         expect(chat_item(page, "Weekend trip")).to_be_visible()
@@ -391,9 +364,7 @@ def test_a_group_of_three_and_a_late_member(open_page, daphne_server: LiveServer
     member_dialog.get_by_role("button", name="dave", exact=True).click()
     expect(member_dialog).to_be_hidden()
     for page in (alice, bob, carol):
-        expect(messages(page).filter(has_text="alice added dave")).to_have_class(
-            re.compile(r"\bsystem\b")
-        )
+        expect(messages(page).filter(has_text="alice added dave")).to_have_class(re.compile(r"\bsystem\b"))
     expect(bob.locator("#chat-subtitle")).to_have_text("alice, you, carol, dave")
     expect(chat_item(dave, "Weekend trip")).to_be_visible()
     chat_item(dave, "Weekend trip").click()
@@ -407,9 +378,7 @@ def test_a_group_of_three_and_a_late_member(open_page, daphne_server: LiveServer
 
     # A second chat, so the list shows ordering, previews and a badge.
     direct = daphne_server.direct_chat(users["carol"], users["alice"])
-    daphne_server.send(
-        users["carol"], direct["id"], "Are you coming on Saturday?", "sat-1"
-    )
+    daphne_server.send(users["carol"], direct["id"], "Are you coming on Saturday?", "sat-1")
     expect(chat_item(alice, "carol").locator(".badge")).to_have_text("1")
     expect(alice.locator("#chat-list .chat-item-title").first).to_have_text("carol")
     screenshot(alice, "desktop")
@@ -440,9 +409,7 @@ def test_history_scrolls_back_page_by_page(open_page, daphne_server: LiveServer)
     scroller = alice.locator("#messages")
     while first_seq > 1:
         scroller.evaluate("el => { el.scrollTop = 0; }")
-        expect(alice.locator("#message-list > li").first).not_to_have_attribute(
-            "data-seq", str(first_seq)
-        )
+        expect(alice.locator("#message-list > li").first).not_to_have_attribute("data-seq", str(first_seq))
         previous_first = first_seq
         first_seq = shown_seqs(alice)[0]
         assert first_seq < previous_first
@@ -470,9 +437,7 @@ def test_phone_width_shows_one_pane_at_a_time(open_page, daphne_server: LiveServ
     chat = daphne_server.direct_chat(bob_user, alice_user)
     daphne_server.send(bob_user, chat["id"], "Lunch at noon?", "lunch-1")
     daphne_server.send(alice_user, chat["id"], "Sounds good, see you there", "lunch-2")
-    daphne_server.send(
-        bob_user, chat["id"], "Great! I'll book a table by the window.", "lunch-3"
-    )
+    daphne_server.send(bob_user, chat["id"], "Great! I'll book a table by the window.", "lunch-3")
     group = daphne_server.call(
         "POST",
         "/api/chats",
@@ -483,17 +448,13 @@ def test_phone_width_shows_one_pane_at_a_time(open_page, daphne_server: LiveServ
         },
         token=carol_user.access,
     )
-    daphne_server.send(
-        carol_user, group["id"], "Next book: The Left Hand of Darkness", "book-1"
-    )
+    daphne_server.send(carol_user, group["id"], "Next book: The Left Hand of Darkness", "book-1")
 
     alice = open_page(alice_user, viewport=PHONE)
     expect(alice.get_by_role("heading", name="Log in")).to_be_hidden()
     expect(chat_item(alice, "bob")).to_be_visible()
     expect(alice.locator("#chat-pane")).to_be_hidden()
-    assert (
-        alice.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
-    )
+    assert alice.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     screenshot(alice, "phone-list")
 
     chat_item(alice, "bob").click()
@@ -505,12 +466,8 @@ def test_phone_width_shows_one_pane_at_a_time(open_page, daphne_server: LiveServ
     assert box["width"] >= 44 and box["height"] >= 44  # a comfortable touch target
     alice.get_by_label("Message", exact=True).fill("On my way")
     alice.get_by_role("button", name="Send").click()
-    expect(tick(alice, "On my way")).to_have_attribute(
-        "data-status", re.compile("sent|read")
-    )
-    assert (
-        alice.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
-    )
+    expect(tick(alice, "On my way")).to_have_attribute("data-status", re.compile("sent|read"))
+    assert alice.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     screenshot(alice, "phone-chat")
 
     back.click()
@@ -519,9 +476,7 @@ def test_phone_width_shows_one_pane_at_a_time(open_page, daphne_server: LiveServ
     expect(chat_item(alice, "bob")).to_be_focused()
 
 
-def test_token_refresh_reaches_the_socket_and_revocation_logs_out(
-    open_page, daphne_server: LiveServer
-):
+def test_token_refresh_reaches_the_socket_and_revocation_logs_out(open_page, daphne_server: LiveServer):
     """A refreshed access token is handed to the open socket (auth.refresh); a revoked session ends at the login screen."""
     alice_user = daphne_server.register("alice")
     bob_user = daphne_server.register("bob")
@@ -533,12 +488,8 @@ def test_token_refresh_reaches_the_socket_and_revocation_logs_out(
 
     old_refresh = page.evaluate("() => window.messenger.session.refresh")
     with (
-        socket.expect_event(
-            "framereceived", predicate=lambda payload: '"auth.refreshed"' in payload
-        ),
-        socket.expect_event(
-            "framesent", predicate=lambda payload: '"auth.refresh"' in payload
-        ),
+        socket.expect_event("framereceived", predicate=lambda payload: '"auth.refreshed"' in payload),
+        socket.expect_event("framesent", predicate=lambda payload: '"auth.refresh"' in payload),
     ):
         page.evaluate("() => window.messenger.session.refreshTokens()")
     new_refresh = page.evaluate("() => window.messenger.session.refresh")
@@ -549,9 +500,7 @@ def test_token_refresh_reaches_the_socket_and_revocation_logs_out(
 
     chat_item(page, "bob").click()
     send(page, "Still here after the refresh")
-    expect(tick(page, "Still here after the refresh")).to_have_attribute(
-        "data-status", "sent"
-    )
+    expect(tick(page, "Still here after the refresh")).to_have_attribute("data-status", "sent")
 
     # A refused token on the handshake closes with 4401 in a browser too (the server selects
     # messenger.v1 on the rejection path; otherwise the browser fails the handshake with 1006).

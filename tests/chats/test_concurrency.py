@@ -48,7 +48,7 @@ class Workers:
             self.go.wait(timeout=JOIN_TIMEOUT)
             self.barrier.wait(timeout=JOIN_TIMEOUT)
             self.results[index] = self.fns[index]()
-        except BaseException as exc:  # noqa: BLE001 - reported by join()
+        except BaseException as exc:
             self.errors.append(exc)
         finally:
             connection.close()
@@ -160,7 +160,9 @@ async def test_fifty_parallel_sends_of_one_client_id_store_one_message(make_user
         assert len(news) == (0 if communicator is winning_socket else 1)
         assert all(f["message"]["id"] == message_id for f in news)
 
-    rows = await db(lambda: list(Message.objects.filter(sender_id=alice.id, client_id=client_id).values_list("id", "seq")))()
+    rows = await db(
+        lambda: list(Message.objects.filter(sender_id=alice.id, client_id=client_id).values_list("id", "seq"))
+    )()
     assert rows == [(message_id, 1)]
     assert await db(Message.objects.filter(chat_id=chat.id).count)() == 1
     assert await db(lambda: Chat.objects.get(id=chat.id).last_seq)() == 1
@@ -184,7 +186,9 @@ def test_concurrent_senders_get_gap_free_seqs(make_user, api):
     def via_service(user):
         def run():
             return [
-                services.send_message(user_id=user.id, chat_id=group.id, client_id=f"{user.id}-{n}", text=f"m{n}").message.seq
+                services.send_message(
+                    user_id=user.id, chat_id=group.id, client_id=f"{user.id}-{n}", text=f"m{n}"
+                ).message.seq
                 for n in range(per_sender)
             ]
 
@@ -212,7 +216,9 @@ def test_concurrent_senders_get_gap_free_seqs(make_user, api):
     results = Workers(fns).run()
 
     expected_total = 1 + len(late) + len(senders) * per_sender
-    rows = list(Message.objects.filter(chat_id=group.id).order_by("seq").values_list("seq", "kind", "sender_id", "client_id"))
+    rows = list(
+        Message.objects.filter(chat_id=group.id).order_by("seq").values_list("seq", "kind", "sender_id", "client_id")
+    )
     assert [row[0] for row in rows] == list(range(1, expected_total + 1))
     assert Chat.objects.get(id=group.id).last_seq == expected_total
     kinds = Counter(row[1] for row in rows)
@@ -286,7 +292,9 @@ async def test_parallel_reads_by_all_members_advance_read_all_without_lost_updat
     workers = Workers([rest_post(api, u, f"/api/chats/{group.id}/read", {"up_to_seq": last_seq - 1}) for u in members])
     await asyncio.to_thread(workers.start)
     for communicator in member_sockets:
-        await communicator.send_json_to({"type": "message.read", "chat_id": group.id, "up_to_seq": last_seq, "ref": "rd"})
+        await communicator.send_json_to(
+            {"type": "message.read", "chat_id": group.id, "up_to_seq": last_seq, "ref": "rd"}
+        )
     workers.release()
     rest_replies = await asyncio.to_thread(workers.join)
 
@@ -302,7 +310,9 @@ async def test_parallel_reads_by_all_members_advance_read_all_without_lost_updat
 
     read_all = await db(lambda: Chat.objects.get(id=group.id).read_all_seq)()
     assert read_all == last_seq
-    watermarks = await db(lambda: set(Membership.objects.filter(chat_id=group.id).values_list("last_read_seq", flat=True)))()
+    watermarks = await db(
+        lambda: set(Membership.objects.filter(chat_id=group.id).values_list("last_read_seq", flat=True))
+    )()
     assert watermarks == {last_seq}
 
     # Events published from different threads may arrive in any order: drain until quiet.

@@ -9,8 +9,8 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from chats import services
-from runtime import realtime
 from chats.exceptions import InvalidInput
+from runtime import realtime
 from tests.conftest import ws_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +38,9 @@ async def test_events_are_not_queued_behind_slow_client_frames(make_user, monkey
         await asyncio.sleep(0.05)  # the first frame is being handled
         layer = get_channel_layer()
         for n in range(EVENTS):
-            await layer.group_send(realtime.user_group(user.id), {"type": realtime.DELIVER, "text": f'{{"type": "e", "n": {n}}}'})
+            await layer.group_send(
+                realtime.user_group(user.id), {"type": realtime.DELIVER, "text": f'{{"type": "e", "n": {n}}}'}
+            )
 
         seen = []
         while len([f for f in seen if f.get("type") == "error"]) < FRAMES:

@@ -17,8 +17,8 @@ from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
 from chats import services
-from runtime import realtime
 from chats.models import Chat, Membership, Message
+from runtime import realtime
 from tests.conftest import access_token, receive_until, refresh_token, ws_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -268,14 +268,22 @@ async def test_duplicate_send_returns_original_and_broadcasts_nothing(make_user,
 
     await a1.send_json_to({**frame, "ref": "again", "text": "different text"})
     again = await a1.receive_json_from(timeout=5)
-    assert again == {"type": "message.ack", "client_id": "dup-1", "duplicate": True, "message": original, "ref": "again"}
+    assert again == {
+        "type": "message.ack",
+        "client_id": "dup-1",
+        "duplicate": True,
+        "message": original,
+        "ref": "again",
+    }
 
     await a2.send_json_to({**frame, "ref": "other-device"})
     other_device = await a2.receive_json_from(timeout=5)
     assert other_device["type"] == "message.ack" and other_device["duplicate"] is True
     assert other_device["message"] == original
 
-    response = await db(lambda: api(alice).post(f"/api/chats/{chat.id}/messages", {"client_id": "dup-1", "text": "once"}, format="json"))()
+    response = await db(
+        lambda: api(alice).post(f"/api/chats/{chat.id}/messages", {"client_id": "dup-1", "text": "once"}, format="json")
+    )()
     assert response.status_code == 200
     assert response.json()["id"] == original["id"]
 
@@ -493,7 +501,9 @@ async def test_invalid_json_error_keeps_socket_open(make_user, message):
     await communicator.disconnect()
 
 
-@pytest.mark.parametrize("payload", ["[1, 2]", '"ping"', "42", "null", "true"], ids=["list", "string", "number", "null", "bool"])
+@pytest.mark.parametrize(
+    "payload", ["[1, 2]", '"ping"', "42", "null", "true"], ids=["list", "string", "number", "null", "bool"]
+)
 async def test_non_object_frame_is_validation_error(make_user, payload):
     """Valid JSON that is not an object gets error validation_error; the socket stays open."""
     alice = await db(make_user)()
@@ -646,7 +656,9 @@ async def test_send_to_deactivated_peer_is_forbidden(make_user):
     chat = await direct_chat(alice, bob)
     communicator = await ws_connect(alice)
     await db(type(bob).objects.filter(id=bob.id).update)(is_active=False)
-    await communicator.send_json_to({"type": "message.send", "chat_id": chat.id, "client_id": "f-1", "text": "hi", "ref": "f"})
+    await communicator.send_json_to(
+        {"type": "message.send", "chat_id": chat.id, "client_id": "f-1", "text": "hi", "ref": "f"}
+    )
     error = await communicator.receive_json_from(timeout=5)
     assert error["type"] == "error" and error["code"] == "forbidden" and error["ref"] == "f"
     await ping_barrier(communicator)
@@ -827,7 +839,9 @@ async def test_group_read_all_only_after_last_member_reads(make_user, api):
         return next(m for m in results if m["id"] == message["id"])["is_read"]
 
     for reader in others[:-1]:
-        await sockets[reader.id].send_json_to({"type": "message.read", "chat_id": group.id, "up_to_seq": message["seq"]})
+        await sockets[reader.id].send_json_to(
+            {"type": "message.read", "chat_id": group.id, "up_to_seq": message["seq"]}
+        )
         reply, seen = await receive_until(sockets[reader.id], "chat.read")
         assert reply["last_read_seq"] == message["seq"]
         assert not any(f["type"] == "chat.read_all" for f in seen)
@@ -855,7 +869,9 @@ async def test_big_group_message_reaches_every_member_device(make_user):
     group = await db(services.create_group)(user_id=owner.id, title="Big", member_ids=[u.id for u in members])
     sockets = [await ws_connect(user) for user in users]
     try:
-        await sockets[0].send_json_to({"type": "message.send", "chat_id": group.id, "client_id": "big-1", "text": "hello all"})
+        await sockets[0].send_json_to(
+            {"type": "message.send", "chat_id": group.id, "client_id": "big-1", "text": "hello all"}
+        )
         ack, _ = await receive_until(sockets[0], "message.ack")
         seq = ack["message"]["seq"]
         for ws in sockets[1:]:
@@ -871,6 +887,5 @@ async def test_big_group_message_reaches_every_member_device(make_user):
 
 
 def close_sockets_of(user_id: int) -> None:
-    from chats import events
 
     realtime.close_user_sockets(user_id=user_id, sid=None)

@@ -11,7 +11,9 @@ from chats.exceptions import InvalidInput
 
 
 def test_a_frame_parses_into_type_ref_and_fields():
-    frame = frames.parse(json.dumps({"type": "message.send", "ref": "r1", "chat_id": 7, "client_id": "c", "text": " hi "}))
+    frame = frames.parse(
+        json.dumps({"type": "message.send", "ref": "r1", "chat_id": 7, "client_id": "c", "text": " hi "})
+    )
     assert (frame.type, frame.ref) == ("message.send", "r1")
     assert (frame.id("chat_id"), frame.client_id(), frame.text()) == (7, "c", "hi")
 

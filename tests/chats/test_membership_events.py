@@ -36,7 +36,9 @@ async def test_owner_leaving_announces_the_new_owner(make_user):
     admin = await database_sync_to_async(make_user)()
     member = await database_sync_to_async(make_user)()
     chat = await database_sync_to_async(services.create_group)(user_id=owner.id, title="g", member_ids=[member.id])
-    await database_sync_to_async(services.add_member)(actor_id=owner.id, chat_id=chat.id, user_id=admin.id, role="admin")
+    await database_sync_to_async(services.add_member)(
+        actor_id=owner.id, chat_id=chat.id, user_id=admin.id, role="admin"
+    )
     ws = await ws_connect(member)
     await database_sync_to_async(services.remove_member)(actor_id=owner.id, chat_id=chat.id, user_id=owner.id)
     updated, _ = await receive_until(ws, "chat.member_updated")
@@ -105,6 +107,11 @@ async def test_socket_router_serves_ws_under_a_root_path():
         seen.append("unknown")
 
     router = SocketRouter({"/ws/": chat}, fallback=unknown)
-    for path, root_path in (("/ws/", ""), ("/prefix/ws/", "/prefix"), ("/prefix/other/", "/prefix"), ("/ws/", "/prefix")):
+    for path, root_path in (
+        ("/ws/", ""),
+        ("/prefix/ws/", "/prefix"),
+        ("/prefix/other/", "/prefix"),
+        ("/ws/", "/prefix"),
+    ):
         await router({"type": "websocket", "path": path, "root_path": root_path}, None, None)
     assert seen == ["chat", "chat", "unknown", "chat"]

@@ -128,7 +128,9 @@ async def _run(transport, scenario, make_user, settings):
     bob_socket = await ws_connect(bob)
     sender = await _sender(transport, alice)
     try:
-        answers = await scenario(sender, alice=alice, bob=bob, direct=direct, other=other, group=group, settings=settings)
+        answers = await scenario(
+            sender, alice=alice, bob=bob, direct=direct, other=other, group=group, settings=settings
+        )
         seen_by_bob = await _events(bob_socket)
         return answers, await _state(direct, group), seen_by_bob
     finally:
@@ -140,13 +142,19 @@ async def _run(transport, scenario, make_user, settings):
 
 
 async def new_messages(s, *, direct, group, **_):
-    return [await s.send(direct.id, "k1", "hello"), await s.send(direct.id, "k2", "  again  "),
-            await s.send(group.id, "k3", "to the group")]
+    return [
+        await s.send(direct.id, "k1", "hello"),
+        await s.send(direct.id, "k2", "  again  "),
+        await s.send(group.id, "k3", "to the group"),
+    ]
 
 
 async def repeated_key(s, *, direct, **_):
-    return [await s.send(direct.id, "k1", "hello"), await s.send(direct.id, "k1", "hello"),
-            await s.send(direct.id, "k1", "other text, same key")]
+    return [
+        await s.send(direct.id, "k1", "hello"),
+        await s.send(direct.id, "k1", "hello"),
+        await s.send(direct.id, "k1", "other text, same key"),
+    ]
 
 
 async def key_used_in_another_chat(s, *, direct, group, **_):
@@ -166,21 +174,32 @@ async def deactivated_peer(s, *, bob, direct, **_):
 async def rate_limited(s, *, direct, settings, **_):
     settings.SEND_RATE_LIMIT = 2
     settings.SEND_RATE_WINDOW_SECONDS = 3600
-    return [await s.send(direct.id, "k1", "one"), await s.send(direct.id, "k2", "two"),
-            await s.send(direct.id, "k3", "three"), await s.send(direct.id, "k1", "one")]
+    return [
+        await s.send(direct.id, "k1", "one"),
+        await s.send(direct.id, "k2", "two"),
+        await s.send(direct.id, "k3", "three"),
+        await s.send(direct.id, "k1", "one"),
+    ]
 
 
 async def reads(s, *, direct, group, **_):
     for n in range(3):
         await s.send(group.id, f"g{n}", "text")
-    return [await s.read(group.id, 1), await s.read(group.id, 0), await s.read(group.id, 99),
-            await s.read(direct.id, 0)]
+    return [
+        await s.read(group.id, 1),
+        await s.read(group.id, 0),
+        await s.read(group.id, 99),
+        await s.read(direct.id, 0),
+    ]
 
 
 async def invalid_input(s, *, direct, **_):
     # Only the codes are compared for these: DRF's serializer words REST's details.
-    return [await s.send(direct.id, "k1", "   "), await s.send(direct.id, "x" * 65, "hello"),
-            await s.send(direct.id, "k1", "x" * 5000)]
+    return [
+        await s.send(direct.id, "k1", "   "),
+        await s.send(direct.id, "x" * 65, "hello"),
+        await s.send(direct.id, "k1", "x" * 5000),
+    ]
 
 
 SCENARIOS = [new_messages, repeated_key, key_used_in_another_chat, not_a_member, deactivated_peer, rate_limited, reads]

@@ -16,9 +16,16 @@ from .suite import PROFILES, render, run_profile
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.faults", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", dest="profile", action="store_const", const="quick", help="~30 s: one fault of each kind")
-    mode.add_argument("--full", dest="profile", action="store_const", const="full",
-                      help="~2.5 min: Redis x3, PostgreSQL x2, SIGKILL, 60 devices")
+    mode.add_argument(
+        "--quick", dest="profile", action="store_const", const="quick", help="~30 s: one fault of each kind"
+    )
+    mode.add_argument(
+        "--full",
+        dest="profile",
+        action="store_const",
+        const="full",
+        help="~2.5 min: Redis x3, PostgreSQL x2, SIGKILL, 60 devices",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs) even when the run passes")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     parser.set_defaults(profile="quick")

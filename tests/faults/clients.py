@@ -149,8 +149,18 @@ class Stats:
 class Population:
     """All devices plus the shared state that steers them (phase, live servers)."""
 
-    def __init__(self, *, users: list[dict], chats: list[dict], ports: list[int], devices_per_user: int,
-                 senders_per_user: int, send_interval: float, clock: Clock, seed: int = 1):
+    def __init__(
+        self,
+        *,
+        users: list[dict],
+        chats: list[dict],
+        ports: list[int],
+        devices_per_user: int,
+        senders_per_user: int,
+        send_interval: float,
+        clock: Clock,
+        seed: int = 1,
+    ):
         self.ports = ports
         self.clock = clock
         self.stats = Stats()
@@ -167,14 +177,20 @@ class Population:
         for n, user in enumerate(users):
             for d in range(devices_per_user):
                 self.devices.append(
-                    Device(self, user, index=d, sender=d < senders_per_user, preferred=(n + d) % len(ports),
-                           interval=send_interval)
+                    Device(
+                        self,
+                        user,
+                        index=d,
+                        sender=d < senders_per_user,
+                        preferred=(n + d) % len(ports),
+                        interval=send_interval,
+                    )
                 )
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(device.run(), name=device.name) for device in self.devices]
-        for device, task in zip(self.devices, self._tasks):
+        for device, task in zip(self.devices, self._tasks, strict=True):
             device.task = task
 
     def pending(self) -> int:
@@ -248,8 +264,15 @@ class Device:
         port = self.pop.ports[self.server]
         url = f"ws://127.0.0.1:{port}/ws/?token={self.token}"
         self.state = "connecting"
-        async with connect(url, open_timeout=OPEN_TIMEOUT, close_timeout=2, ping_interval=5, ping_timeout=10,
-                           max_size=2**22, proxy=None) as ws:
+        async with connect(
+            url,
+            open_timeout=OPEN_TIMEOUT,
+            close_timeout=2,
+            ping_interval=5,
+            ping_timeout=10,
+            max_size=2**22,
+            proxy=None,
+        ) as ws:
             first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT))
             if first.get("type") != "session.ready":
                 raise Reconnect(f"first frame {first.get('type')}")
@@ -341,14 +364,18 @@ class Device:
         """Fetch everything after the contiguous watermark, page by page (ascending seq)."""
         after = self.contig[chat]
         for _page in range(10_000):
-            status, body = await http(port, "GET", f"/api/chats/{chat}/messages?after_seq={after}&limit=200", self.token)
+            status, body = await http(
+                port, "GET", f"/api/chats/{chat}/messages?after_seq={after}&limit=200", self.token
+            )
             if status != 200:
                 raise HttpError(status, body)
             results = body["results"]
             last = after
             for message in results:
                 if message["seq"] <= last or message["chat_id"] != chat:
-                    self.pop.stats.order_violations.append(f"{self.name} chat {chat}: seq {message['seq']} after {last}")
+                    self.pop.stats.order_violations.append(
+                        f"{self.name} chat {chat}: seq {message['seq']} after {last}"
+                    )
                 last = message["seq"]
                 self._store(message, source="fetch")
             if not body["has_more"] or not results:
@@ -395,7 +422,9 @@ class Device:
             self._waiter = (ref, client_id, future)
             self.pop.stats.attempts += 1
             self.state = "sending"
-            await ws.send(json.dumps({"type": "message.send", "chat_id": chat, "client_id": client_id, "text": text, "ref": ref}))
+            await ws.send(
+                json.dumps({"type": "message.send", "chat_id": chat, "client_id": client_id, "text": text, "ref": ref})
+            )
             self.state = "awaiting ack"
             await asyncio.wait({future, reader}, timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
             self._waiter = None
@@ -415,13 +444,23 @@ class Device:
         message = frame["message"]
         stats = self.pop.stats
         now = self.pop.clock.now()
-        if (message["chat_id"], message["sender_id"], message["client_id"], message["text"]) != (chat, self.user_id, client_id, text):
+        if (message["chat_id"], message["sender_id"], message["client_id"], message["text"]) != (
+            chat,
+            self.user_id,
+            client_id,
+            text,
+        ):
             stats.bad_acks.append(f"{self.name} {client_id}: {message}")
         if frame.get("duplicate"):
             stats.duplicate_acks += 1
         stats.acks[(self.user_id, client_id)] = Ack(
-            chat_id=message["chat_id"], seq=message["seq"], id=message["id"], text=message["text"], t=now,
-            duplicate=bool(frame.get("duplicate")), device=self.name,
+            chat_id=message["chat_id"],
+            seq=message["seq"],
+            id=message["id"],
+            text=message["text"],
+            t=now,
+            duplicate=bool(frame.get("duplicate")),
+            device=self.name,
         )
         stats.ack_log.append((now, self.name))
         # The sending device gets the ack instead of message.new: it now has its own message.

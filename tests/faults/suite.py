@@ -51,13 +51,29 @@ class Profile:
 
 
 QUICK = Profile(
-    name="quick", users=8, devices_per_user=2, senders_per_user=1, send_interval=0.1,
-    groups=2, group_size=4, directs=3, warmup=3, quiet=2,
+    name="quick",
+    users=8,
+    devices_per_user=2,
+    senders_per_user=1,
+    send_interval=0.1,
+    groups=2,
+    group_size=4,
+    directs=3,
+    warmup=3,
+    quiet=2,
     faults=(("redis", 1.0), ("pg", 2.0), ("kill", 0.0)),
 )
 FULL = Profile(
-    name="full", users=30, devices_per_user=2, senders_per_user=1, send_interval=0.1,
-    groups=8, group_size=8, directs=20, warmup=10, quiet=12,
+    name="full",
+    users=30,
+    devices_per_user=2,
+    senders_per_user=1,
+    send_interval=0.1,
+    groups=8,
+    group_size=8,
+    directs=20,
+    warmup=10,
+    quiet=12,
     faults=(("redis", 2.0), ("pg", 0.0), ("redis", 2.0), ("pg", 5.0), ("redis", 2.0), ("kill", 0.0)),
 )
 PROFILES = {"quick": QUICK, "full": FULL}
@@ -113,7 +129,7 @@ class ControlSocket:
             self.ws = await connect(f"ws://127.0.0.1:{self.port}/ws/?token={self.token}", open_timeout=5, proxy=None)
             ready = json.loads(await asyncio.wait_for(self.ws.recv(), 5))
             assert ready["type"] == "session.ready", ready
-        except Exception:  # noqa: BLE001 - the caller retries or records the absence
+        except Exception:
             self.ws = None
             return False
         self.reader = asyncio.create_task(self._read())
@@ -180,12 +196,16 @@ class Suite:
         infra.run_child(["manage.py", "migrate", "--noinput"], env)
         p = self.profile
         spec = {"users": p.users, "groups": p.groups, "group_size": p.group_size, "directs": p.directs, "seed": 1}
-        self.seed = json.loads(infra.run_child(["-m", "tests.faults.seed", json.dumps(spec)], env).strip().splitlines()[-1])
+        self.seed = json.loads(
+            infra.run_child(["-m", "tests.faults.seed", json.dumps(spec)], env).strip().splitlines()[-1]
+        )
         self.daphnes = [infra.Daphne(name, self.workdir, env) for name in ("a", "b")]
         for daphne in self.daphnes:
             daphne.start()
-        self.log(f"[faults] daphne a :{self.daphnes[0].port}, b :{self.daphnes[1].port}; "
-                 f"{p.users} users x {p.devices_per_user} devices, {len(self.seed['chats'])} chats")
+        self.log(
+            f"[faults] daphne a :{self.daphnes[0].port}, b :{self.daphnes[1].port}; "
+            f"{p.users} users x {p.devices_per_user} devices, {len(self.seed['chats'])} chats"
+        )
 
     def teardown(self, ok: bool) -> None:
         for daphne in self.daphnes:
@@ -224,8 +244,12 @@ class Suite:
         self.quiet_id = next(chat["id"] for chat in self.seed["chats"] if chat.get("quiet"))
         self.user0 = self.seed["users"][0]
         self.pop = Population(
-            users=self.seed["users"], chats=self.seed["chats"], ports=[d.port for d in self.daphnes],
-            devices_per_user=p.devices_per_user, senders_per_user=p.senders_per_user, send_interval=p.send_interval,
+            users=self.seed["users"],
+            chats=self.seed["chats"],
+            ports=[d.port for d in self.daphnes],
+            devices_per_user=p.devices_per_user,
+            senders_per_user=p.senders_per_user,
+            send_interval=p.send_interval,
             clock=self.clock,
         )
         self.control = [ControlSocket(d.port, self.user0["token"]) for d in self.daphnes]
@@ -322,7 +346,9 @@ class Suite:
                             handshake_ok.add(idx)
                 if idx not in rest_ok:
                     try:
-                        status, body = await http(daphne.port, "GET", f"/api/chats/{chat}/messages?after_seq=0&limit=1", token, timeout=3)
+                        status, body = await http(
+                            daphne.port, "GET", f"/api/chats/{chat}/messages?after_seq=0&limit=1", token, timeout=3
+                        )
                         code = body.get("code") if isinstance(body, dict) else None
                     except (OSError, TimeoutError, asyncio.IncompleteReadError, HttpError) as exc:
                         status, code = 0, type(exc).__name__
@@ -333,10 +359,14 @@ class Suite:
                 if idx not in socket_ok:
                     n += 1
                     frame = await self.control[idx].request(
-                        {"type": "message.read", "chat_id": chat, "up_to_seq": 0}, ref=f"pg-{record.label}-{n}", timeout=3
+                        {"type": "message.read", "chat_id": chat, "up_to_seq": 0},
+                        ref=f"pg-{record.label}-{n}",
+                        timeout=3,
                     )
                     if not done.is_set():
-                        record.socket.append((idx, frame.get("type") if frame else None, frame.get("code") if frame else None))
+                        record.socket.append(
+                            (idx, frame.get("type") if frame else None, frame.get("code") if frame else None)
+                        )
                         if frame and frame.get("type") == "error" and frame.get("code") == "service_unavailable":
                             socket_ok.add(idx)
             await asyncio.sleep(0.1)
@@ -355,7 +385,7 @@ class Suite:
                 return what, ws.close_code
         except ConnectionClosed as exc:
             return "closed", exc.rcvd.code if exc.rcvd else None
-        except Exception as exc:  # noqa: BLE001 - recorded as evidence
+        except Exception as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             return f"{type(exc).__name__}{f' {status}' if status else ''}", None
 
@@ -365,14 +395,24 @@ class Suite:
         self.pop.stats.sent[(user["id"], client_id)] = (chat_id, text, self.clock.now())
         for _attempt in range(100):
             try:
-                status, body = await http(self._live_port(), "POST", f"/api/chats/{chat_id}/messages", user["token"],
-                                          {"client_id": client_id, "text": text})
+                status, body = await http(
+                    self._live_port(),
+                    "POST",
+                    f"/api/chats/{chat_id}/messages",
+                    user["token"],
+                    {"client_id": client_id, "text": text},
+                )
             except (OSError, TimeoutError, asyncio.IncompleteReadError):
                 status, body = 0, None
             if status in (200, 201):
                 self.pop.stats.acks[(user["id"], client_id)] = Ack(
-                    chat_id=body["chat_id"], seq=body["seq"], id=body["id"], text=body["text"], t=self.clock.now(),
-                    duplicate=status == 200, device="probe",
+                    chat_id=body["chat_id"],
+                    seq=body["seq"],
+                    id=body["id"],
+                    text=body["text"],
+                    t=self.clock.now(),
+                    duplicate=status == 200,
+                    device="probe",
                 )
                 return body
             await asyncio.sleep(0.2)
@@ -396,9 +436,15 @@ class Suite:
         # Sockets kept open through the fault must not have gone deaf ...
         record.survivors = len(alive)
         record.survivors_live = sum(1 for _, s in alive if tag in s.probe_hits)
-        record.deaf = [f"{d.name}@{'ab'[s.server]} open since {s.t_open:.1f}s, {d.state}" for d, s in alive if tag not in s.probe_hits]
+        record.deaf = [
+            f"{d.name}@{'ab'[s.server]} open since {s.t_open:.1f}s, {d.state}"
+            for d, s in alive
+            if tag not in s.probe_hits
+        ]
         record.not_live = [
-            f"{d.name}@{'ab'[d.server]}:{d.state}{'' if d.session else ' (no socket)'}" for d in devices if tag not in d.probe_hits
+            f"{d.name}@{'ab'[d.server]}:{d.state}{'' if d.session else ' (no socket)'}"
+            for d in devices
+            if tag not in d.probe_hits
         ]
         # ... and every device, on whatever socket it has now, must hear live events again.
         hits = [d.probe_hits[tag] for d in devices if tag in d.probe_hits]
@@ -408,9 +454,11 @@ class Suite:
             record.live_after = round(max(hits) - record.t_back, 2)
         record.resync_closes = self.pop.stats.close_codes.get(4503, 0) - self._closes_4503
         self._closes_4503 = self.pop.stats.close_codes.get(4503, 0)
-        self.log(f"[faults] {self.clock.now():6.1f}s after {record.label}: live events on {record.devices_live}/"
-                 f"{record.devices} devices within {record.live_after} s; {record.survivors_live}/{record.survivors} "
-                 f"sockets kept open through it; {record.resync_closes} closed with 4503 (probe messages: {n})")
+        self.log(
+            f"[faults] {self.clock.now():6.1f}s after {record.label}: live events on {record.devices_live}/"
+            f"{record.devices} devices within {record.live_after} s; {record.survivors_live}/{record.survivors} "
+            f"sockets kept open through it; {record.resync_closes} closed with 4503 (probe messages: {n})"
+        )
         if record.quiet_seq:
             # The message posted to the quiet room during the outage: no later message there reveals
             # a gap, so members learn of it only if the server makes them resync.
@@ -424,8 +472,10 @@ class Suite:
             record.quiet_devices = len(members)
             record.quiet_seen = len(seen)
             record.quiet_after = round(self.clock.now() - record.t_back, 2) if len(seen) == len(members) else None
-            self.log(f"[faults] {self.clock.now():6.1f}s quiet-room message from the outage known to "
-                     f"{record.quiet_seen}/{record.quiet_devices} member devices")
+            self.log(
+                f"[faults] {self.clock.now():6.1f}s quiet-room message from the outage known to "
+                f"{record.quiet_seen}/{record.quiet_devices} member devices"
+            )
 
     def _recovery(self, record: FaultRecord) -> None:
         log = self.pop.stats.ack_log
@@ -483,7 +533,9 @@ class Suite:
     def _verify(self, *, drained: bool, catchup_ok: bool) -> dict:
         stats = self.pop.stats
         rows, last_seq, dup_keys, dup_seq = self._load_db()
-        by_key = {(sender, cid): (chat, seq, mid, text) for chat, seq, mid, sender, cid, text in rows if cid is not None}
+        by_key = {
+            (sender, cid): (chat, seq, mid, text) for chat, seq, mid, sender, cid, text in rows if cid is not None
+        }
         by_chat: dict[int, dict[int, int]] = {}
         for chat, seq, mid, *_ in rows:
             by_chat.setdefault(chat, {})[seq] = mid
@@ -534,7 +586,8 @@ class Suite:
             "sent": len(stats.sent),
             "send_attempts": stats.attempts,
             "acked": len(stats.acks),
-            "acked_as_duplicate": stats.duplicate_acks + sum(1 for a in stats.acks.values() if a.device == "probe" and a.duplicate),
+            "acked_as_duplicate": stats.duplicate_acks
+            + sum(1 for a in stats.acks.values() if a.device == "probe" and a.duplicate),
             "lost": len(lost),
             "ack_mismatch": len(wrong) + len(stats.bad_acks),
             "duplicated_rows": dup_keys + dup_seq,
@@ -561,16 +614,24 @@ class Suite:
             "daphne_unhandled_exceptions": crashes,
             "daphne_tracebacks": tracebacks,
             "servers_died_unexpectedly": survivors_alive,
-            "pg_outage_rest_503": any(any(s == 503 and c == "service_unavailable" for _, s, c in r.rest) for r in pg_records),
-            "pg_outage_socket_error": any(any(t == "error" and c == "service_unavailable" for _, t, c in r.socket) for r in pg_records),
-            "pg_outage_new_socket_4503": any(any(w == "service_unavailable" and c == 4503 for _, w, c in r.handshake) for r in pg_records),
+            "pg_outage_rest_503": any(
+                any(s == 503 and c == "service_unavailable" for _, s, c in r.rest) for r in pg_records
+            ),
+            "pg_outage_socket_error": any(
+                any(t == "error" and c == "service_unavailable" for _, t, c in r.socket) for r in pg_records
+            ),
+            "pg_outage_new_socket_4503": any(
+                any(w == "service_unavailable" and c == 4503 for _, w, c in r.handshake) for r in pg_records
+            ),
             "pg_outage_rest_non_503": sorted({(s, c) for r in pg_records for _, s, c in r.rest if s != 503}, key=str),
-            "redis_live_resumed": bool(redis_records) and all(
-                r.survivors_live == r.survivors and r.devices_live == r.devices for r in redis_records),
-            "redis_outage_message_seen_by_all": bool(redis_records) and all(
-                r.quiet_seen == r.quiet_devices for r in redis_records),
-            "faults": [vars(r) | {"rest": _summary(r.rest), "socket": _summary(r.socket), "handshake": _summary(r.handshake)}
-                       for r in self.records],
+            "redis_live_resumed": bool(redis_records)
+            and all(r.survivors_live == r.survivors and r.devices_live == r.devices for r in redis_records),
+            "redis_outage_message_seen_by_all": bool(redis_records)
+            and all(r.quiet_seen == r.quiet_devices for r in redis_records),
+            "faults": [
+                vars(r) | {"rest": _summary(r.rest), "socket": _summary(r.socket), "handshake": _summary(r.handshake)}
+                for r in self.records
+            ],
             "samples": {
                 "lost": [list(k) for k in lost[:5]],
                 "wrong": [repr(w) for w in wrong[:3]] + stats.bad_acks[:3],
@@ -595,9 +656,19 @@ def _summary(pairs: list) -> dict:
 def problems(report: dict) -> list[str]:
     """Every broken guarantee, in words. Empty means the run passed."""
     out = []
-    for key in ("lost", "ack_mismatch", "duplicated_rows", "duplicated_live_deliveries", "conflicting_deliveries",
-                "ghost_messages_on_devices", "foreign_events", "seq_gaps", "rows_never_sent",
-                "messages_missing_on_devices", "catchup_order_violations"):
+    for key in (
+        "lost",
+        "ack_mismatch",
+        "duplicated_rows",
+        "duplicated_live_deliveries",
+        "conflicting_deliveries",
+        "ghost_messages_on_devices",
+        "foreign_events",
+        "seq_gaps",
+        "rows_never_sent",
+        "messages_missing_on_devices",
+        "catchup_order_violations",
+    ):
         if report[key]:
             out.append(f"{key} = {report[key]}")
     if report["sent"] != report["acked"] or not report["drained"]:
@@ -622,14 +693,22 @@ def problems(report: dict) -> list[str]:
         out.append(f"REST during a PostgreSQL outage answered other than 503: {bad_rest}")
     for fault in report["faults"]:
         if fault["survivors"] and fault["survivors_live"] != fault["survivors"]:
-            out.append(f"after {fault['label']}: only {fault['survivors_live']} of {fault['survivors']} open sockets got live events")
+            out.append(
+                f"after {fault['label']}: only {fault['survivors_live']} of {fault['survivors']} open sockets got live events"
+            )
         if fault["devices_live"] != fault["devices"]:
-            out.append(f"after {fault['label']}: only {fault['devices_live']} of {fault['devices']} devices got live events again")
+            out.append(
+                f"after {fault['label']}: only {fault['devices_live']} of {fault['devices']} devices got live events again"
+            )
         if any(status >= 500 and status != 503 for status, _ in fault["rest_session"]):
-            out.append(f"{fault['label']}: REST with a login-session token answered {fault['rest_session']} during the outage")
+            out.append(
+                f"{fault['label']}: REST with a login-session token answered {fault['rest_session']} during the outage"
+            )
         if fault["quiet_devices"] and fault["quiet_seen"] != fault["quiet_devices"]:
-            out.append(f"after {fault['label']}: the message committed during the outage reached only "
-                       f"{fault['quiet_seen']} of {fault['quiet_devices']} member devices (no resync)")
+            out.append(
+                f"after {fault['label']}: the message committed during the outage reached only "
+                f"{fault['quiet_seen']} of {fault['quiet_devices']} member devices (no resync)"
+            )
         if fault["acks_while_down"]:
             out.append(f"{fault['label']}: {fault['acks_while_down']} acks while PostgreSQL was down")
     return out
@@ -637,23 +716,47 @@ def problems(report: dict) -> list[str]:
 
 def render(report: dict) -> str:
     """The report as two markdown tables (totals, then one row per fault)."""
-    title = (f"Fault suite, profile `{report['profile']}`: {report['duration_s']} s, {report['devices']} devices "
-             f"({report['senders']} sending), 2 daphne processes, private PostgreSQL + Redis")
+    title = (
+        f"Fault suite, profile `{report['profile']}`: {report['duration_s']} s, {report['devices']} devices "
+        f"({report['senders']} sending), 2 daphne processes, private PostgreSQL + Redis"
+    )
     lines = [title, ""]
     lines += ["| measure | value |", "|---|---|"]
-    for key in ("sent", "send_attempts", "acked", "acked_as_duplicate", "lost", "ack_mismatch", "duplicated_rows",
-                "duplicated_live_deliveries", "conflicting_deliveries", "ghost_messages_on_devices", "seq_gaps",
-                "rows_in_db", "rows_never_acked", "devices_converged", "messages_missing_on_devices",
-                "catchup_order_violations", "delivered_live", "delivered_by_catchup", "reconnects",
-                "pg_outage_rest_503", "pg_outage_socket_error", "pg_outage_new_socket_4503", "redis_live_resumed",
-                "redis_outage_message_seen_by_all"):
+    for key in (
+        "sent",
+        "send_attempts",
+        "acked",
+        "acked_as_duplicate",
+        "lost",
+        "ack_mismatch",
+        "duplicated_rows",
+        "duplicated_live_deliveries",
+        "conflicting_deliveries",
+        "ghost_messages_on_devices",
+        "seq_gaps",
+        "rows_in_db",
+        "rows_never_acked",
+        "devices_converged",
+        "messages_missing_on_devices",
+        "catchup_order_violations",
+        "delivered_live",
+        "delivered_by_catchup",
+        "reconnects",
+        "pg_outage_rest_503",
+        "pg_outage_socket_error",
+        "pg_outage_new_socket_4503",
+        "redis_live_resumed",
+        "redis_outage_message_seen_by_all",
+    ):
         lines.append(f"| {key} | {report[key]} |")
     lines.append(f"| error frames | {report['error_frames']} |")
     lines.append(f"| client-side failures | {report['failures']} |")
     lines.append(f"| daphne unhandled exceptions | {report['daphne_unhandled_exceptions']} |")
-    header = ("| fault | down (s) | first ack after back (s) | every sender acking again (s after fault) | "
-              "devices live again | all live again after back (s) | sockets kept open (deaf) | closed 4503 | "
-              "outage message seen | outage evidence |")
+    header = (
+        "| fault | down (s) | first ack after back (s) | every sender acking again (s after fault) | "
+        "devices live again | all live again after back (s) | sockets kept open (deaf) | closed 4503 | "
+        "outage message seen | outage evidence |"
+    )
     lines += ["", header, "|---|---|---|---|---|---|---|---|---|---|"]
     for f in report["faults"]:
         down = round(f["t_back"] - f["t0"], 2)
@@ -685,4 +788,3 @@ def run_profile(profile: Profile, *, log=print, keep: bool = False) -> dict:
         return report
     finally:
         suite.teardown(ok)
-

@@ -31,17 +31,27 @@ _seq = itertools.count(1)
 def populate(n: int) -> None:
     """n (>= 2) more of every kind of row an admin list shows, each with its foreign keys filled."""
     users = User.objects.bulk_create(
-        [User(username=f"ops{i}_{uuid.uuid4().hex[:6]}", email=f"ops{next(_seq)}_{uuid.uuid4().hex[:6]}@example.com") for i in range(n)]
+        [
+            User(username=f"ops{i}_{uuid.uuid4().hex[:6]}", email=f"ops{next(_seq)}_{uuid.uuid4().hex[:6]}@example.com")
+            for i in range(n)
+        ]
     )
     for user in users:
         token = RefreshToken.for_user(user)  # an OutstandingToken row
         BlacklistedToken.objects.create(token=OutstandingToken.objects.get(jti=token["jti"]))
     Group.objects.bulk_create([Group(name=f"group-{uuid.uuid4().hex[:8]}") for _ in range(n)])
     for owner, other in zip(users, users[1:] + users[:1], strict=True):
-        chat = Chat.objects.create(kind=Chat.Kind.GROUP, title=f"chat of {owner.username}", created_by=owner, last_seq=2)
-        Membership.objects.bulk_create([Membership(chat=chat, user=owner, role="owner"), Membership(chat=chat, user=other)])
+        chat = Chat.objects.create(
+            kind=Chat.Kind.GROUP, title=f"chat of {owner.username}", created_by=owner, last_seq=2
+        )
+        Membership.objects.bulk_create(
+            [Membership(chat=chat, user=owner, role="owner"), Membership(chat=chat, user=other)]
+        )
         Message.objects.bulk_create(
-            [Message(chat=chat, seq=seq, sender=owner, text=f"text {seq}", client_id=uuid.uuid4().hex) for seq in (1, 2)]
+            [
+                Message(chat=chat, seq=seq, sender=owner, text=f"text {seq}", client_id=uuid.uuid4().hex)
+                for seq in (1, 2)
+            ]
         )
 
 
@@ -54,7 +64,9 @@ def operator(make_user) -> Client:
 
 
 def changelist_urls() -> list[str]:
-    return [reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist") for model in admin.site._registry]
+    return [
+        reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist") for model in admin.site._registry
+    ]
 
 
 def queries_for(client: Client, url: str) -> int:
@@ -109,7 +121,7 @@ def test_chat_change_page_costs_the_same_queries_at_n_and_3n_members(operator, m
     add_members(10)
     assert queries_for(operator, url) == small
     page = operator.get(url).content.decode()
-    assert page.count("<tr class=\"form-row") >= 16 or page.count("dynamic-memberships") >= 16
+    assert page.count('<tr class="form-row') >= 16 or page.count("dynamic-memberships") >= 16
 
 
 @pytest.mark.django_db
@@ -137,7 +149,10 @@ def test_messages_filter_by_typed_chat_id_and_search(operator):
     assert 'name="chat_id"' in page  # the input box
     assert "0 messages" in operator.get("/admin/chats/message/?chat_id=abc").content.decode()
     message = Message.objects.exclude(client_id=None).first()
-    assert f"/admin/chats/message/{message.id}/change/" in operator.get(f"/admin/chats/message/?q={message.client_id}").content.decode()
+    assert (
+        f"/admin/chats/message/{message.id}/change/"
+        in operator.get(f"/admin/chats/message/?q={message.client_id}").content.decode()
+    )
 
 
 @pytest.mark.django_db

@@ -159,12 +159,27 @@ def test_the_app_environment_loads_settings_and_passes_system_checks():
     env.update({key: resolved(str(value)) for key, value in SERVICES["app1"]["environment"].items()})
     env["DJANGO_SETTINGS_MODULE"] = "messenger.settings"
     result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     probe = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DEBUG, settings.LOG_FORMAT)"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.DEBUG, settings.LOG_FORMAT)",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert probe.stdout.split() == ["False", "json"]
 
@@ -352,7 +367,13 @@ def test_the_image_context_starts_without_the_development_tools(tmp_path):
 
     def manage(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+            [sys.executable, "manage.py", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
 
     check = manage("check")
@@ -399,7 +420,12 @@ def test_nginx_routes_websocket_upgrades_with_long_timeouts():
 
 def test_nginx_forwards_client_headers_and_request_id_and_keeps_metrics_inside():
     server = block(nginx_conf(), "server {")
-    for header in ("Host $host", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme", "X-Request-ID $req_id"):
+    for header in (
+        "Host $host",
+        "X-Forwarded-For $proxy_add_x_forwarded_for",
+        "X-Forwarded-Proto $scheme",
+        "X-Request-ID $req_id",
+    ):
         assert f"proxy_set_header {header};" in server, header
     assert "return 404;" in block(server, "location = /metrics")
     assert "proxy_pass http://messenger_app;" in block(server, "location / ")

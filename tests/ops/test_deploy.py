@@ -23,7 +23,12 @@ def check_deploy(**overrides: str) -> subprocess.CompletedProcess:
     env.update(PRODUCTION, DJANGO_SETTINGS_MODULE="messenger.settings", **overrides)
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

@@ -50,10 +50,18 @@ async def get(app, path: str, token: str) -> int:
         sent.append(message)
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
         "headers": [(b"authorization", f"Bearer {token}".encode()), (b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
     }
     await asyncio.wait_for(app(scope, receive, send), 10)
     return sent[0]["status"]
@@ -118,7 +126,9 @@ async def test_concurrent_requests_beyond_the_limit_wait_for_a_thread():
         await send({"type": "http.response.body", "body": b""})
 
     leasing = ThreadLeasingHTTP(app, 2)
-    responses = await asyncio.gather(*(HttpCommunicator(leasing, "GET", "/").get_response(timeout=10) for _ in range(8)))
+    responses = await asyncio.gather(
+        *(HttpCommunicator(leasing, "GET", "/").get_response(timeout=10) for _ in range(8))
+    )
     assert [r["status"] for r in responses] == [204] * 8
     assert peak == 2 and len(threads) == 2, (peak, threads)
 

@@ -150,7 +150,9 @@ def _record(msg="http.request", args=(), exc_info=None, **extra) -> logging.LogR
 
 
 def test_json_renders_one_object_per_line_with_the_extra_fields():
-    line = build_formatter("json").format(_record(method="GET", path="/api/chats", status=200, duration_ms=1.5, user_id=7))
+    line = build_formatter("json").format(
+        _record(method="GET", path="/api/chats", status=200, duration_ms=1.5, user_id=7)
+    )
     assert "\n" not in line
     payload = json.loads(line)
     assert list(payload)[:4] == ["timestamp", "level", "logger", "event"]
@@ -158,7 +160,11 @@ def test_json_renders_one_object_per_line_with_the_extra_fields():
     assert payload["logger"] == "messenger.request"
     assert payload["timestamp"].endswith("Z")
     assert (payload["method"], payload["path"], payload["status"], payload["duration_ms"], payload["user_id"]) == (
-        "GET", "/api/chats", 200, 1.5, 7,
+        "GET",
+        "/api/chats",
+        200,
+        1.5,
+        7,
     )
 
 
@@ -175,7 +181,9 @@ def test_json_drops_object_extras_and_redacts_tokens_and_tracebacks():
         raise ValueError(f"bad token {jwt}")
     except ValueError:
         exc_info = sys.exc_info()
-    line = build_formatter("json").format(_record("Unauthorized: %s", ("/api/users/me",), exc_info, request=Request(), status_code=401))
+    line = build_formatter("json").format(
+        _record("Unauthorized: %s", ("/api/users/me",), exc_info, request=Request(), status_code=401)
+    )
     payload = json.loads(line)
     assert "request" not in payload and payload["status_code"] == 401
     assert "ValueError" in payload["exception"]
@@ -193,7 +201,12 @@ def _settings_in_subprocess(env: dict[str, str], code: str) -> subprocess.Comple
     base.update(DJANGO_SETTINGS_MODULE="messenger.settings", **env)
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup()\n" + code],
-        cwd=ROOT, env=base, capture_output=True, text=True, timeout=60, check=True,
+        cwd=ROOT,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
 
 

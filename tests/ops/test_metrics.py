@@ -76,7 +76,10 @@ def test_rate_limited_retry_of_a_stored_message_counts_as_duplicate(api, make_us
     alice, bob = make_user(), make_user()
     chat = direct_chat(alice, bob)
     assert post_message(api, alice, chat.id, "once").status_code == 201
-    limited, duplicates = sample("messenger_rate_limited_total", limit="send"), sample("messenger_duplicate_sends_total")
+    limited, duplicates = (
+        sample("messenger_rate_limited_total", limit="send"),
+        sample("messenger_duplicate_sends_total"),
+    )
 
     assert post_message(api, alice, chat.id, "once").status_code == 200
     assert sample("messenger_rate_limited_total", limit="send") == limited
@@ -184,7 +187,9 @@ async def test_fanout_histogram_observes_each_delivered_event(make_user, setting
     sender, receiver = await ws_connect(alice), await ws_connect(bob)
     try:
         before = sample("messenger_fanout_latency_seconds_count")
-        await sender.send_json_to({"type": "message.send", "chat_id": chat.id, "client_id": "f-1", "text": "hi", "ref": "1"})
+        await sender.send_json_to(
+            {"type": "message.send", "chat_id": chat.id, "client_id": "f-1", "text": "hi", "ref": "1"}
+        )
         await receive_until(sender, "message.ack")
         frame, _ = await receive_until(receiver, "message.new")
         assert "committed_at" not in frame and "committed_at" not in frame["message"]

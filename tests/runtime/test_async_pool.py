@@ -58,17 +58,19 @@ async def test_dead_persistent_connection_is_replaced_before_the_next_command(ma
     ws = await ws_connect(alice)
     try:
         for n in range(8):  # the pool keeps its connections between commands
-            await ws.send_json_to({"type": "message.send", "chat_id": chat.id, "client_id": f"warm-{n}", "text": "warm"})
+            await ws.send_json_to(
+                {"type": "message.send", "chat_id": chat.id, "client_id": f"warm-{n}", "text": "warm"}
+            )
             await receive_until(ws, "message.ack")
         killed = await database_sync_to_async(_kill_pool_connections)()
         assert killed >= 1
         for n in range(8):
-            await ws.send_json_to({"type": "message.send", "chat_id": chat.id, "client_id": f"after-{n}", "text": "after"})
+            await ws.send_json_to(
+                {"type": "message.send", "chat_id": chat.id, "client_id": f"after-{n}", "text": "after"}
+            )
             ack, _ = await receive_until(ws, "message.ack")
             assert ack["duplicate"] is False, ack
-        seqs = await database_sync_to_async(
-            lambda: list(chat.messages.order_by("seq").values_list("seq", flat=True))
-        )()
+        seqs = await database_sync_to_async(lambda: list(chat.messages.order_by("seq").values_list("seq", flat=True)))()
         assert seqs == list(range(1, 17))
     finally:
         connections.settings["default"]["CONN_MAX_AGE"] = 0

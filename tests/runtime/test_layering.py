@@ -44,11 +44,7 @@ def _imports(package: str) -> list[tuple[str, str]]:
 )
 def test_imports_point_down(package, forbidden):
     """Infrastructure never imports an app or the project; accounts does not import chats."""
-    wrong = [
-        (path, name)
-        for path, name in _imports(package)
-        if name in forbidden and (path, name) not in ALLOWED
-    ]
+    wrong = [(path, name) for path, name in _imports(package) if name in forbidden and (path, name) not in ALLOWED]
     assert wrong == []
 
 

@@ -47,7 +47,13 @@ def sample(*, n: int):
 
 def expected(n):
     return (
-        Pair(n, "x"), [Pair(i, str(i)) for i in range(1, n + 1)], None, True, "still usable", (1, 2), (True, False, True)
+        Pair(n, "x"),
+        [Pair(i, str(i)) for i in range(1, n + 1)],
+        None,
+        True,
+        "still usable",
+        (1, 2),
+        (True, False, True),
     )
 
 

@@ -46,5 +46,12 @@ def test_installed_minor_version_is_the_one_the_patches_were_written_for(package
 def test_every_runtime_module_that_patches_is_listed():
     """A module of runtime/ that subclasses framework classes appears in the registry."""
     listed = {entry.used_by for entry in UPSTREAM}
-    for name in ("runtime.serve", "runtime.layers", "runtime.consumer", "runtime.origin", "runtime.async_db", "runtime.http"):
+    for name in (
+        "runtime.serve",
+        "runtime.layers",
+        "runtime.consumer",
+        "runtime.origin",
+        "runtime.async_db",
+        "runtime.http",
+    ):
         assert name in listed

@@ -43,7 +43,10 @@ class LiveServer(ServerProcess):
         self.serve = serve
         self.args = args
         if serve:
-            argv = lambda port: [sys.executable, "-m", "runtime.serve", "-b", "127.0.0.1", "-p", str(port), *args]
+
+            def argv(port):
+                return [sys.executable, "-m", "runtime.serve", "-b", "127.0.0.1", "-p", str(port), *args]
+
         else:
             argv = daphne_argv(*args)
         super().__init__(log_path, env, argv)
@@ -85,13 +88,17 @@ class LiveServer(ServerProcess):
     def register(self, username: str | None = None, password: str = PASSWORD) -> dict:
         username = username or f"u{uuid.uuid4().hex[:12]}"
         status, body = self.http(
-            "POST", "/api/auth/register", {"username": username, "email": f"{username}@example.com", "password": password}
+            "POST",
+            "/api/auth/register",
+            {"username": username, "email": f"{username}@example.com", "password": password},
         )
         assert status == 201, (status, body)
         return {**body, "password": password}
 
     def login(self, user: dict) -> dict:
-        status, body = self.http("POST", "/api/auth/token", {"username": user["username"], "password": user["password"]})
+        status, body = self.http(
+            "POST", "/api/auth/token", {"username": user["username"], "password": user["password"]}
+        )
         assert status == 200, (status, body)
         return body
 

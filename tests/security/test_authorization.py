@@ -100,7 +100,9 @@ def world(make_user):
     left = services.create_group(user_id=alice.id, title="was here", member_ids=[bob.id, mallory.id])
     for chat in (direct, group, left):
         for n in range(3):
-            services.send_message(user_id=alice.id, chat_id=chat.id, client_id=f"seed-{chat.id}-{n}", text=f"secret {n}")
+            services.send_message(
+                user_id=alice.id, chat_id=chat.id, client_id=f"seed-{chat.id}-{n}", text=f"secret {n}"
+            )
     services.remove_member(actor_id=mallory.id, chat_id=left.id, user_id=mallory.id)
     # Mallory's own chat with a friend: she is a legitimate user, just not of the victims' chats.
     services.open_direct_chat(user_id=mallory.id, other_user_id=friend.id)

@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bandit_reports_no_medium_or_high_issue():
     result = subprocess.run(
         [sys.executable, "-m", "bandit", "-c", "pyproject.toml", "-r", ".", "-f", "json", "-q"],
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     report = json.loads(result.stdout)
     assert report["errors"] == [], report["errors"]

@@ -185,7 +185,9 @@ class FuzzClient:
             self.connection = None
             # Over the cap the server closes with 1009; the client, still sending, may instead see
             # the TCP reset that closing a socket with unread input causes (no close frame: None).
-            assert size > CAP and code in (1009, None), f"{category} frame of {size} bytes closed the socket with {code}"
+            assert size > CAP and code in (1009, None), (
+                f"{category} frame of {size} bytes closed the socket with {code}"
+            )
             return
         assert size <= CAP, f"a {size}-byte frame was accepted"
 
@@ -252,7 +254,9 @@ def test_protocol_fuzz(start_server):
 # --- malformed WebSocket framing (below what a client library lets you send) ---------------------
 
 
-def _frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0, length: int | None = None) -> bytes:
+def _frame(
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0, length: int | None = None
+) -> bytes:
     head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
     n = len(payload) if length is None else length
     bit = 0x80 if mask else 0
@@ -303,7 +307,8 @@ MALFORMED = {
     "continuation without a start": [_frame(0x0, b"x")],
     "new message inside a fragmented one": [_frame(0x1, b'{"type":', fin=False), _frame(0x1, b'"ping"}')],
     "fragments adding up to more than 64 KiB": [
-        _frame(0x1, b'{"type":"ping","pad":"', fin=False), *[_frame(0x0, b"p" * 16384, fin=False) for _ in range(5)],
+        _frame(0x1, b'{"type":"ping","pad":"', fin=False),
+        *[_frame(0x0, b"p" * 16384, fin=False) for _ in range(5)],
         _frame(0x0, b'"}'),
     ],
     "length header of 2**63 - 1": [_frame(0x1, b"", length=2**63 - 1)],

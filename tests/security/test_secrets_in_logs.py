@@ -98,10 +98,14 @@ async def test_no_secret_in_this_process_logs(every_logger_at_debug, settings, d
     """Every record of every logger at DEBUG, while the whole auth life cycle runs: 0 secrets."""
     settings.DEBUG = debug
     client = APIClient()
-    call = lambda method, *args, **kwargs: db(getattr(client, method))(*args, format="json", **kwargs)
+
+    def call(method, *args, **kwargs):
+        return db(getattr(client, method))(*args, format="json", **kwargs)
 
     username = f"logcheck{'d' if debug else 'p'}"
-    response = await call("post", "/api/auth/register", {"username": username, "email": f"{username}@example.com", "password": PASSWORD})
+    response = await call(
+        "post", "/api/auth/register", {"username": username, "email": f"{username}@example.com", "password": PASSWORD}
+    )
     assert response.status_code == 201
     response = await call("post", "/api/auth/token", {"username": username, "password": WRONG_PASSWORD})
     assert response.status_code == 401
@@ -113,7 +117,15 @@ async def test_no_secret_in_this_process_logs(every_logger_at_debug, settings, d
     replay = await call("post", "/api/auth/token/refresh", {"refresh": first["refresh"]})
     assert replay.status_code == 401
     bad_access = tamper(second["access"])
-    secrets = [PASSWORD, WRONG_PASSWORD, first["access"], first["refresh"], second["access"], second["refresh"], bad_access]
+    secrets = [
+        PASSWORD,
+        WRONG_PASSWORD,
+        first["access"],
+        first["refresh"],
+        second["access"],
+        second["refresh"],
+        bad_access,
+    ]
 
     authed = APIClient()
     authed.credentials(HTTP_AUTHORIZATION=f"Bearer {second['access']}")
@@ -176,7 +188,12 @@ def _exercise_server(server, *, plain_http_token: bool) -> list[str]:
                 )
             ),
             stack.enter_context(
-                connect(server.ws_url(), subprotocols=["messenger.v1", f"bearer.{second['access']}"], open_timeout=10, proxy=None)
+                connect(
+                    server.ws_url(),
+                    subprotocols=["messenger.v1", f"bearer.{second['access']}"],
+                    open_timeout=10,
+                    proxy=None,
+                )
             ),
         ]
         for connection in opened:
@@ -191,7 +208,15 @@ def _exercise_server(server, *, plain_http_token: bool) -> list[str]:
         assert server.http("GET", f"/api/users/me?token={second['access']}")[0] == 401
     status, _ = server.http("POST", "/api/auth/logout", {"refresh": second["refresh"]})
     assert status == 204
-    return [PASSWORD, WRONG_PASSWORD, first["access"], first["refresh"], second["access"], second["refresh"], bad_access]
+    return [
+        PASSWORD,
+        WRONG_PASSWORD,
+        first["access"],
+        first["refresh"],
+        second["access"],
+        second["refresh"],
+        bad_access,
+    ]
 
 
 def test_no_secret_in_messenger_serve_output_at_full_verbosity(start_server):

@@ -74,7 +74,7 @@ class Reader(threading.Thread):
                 frame = recv_json(self.connection)
                 if frame.get("type") == "message.new" and frame["message"]["sender_id"] is not None:
                     self.seqs.append(frame["message"]["seq"])
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.error = exc
 
 
@@ -84,12 +84,17 @@ def test_stalled_sockets_are_dropped_and_memory_stays_bounded(start_server):
     alice, bob, carol = (server.register() for _ in range(3))
     tokens = {name: server.login(user)["access"] for name, user in (("alice", alice), ("bob", bob), ("carol", carol))}
     status, chat = server.http(
-        "POST", "/api/chats", {"kind": "group", "title": "flood", "member_ids": [bob["id"], carol["id"]]}, token=tokens["alice"]
+        "POST",
+        "/api/chats",
+        {"kind": "group", "title": "flood", "member_ids": [bob["id"], carol["id"]]},
+        token=tokens["alice"],
     )
     assert status == 201, chat
 
     with ExitStack() as stack:
-        sender = stack.enter_context(connect(server.ws_url(tokens["alice"]), open_timeout=10, proxy=None, max_size=None))
+        sender = stack.enter_context(
+            connect(server.ws_url(tokens["alice"]), open_timeout=10, proxy=None, max_size=None)
+        )
         assert recv_json(sender)["type"] == "session.ready"
 
         def send(n: int, text: str) -> dict:
@@ -104,7 +109,9 @@ def test_stalled_sockets_are_dropped_and_memory_stays_bounded(start_server):
         stalled = [raw_websocket(server.port, tokens["bob"], rcvbuf=4096) for _ in range(STALLED_SOCKETS)]
         for sock in stalled:
             stack.callback(sock.close)
-        healthy = stack.enter_context(connect(server.ws_url(tokens["carol"]), open_timeout=10, proxy=None, max_size=None))
+        healthy = stack.enter_context(
+            connect(server.ws_url(tokens["carol"]), open_timeout=10, proxy=None, max_size=None)
+        )
         assert recv_json(healthy)["type"] == "session.ready"
         reader = Reader(healthy)
         reader.start()
@@ -133,7 +140,9 @@ def test_stalled_sockets_are_dropped_and_memory_stays_bounded(start_server):
         assert server.log().count("dropping slow WebSocket client") == STALLED_SOCKETS
 
         # Bob reconnects and catches up from the database; the server is none the worse.
-        status, page = server.http("GET", f"/api/chats/{chat['id']}/messages?after_seq=0&limit=200", token=tokens["bob"])
+        status, page = server.http(
+            "GET", f"/api/chats/{chat['id']}/messages?after_seq=0&limit=200", token=tokens["bob"]
+        )
         assert status == 200 and len(page["results"]) == 200 and page["has_more"] is True
         with connect(server.ws_url(tokens["bob"]), open_timeout=10, proxy=None) as again:
             assert recv_json(again)["type"] == "session.ready"
@@ -156,7 +165,9 @@ def test_a_client_that_sends_but_never_reads_is_dropped_too(start_server):
                 sock.sendall(frame)
         except (ConnectionResetError, BrokenPipeError):
             pass  # dropped while still sending
-        assert wait_for(lambda: "dropping slow WebSocket client" in server.log()), "the server kept a client that never reads"
+        assert wait_for(lambda: "dropping slow WebSocket client" in server.log()), (
+            "the server kept a client that never reads"
+        )
         assert drain_until_closed(sock)
     finally:
         sock.close()

@@ -75,7 +75,9 @@ class Command(BaseCommand):
         load.add_argument("--users", type=int, help="Load users load_0000001..load_<N>, sharing one password.")
         load.add_argument("--chats", type=int, help="Chats in total: the groups first, direct chats for the rest.")
         load.add_argument("--messages", type=int, help="Messages in total over all chats.")
-        load.add_argument("--group-size", type=int, default=None, help="Members per group (default 1000, capped at --users).")
+        load.add_argument(
+            "--group-size", type=int, default=None, help="Members per group (default 1000, capped at --users)."
+        )
         load.add_argument("--groups", type=int, help="Number of groups (default: enough for every user to be in one).")
         load.add_argument(
             "--big-chat-messages", type=int, help="Messages in chat 1, a group (default: a tenth of --messages)."
@@ -152,5 +154,7 @@ class Command(BaseCommand):
         chat = services.create_group(
             user_id=users["alice"].id, title=GROUP_TITLE, member_ids=[users["bob"].id, users["carol"].id]
         )
-        services.add_member(actor_id=users["alice"].id, chat_id=chat.id, user_id=users["dave"].id, role=Membership.Role.ADMIN)
+        services.add_member(
+            actor_id=users["alice"].id, chat_id=chat.id, user_id=users["dave"].id, role=Membership.Role.ADMIN
+        )
         return chat
