@@ -110,14 +110,7 @@ class ChatConsumer(SocketConsumer):
         self._expiry_handle = loop.call_later(delay, lambda: asyncio.ensure_future(self._expire()))
 
     async def _expire(self) -> None:
-        await self._send(
-            {
-                "type": "error",
-                "code": "token_expired",
-                "detail": "Access token expired; reconnect with a fresh one.",
-                "ref": None,
-            }
-        )
+        await self._error(FrameError("token_expired", "Access token expired; reconnect with a fresh one."), None)
         await self.close(code=CLOSE_UNAUTHORIZED)
 
     # --- inbound frames ---------------------------------------------------------------
@@ -152,7 +145,7 @@ class ChatConsumer(SocketConsumer):
             await self._error(FrameError("server_error", "Internal error; the frame was not processed."), ref)
 
     async def _error(self, exc: MessengerError, ref) -> None:
-        await self._send({"type": "error", **exc.as_dict(), "ref": ref})
+        await self._send(frames.error(exc, ref))
 
     async def _on_send(self, frame: Frame):
         chat_id, client_id, text = frame.id("chat_id"), frame.client_id(), frame.text()
@@ -221,7 +214,7 @@ class ChatConsumer(SocketConsumer):
         """Logout of this socket's session (sid) or deactivation of the user (sid None)."""
         sid = message.get("sid")
         if sid is None or sid == self.sid:
-            await self._send({"type": "error", "code": "session_revoked", "detail": "Logged out.", "ref": None})
+            await self._error(FrameError("session_revoked", "Logged out."), None)
             await self.close(code=CLOSE_UNAUTHORIZED)
 
     async def layer_resync(self, message: dict):
@@ -230,13 +223,8 @@ class ChatConsumer(SocketConsumer):
         4503 so the client reconnects and catches up by ``after_seq`` (docs/PROTOCOL.md §9),
         which also brings chats it joined or left in the meantime."""
         if self.user_id is not None:
-            await self._send(
-                {
-                    "type": "error",
-                    "code": "resync_required",
-                    "detail": "Live events may have been lost; reconnect and catch up.",
-                    "ref": None,
-                }
+            await self._error(
+                FrameError("resync_required", "Live events may have been lost; reconnect and catch up."), None
             )
             await self.close(code=CLOSE_RESYNC)
 

@@ -1,8 +1,8 @@
 """Client frames of ``/ws/``: parsing and field checks, without sockets or a database.
 
 :func:`parse` turns a WebSocket message into a :class:`Frame` or raises an error that the
-consumer sends back as an ``error`` frame (docs/PROTOCOL.md §8); the field getters check one
-field each. Everything here is pure and testable on plain strings.
+consumer sends back as an :func:`error` frame (docs/PROTOCOL.md §8); the field getters check
+one field each. Everything here is pure and testable on plain strings.
 """
 
 from __future__ import annotations
@@ -77,6 +77,11 @@ def parse(text_data: str | None) -> Frame:
         raise InvalidInput({"ref": [f"Must be a string of at most {REF_MAX} characters."]})
     kind = data.get("type")
     return Frame(type=kind if isinstance(kind, str) else None, ref=ref, data=data)
+
+
+def error(exc: MessengerError, ref: str | None) -> dict:
+    """The ``error`` frame: the REST error body (``code``, ``detail``, maybe ``retry_after``) plus ``ref``."""
+    return {"type": "error", **exc.as_dict(), "ref": ref}
 
 
 def unknown_type(frame: Frame) -> FrameError:

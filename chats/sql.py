@@ -44,24 +44,18 @@ class Original(NamedTuple):
 
 
 class SendRow(NamedTuple):
-    """What :data:`SEND` did: ``stored_id`` set when it stored the message, ``original`` set
+    """What :data:`SEND` did: ``stored_id`` set when it stored the message, ``original.id`` set
     when the key was used before (by a member of the chat); no row when it was refused."""
 
     seq: int | None
     read_all_seq: int | None
     my_last_read_seq: int | None
     stored_id: int | None
-    original_id: int | None
-    original_chat_id: int | None
-    original_seq: int | None
-    original_kind: str | None
-    original_text: str | None
-    original_created_at: dt.datetime | None
-    original_read_all_seq: int | None
+    original: Original
 
-    @property
-    def original(self) -> Original:
-        return Original(*self[4:])
+    @classmethod
+    def from_row(cls, row: tuple) -> SendRow:
+        return cls(*row[:4], Original._make(row[4:]))
 
 
 class SendObstacles(NamedTuple):
@@ -69,17 +63,11 @@ class SendObstacles(NamedTuple):
 
     is_member: bool
     peer_inactive: bool
-    original_id: int | None
-    original_chat_id: int | None
-    original_seq: int | None
-    original_kind: str | None
-    original_text: str | None
-    original_created_at: dt.datetime | None
-    original_read_all_seq: int | None
+    original: Original
 
-    @property
-    def original(self) -> Original:
-        return Original(*self[2:])
+    @classmethod
+    def from_row(cls, row: tuple) -> SendObstacles:
+        return cls(*row[:2], Original._make(row[2:]))
 
 
 class AfterSend(NamedTuple):

@@ -25,13 +25,12 @@ class EstimatedCountPaginator(Paginator):
         query = getattr(queryset, "query", None)
         if query is not None and not query.where:
             connection = connections[queryset.db]
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                        [connection.ops.quote_name(queryset.model._meta.db_table)],
-                    )
-                    row = cursor.fetchone()
-                if row is not None and row[0] >= ESTIMATE_ABOVE:
-                    return int(row[0])
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                    [connection.ops.quote_name(queryset.model._meta.db_table)],
+                )
+                row = cursor.fetchone()
+            if row is not None and row[0] >= ESTIMATE_ABOVE:
+                return int(row[0])
         return super().count

@@ -51,7 +51,9 @@ Plan = Generator["Step", Any, T]
 class Statement(Generic[R]):
     """One SQL statement with ``%(name)s`` parameters and the named row type it returns.
 
-    Statements run prepared (``prepare=True``): PostgreSQL plans each once per connection.
+    Rows are decoded by ``row.from_row(tuple)`` when the row type has it (a row with nested
+    parts), else ``row._make``. Statements run prepared (``prepare=True``): PostgreSQL plans
+    each once per connection.
     """
 
     def __init__(self, sql: str, row: type[R]):
@@ -67,9 +69,10 @@ class Statement(Generic[R]):
         return Fetch(self, params, first=False)
 
     def decode(self, rows: list[tuple], first: bool):
+        make = getattr(self.row, "from_row", self.row._make)
         if first:
-            return self.row._make(rows[0]) if rows else None
-        return [self.row._make(row) for row in rows]
+            return make(rows[0]) if rows else None
+        return [make(row) for row in rows]
 
 
 @dataclass(frozen=True)

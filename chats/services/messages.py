@@ -41,7 +41,7 @@ def send_message(
     text = clean_text(text)
     if not (yield from _within_send_rate(user_id=user_id)):
         obstacles = yield sql.SEND_OBSTACLES.one(chat=chat_id, user=user_id, client_id=client_id)
-        if obstacles.is_member and obstacles.original_id is not None:
+        if obstacles.is_member and obstacles.original.id is not None:
             return _repeat(obstacles.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
         metrics.RATE_LIMITED.labels(limit="send").inc()
         raise RateLimited(f"At most {settings.SEND_RATE_LIMIT} messages per {_window()} s.", retry_after=_retry_after())
@@ -54,13 +54,13 @@ def send_message(
         # A parallel send of this key committed while this one waited for the chat lock; the
         # statement rolled back whole (no seq used). Once more: now it finds the original.
         row = yield sql.SEND.one(savepoint=True, **params)
-    if row is not None and row.original_id is not None:
+    if row is not None and row.original.id is not None:
         return _repeat(row.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
     if row is None:
         obstacles = yield sql.SEND_OBSTACLES.one(chat=chat_id, user=user_id, client_id=client_id)
         if not obstacles.is_member:
             raise ChatNotFound()
-        if obstacles.original_id is not None:
+        if obstacles.original.id is not None:
             return _repeat(obstacles.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
         if obstacles.peer_inactive:
             raise Forbidden("The other user's account is deactivated.")
