@@ -57,7 +57,9 @@ class ActiveUser(NamedTuple):
     username: str
 
 
-ACTIVE_USER = Statement("SELECT username FROM accounts_user WHERE id = %(id)s AND is_active", ActiveUser)
+ACTIVE_USER = Statement(
+    "SELECT username FROM accounts_user WHERE id = %(id)s AND is_active", ActiveUser, name="active_user"
+)
 
 
 @use_case

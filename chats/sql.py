@@ -264,3 +264,8 @@ HAVING bool_or(user_id = %(user)s)
 """,
     Members,
 )
+
+# Each statement's label in messenger_db_statement_seconds is its name here ("send", "read_up_to", ...).
+for _name, _statement in list(globals().items()):
+    if isinstance(_statement, Statement):
+        _statement.name = _name.lower()

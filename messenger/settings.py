@@ -124,6 +124,11 @@ if DATABASE_URL:
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         scheme = DATABASE_URL.split(":", 1)[0]
         raise ImproperlyConfigured(f"DATABASE_URL must name a PostgreSQL database (postgres://...), not {scheme}:")
+    # Plan statements (runtime/plans.py) run prepared: PostgreSQL plans each once per connection.
+    # Django turns psycopg's preparing off (None) for transaction-mode poolers; its own cursors bind
+    # client-side and are never prepared either way, so this only affects our statements. A pooler
+    # in front must therefore run in session mode.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
 elif sys.argv[1:2] == ["collectstatic"]:
     # The one command that needs no database (the image build runs it): Django's dummy backend.
     DATABASES = {"default": {"ENGINE": "django.db.backends.dummy"}}

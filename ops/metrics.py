@@ -60,6 +60,26 @@ SOCKET_FRAME_SECONDS = Histogram(
     ["type"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+EVENT_LOOP_LAG = Histogram(
+    "messenger_event_loop_lag_seconds",
+    "How late a 10 ms timer on the server's event loop fires: time every socket of the process waited.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+EVENT_LOOP_LAG_MAX = Gauge(
+    "messenger_event_loop_lag_max_seconds", "The largest event-loop lag seen in the last 10 s window."
+)
+GC_PAUSE = Histogram(
+    "messenger_gc_pause_seconds",
+    "Cyclic garbage collections of the server process (each stops the event loop), by generation.",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+DB_STATEMENT_SECONDS = Histogram(
+    "messenger_db_statement_seconds",
+    "One statement of a plan on the async pool, from asking for a connection to its rows, by statement.",
+    ["statement"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 CHANNEL_LAYER_SEND_FAILURES = Counter(
     "messenger_channel_layer_send_failures_total", "Channel-layer sends that failed (the events were dropped)."
 )
@@ -84,6 +104,8 @@ for _source in ("http", "socket"):
     DB_ERRORS.labels(source=_source)
 for _source in ("http", "socket", "channel_layer"):
     REDIS_ERRORS.labels(source=_source)
+for _generation in ("0", "1", "2"):
+    GC_PAUSE.labels(generation=_generation)
 for _type in ("message.send", "message.read", "typing", "ping", "auth.refresh", "invalid"):
     SOCKET_FRAME_SECONDS.labels(type=_type)
 

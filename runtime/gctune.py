@@ -10,7 +10,8 @@
   times less often; young collections keep CPython's pace, so cyclic garbage holding big
   buffers is freed as soon as before.
 
-``GC_FREEZE=false`` and ``GC_THRESHOLDS=700,10,10`` give CPython's defaults back. Why these
+``GC_FREEZE=false`` and ``GC_THRESHOLDS=700,10,10`` give CPython's defaults back. Every
+collection's pause is recorded in ``messenger_gc_pause_seconds{generation}``. Why these
 values and not others, with the figures: docs/PERFORMANCE.md, "Garbage collector settings".
 """
 
@@ -18,8 +19,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 
 from django.conf import settings
+
+from ops import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -33,5 +37,18 @@ def settle() -> None:
         gc.collect()
         gc.freeze()
     gc.set_threshold(*settings.GC_THRESHOLDS)
+    if _time_collections not in gc.callbacks:
+        gc.callbacks.append(_time_collections)
     thresholds = ",".join(str(n) for n in gc.get_threshold())
     logger.info("gc.settled", extra={"frozen": gc.get_freeze_count(), "thresholds": thresholds})
+
+
+_started: list[float] = []
+
+
+def _time_collections(phase: str, info: dict) -> None:
+    """``gc.callbacks`` hook: each collection's pause into ``messenger_gc_pause_seconds``."""
+    if phase == "start":
+        _started[:] = [time.perf_counter()]
+    elif _started:
+        metrics.GC_PAUSE.labels(generation=str(info.get("generation", 0))).observe(time.perf_counter() - _started[0])

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext
 
+from . import looplag
+
 
 class ThreadLeasingHTTP:
     """``app`` with each HTTP request on one of ``size`` long-lived threads.
@@ -51,6 +53,7 @@ class ThreadLeasingHTTP:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"http-{self._created}")
 
     async def __call__(self, scope, receive, send):
+        looplag.ensure_started()
         if scope["type"] != "http" or scope.get("path") in self.unleased_paths:
             return await self.app(scope, receive, send)
         async with self._semaphore():

@@ -30,12 +30,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
+import psycopg
 from django.core.cache import cache
 from django.db import connection, transaction
+
+from ops import metrics
 
 from . import async_cache, async_db, realtime
 
@@ -56,9 +60,11 @@ class Statement(Generic[R]):
     each once per connection.
     """
 
-    def __init__(self, sql: str, row: type[R]):
+    def __init__(self, sql: str, row: type[R], *, name: str | None = None):
         self.sql = sql
         self.row = row
+        # The label of messenger_db_statement_seconds.
+        self.name = name or row.__name__
 
     def one(self, *, savepoint: bool = False, **params: Any) -> Fetch:
         """A step answered with the first row (or None)."""
@@ -151,7 +157,10 @@ def _execute_sync(step: Step) -> Any:
         in_savepoint = (
             transaction.atomic() if step.savepoint and connection.in_atomic_block else contextlib.nullcontext()
         )
-        with in_savepoint, connection.wrap_database_errors, connection.connection.cursor() as cursor:
+        # A plain psycopg cursor: server-side binding, so prepare=True prepares the statement once
+        # per connection. (Django's own cursors bind client-side: the values would be part of the
+        # query text and every call would prepare a new statement.)
+        with in_savepoint, connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(step.statement.sql, step.params, prepare=True)
             rows = cursor.fetchall() if cursor.description else []
         return step.statement.decode(rows, step.first)
@@ -197,7 +206,9 @@ async def run_async(plan: Plan[T]) -> tuple[T, list[realtime.Outgoing]]:
 
 async def _execute_async(step: Step, run: _AsyncRun) -> Any:
     if isinstance(step, Fetch):
+        started = time.perf_counter()
         rows = await async_db.fetch(step.statement.sql, step.params)
+        metrics.DB_STATEMENT_SECONDS.labels(statement=step.statement.name).observe(time.perf_counter() - started)
         return step.statement.decode(rows, step.first)
     if isinstance(step, Emit):
         outgoing = realtime.committed(user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel)

@@ -8,6 +8,8 @@ honoured as ``URLRouter`` does.
 
 from __future__ import annotations
 
+from . import looplag
+
 
 class SocketRouter:
     def __init__(self, routes: dict, *, fallback):
@@ -16,6 +18,7 @@ class SocketRouter:
         self.fallback = fallback
 
     async def __call__(self, scope, receive, send):
+        looplag.ensure_started()
         path = scope.get("path", "")
         root_path = scope.get("root_path", "")
         if root_path and path.startswith(root_path):

@@ -102,3 +102,14 @@ async def test_an_error_the_plan_does_not_handle_reaches_the_async_caller():
 
 def test_a_use_case_keeps_its_name_and_docstring():
     assert sample.__name__ == "sample" and "Every kind of step" in sample.__doc__
+
+
+def test_sync_statements_are_prepared_once_per_connection():
+    """The sync executor's statements are really prepared (Django disables psycopg's preparing by
+    default; settings turn it back on), so PostgreSQL plans each once per connection."""
+    for _ in range(2):
+        run_sync(sample.plan(n=1))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any("generate_series" in statement for statement in prepared), prepared
