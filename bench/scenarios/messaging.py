@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import srvmetrics
 from ..client import (
     ConnSpec,
     Tracker,
@@ -64,6 +65,7 @@ async def s1_direct(ctx: Context, server: Server) -> dict:
     best = 0
     for rate in p.s1_rates:
         for attempt in range(1, 2 + p.s1_retries):
+            diag_before = srvmetrics.diagnostics(server)
             step, _ = await run_step(
                 ctx,
                 server,
@@ -81,6 +83,8 @@ async def s1_direct(ctx: Context, server: Server) -> dict:
                 and not step["errors"]
             )
             passed = clean and p99 is not None and p99 <= S1_P99_MS
+            # The server's own view: event-loop lag, statement times, GC, frame times.
+            step["server"] = srvmetrics.diagnostics_between(diag_before, srvmetrics.diagnostics(server))
             step["passed"] = passed
             step["attempt"] = attempt
             result["steps"].append(step)
