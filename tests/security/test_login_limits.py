@@ -113,3 +113,31 @@ def test_parallel_guesses_cannot_exceed_the_cap(make_user, settings, clock):
     for thread in threads:
         thread.join(30)
     assert sorted(statuses) == [401] * 5 + [429] * 7
+
+
+def _hour_of_guessing(user, addresses: list[str], clock, every: float = 5.0) -> tuple[int, int]:
+    """Guesses answered (401) and refused (429) in one simulated hour, one attempt every ``every``
+    seconds, cycling through ``addresses``."""
+    answered = refused = 0
+    for n in range(int(3600 / every)):
+        status = attempt(user, f"guess-{n}", addresses[n % len(addresses)]).status_code
+        answered += status == 401
+        refused += status == 429
+        clock.advance(every)
+    return answered, refused
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("spread", [1, 720], ids=["one-address", "new-address-each-guess"])
+def test_an_hour_of_guessing_at_the_defaults(make_user, clock, spread, capsys):
+    """The figures in docs/RELIABILITY.md: with the default settings an attacker guessing every
+    5 s gets at most 80 answers per account per hour (20 per 15-minute window), however many
+    addresses it uses; from one address the back-off holds it to about one per minute."""
+    user = make_user()
+    addresses = [f"198.51.{n // 250}.{n % 250 + 1}" for n in range(spread)]
+    answered, refused = _hour_of_guessing(user, addresses, clock)
+    with capsys.disabled():
+        print(f"\n[{spread} address(es)] answered {answered}, refused {refused} of {answered + refused} in 1 h")
+    assert answered <= 80
+    if spread == 1:
+        assert answered <= 5 + 6 + 60  # the first five, the doubling waits, then one per minute
