@@ -8,6 +8,7 @@ refuses to start without ``SECRET_KEY``, ``ALLOWED_HOSTS`` and ``DATABASE_URL``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from datetime import timedelta
@@ -61,6 +62,11 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Addresses or CIDR networks of reverse proxies whose X-Forwarded-For is believed (ops/client_ip.py):
 # the client is the right-most address in it that is not one of these. Empty: the connecting address.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an address or CIDR network") from None
 
 INSTALLED_APPS = [
     "daphne",
