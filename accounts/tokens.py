@@ -27,6 +27,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenBackendError, TokenError
+from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken, Token
 
@@ -106,7 +107,7 @@ def _revoke_if_reused(raw: str) -> None:
     """Raise RefreshReused (after revoking the session) when ``raw`` is a well-signed, unexpired
     refresh token blacklisted longer ago than the grace; return otherwise."""
     try:
-        payload = RefreshToken.get_token_backend().decode(raw, verify=True)
+        payload = token_backend.decode(raw, verify=True)
     except TokenBackendError:
         return  # forged, expired or garbage: nothing to revoke on its word
     if payload.get("token_type") != RefreshToken.token_type or not payload.get("jti"):
@@ -135,7 +136,7 @@ def revoke_sid(*, user_id: int, sid: str | None) -> None:
     session_tokens = []
     for token_id, token in live:
         try:
-            claims = RefreshToken.get_token_backend().decode(token, verify=False)
+            claims = token_backend.decode(token, verify=False)
         except TokenBackendError:
             continue
         # A session's first refresh token is stored as issued, before its sid (its own jti) was added.
