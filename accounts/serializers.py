@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 
+from . import services
 from .models import User
-from .tokens import rotate, start_session
+from .throttles import LoginGuard
+from .tokens import start_session
 
 
 class UserSerializer(serializers.ModelSerializer):
@@ -34,11 +37,23 @@ class RegisterSerializer(serializers.Serializer):
 
 
 class TokenPairSerializer(TokenObtainPairSerializer):
-    """Login: every successful login starts a new session (``sid`` claim)."""
+    """Login: every successful login starts a new session (``sid`` claim). Failed logins are
+    limited per account and per (account, address) pair (``throttles.LoginGuard``)."""
 
     @classmethod
     def get_token(cls, user):
         return start_session(user)
+
+    def validate(self, attrs):
+        guard = LoginGuard(username=attrs[self.username_field], request=self.context["request"])
+        guard.admit()
+        try:
+            data = super().validate(attrs)
+        except AuthenticationFailed:
+            guard.failed()
+            raise
+        guard.succeeded()
+        return data
 
 
 class TokenPairResponseSerializer(serializers.Serializer):
@@ -50,7 +65,7 @@ class RefreshSerializer(serializers.Serializer):
     refresh = serializers.CharField()
 
     def validate(self, attrs):
-        return rotate(attrs["refresh"])
+        return services.refresh_session(refresh=attrs["refresh"])
 
 
 class LogoutSerializer(serializers.Serializer):

@@ -1,4 +1,4 @@
-"""Writes on accounts: registration and logout."""
+"""Writes on accounts: registration, token refresh and logout."""
 
 from __future__ import annotations
 
@@ -34,6 +34,16 @@ def register_user(*, username: str, email: str, password: str) -> User:
     except IntegrityError:
         # Lost a race with a parallel registration of the same name or email.
         raise ValidationError({"username": ["A user with that username or email already exists."]}) from None
+
+
+def refresh_session(*, refresh: str) -> dict[str, str]:
+    """A new token pair for a refresh token (rotation). Reuse of a rotated token revokes its
+    session (``tokens.rotate``); its sockets are closed here, as on logout."""
+    try:
+        return tokens.rotate(refresh)
+    except tokens.RefreshReused as reuse:
+        realtime.close_user_sockets(user_id=reuse.user_id, sid=reuse.sid)
+        raise
 
 
 def logout(*, refresh: str) -> None:

@@ -66,6 +66,8 @@ def ours_env(args, database: str, run_id: str) -> dict[str, str]:
         "CACHE_PREFIX": f"bench-{run_id}",
         "SEND_RATE_LIMIT": "0",
         "AUTH_THROTTLE_RATE": "",
+        "SOCKET_CONNECTS_PER_USER": "0",
+        "SOCKET_CONNECTS_PER_ADDRESS": "0",
         "ACCESS_TOKEN_MINUTES": "240",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",

@@ -29,7 +29,7 @@ from runtime import realtime
 from runtime.consumer import SocketConsumer
 
 from . import events, frames, services
-from .exceptions import InvalidInput
+from .exceptions import InvalidInput, RateLimited
 from .frames import Frame, FrameError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ CLOSE_TOO_BIG = 1009
 # The channel layer lost Redis, so events may be lost: reconnect and catch up. (Not 1012:
 # daphne's websocket library only lets a server send 1000 or 3000-4999.)
 CLOSE_RESYNC = 4503
+# A connect limit (per user or per client address) refused the handshake; retry after retry_after.
+CLOSE_RATE_LIMITED = 4429
 SUBPROTOCOL = "messenger.v1"
 
 
@@ -55,6 +57,15 @@ class ChatConsumer(SocketConsumer):
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
         headers = dict(self.scope.get("headers") or [])
         self.request_id = request_id_from(headers.get(b"x-request-id", b"").decode("latin-1"))
+        retry_after = self.scope.get("connect_retry_after")
+        if retry_after is not None:
+            logger.info("socket.rejected", extra={"reason": "rate_limited", "request_id": self.request_id})
+            metrics.RATE_LIMITED.labels(limit="connect").inc()
+            await self.accept(subprotocol=subprotocol)
+            detail = "Too many connects; retry later."
+            await self._error(RateLimited(detail, retry_after=retry_after), None)
+            await self.close(code=CLOSE_RATE_LIMITED)
+            return
         if user is None or not user.is_authenticated:
             logger.info("socket.rejected", extra={"reason": "unauthenticated", "request_id": self.request_id})
             # Select the offered subprotocol here too: a browser fails a handshake whose offered

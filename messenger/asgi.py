@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP goes to Django on leased threads, WebSocket through origin check and JWT auth."""
+"""ASGI entry point: HTTP goes to Django on leased threads, WebSocket through host and origin checks and JWT auth."""
 
 import os
 
@@ -12,15 +12,19 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from accounts.auth import JWTAuthMiddleware  # noqa: E402
+from chats.consumers import SUBPROTOCOL  # noqa: E402
 from chats.routing import websocket_application  # noqa: E402
 from ops.errors import SocketOutageGuard  # noqa: E402
 from runtime.http import ThreadLeasingHTTP  # noqa: E402
-from runtime.origin import OriginValidator  # noqa: E402
+from runtime.origin import HostValidator, OriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # Each request on one of HTTP_THREADS long-lived threads, which keep their connections.
         "http": ThreadLeasingHTTP(django_asgi_app, settings.HTTP_THREADS),
-        "websocket": SocketOutageGuard(OriginValidator(JWTAuthMiddleware(websocket_application()))),
+        # Host (ALLOWED_HOSTS), then Origin, before the token check and the connect limits.
+        "websocket": SocketOutageGuard(
+            HostValidator(OriginValidator(JWTAuthMiddleware(websocket_application())), subprotocol=SUBPROTOCOL)
+        ),
     }
 )

@@ -8,6 +8,7 @@ refuses to start without ``SECRET_KEY``, ``ALLOWED_HOSTS`` and ``DATABASE_URL``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from datetime import timedelta
@@ -55,6 +56,17 @@ if not SECRET_KEY:
     SECRET_KEY = "dev-insecure-secret-key-change-me-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+# Origins (scheme://host[:port]) whose unsafe requests pass Django's CSRF origin check besides the
+# request's own host, e.g. the public https origin when a TLS proxy in front rewrites the scheme.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Addresses or CIDR networks of reverse proxies whose X-Forwarded-For is believed (ops/client_ip.py):
+# the client is the right-most address in it that is not one of these. Empty: the connecting address.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an address or CIDR network") from None
 
 INSTALLED_APPS = [
     "daphne",
@@ -239,10 +251,25 @@ if len(GC_THRESHOLDS) != 3 or min(GC_THRESHOLDS) < 1:
     raise ImproperlyConfigured("GC_THRESHOLDS must be three positive integers, e.g. 700,10,100")
 # Login, refresh and registration attempts per client address ("N/sec|min|hour|day"); empty disables.
 AUTH_THROTTLE_RATE = os.environ.get("AUTH_THROTTLE_RATE", "30/min")
+# Failed logins per account (accounts/throttles.py), shared across processes: after
+# LOGIN_BACKOFF_AFTER failures of one (username, address) pair each further failure doubles its
+# wait (1 s, 2 s, ... at most LOGIN_BACKOFF_MAX_SECONDS); and at most LOGIN_ACCOUNT_FAILURES per
+# LOGIN_ACCOUNT_WINDOW_SECONDS per username from addresses that never logged in to it. 0 disables.
+LOGIN_BACKOFF_AFTER = env_int("LOGIN_BACKOFF_AFTER", 5)
+LOGIN_BACKOFF_MAX_SECONDS = env_int("LOGIN_BACKOFF_MAX_SECONDS", 60)
+LOGIN_ACCOUNT_FAILURES = env_int("LOGIN_ACCOUNT_FAILURES", 20)
+LOGIN_ACCOUNT_WINDOW_SECONDS = env_int("LOGIN_ACCOUNT_WINDOW_SECONDS", 900)
+# A rotated refresh token presented again revokes its session (accounts/tokens.py), unless within
+# this many seconds of its rotation: parallel refreshes of one token by the same client.
+REFRESH_REUSE_GRACE_SECONDS = 5
+# WebSocket handshakes per user and per client address per window, across processes; 0 disables.
+SOCKET_CONNECTS_PER_USER = env_int("SOCKET_CONNECTS_PER_USER", 30)
+SOCKET_CONNECTS_PER_ADDRESS = env_int("SOCKET_CONNECTS_PER_ADDRESS", 300)
+SOCKET_CONNECT_WINDOW_SECONDS = env_int("SOCKET_CONNECT_WINDOW_SECONDS", 60)
 
 # --- Operations ------------------------------------------------------------------------
 # /metrics is open with DEBUG; otherwise it needs "Authorization: Bearer $METRICS_TOKEN" or a
-# client address (REMOTE_ADDR, addresses or CIDR networks) in METRICS_ALLOWED_IPS.
+# client address (ops/client_ip.py; addresses or CIDR networks) in METRICS_ALLOWED_IPS.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
 # "json" (one JSON object per line) or "console" (aligned key=value lines); see ops/logs.py.

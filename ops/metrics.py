@@ -15,8 +15,9 @@ Instrumentation points, so the numbers mean one thing:
   clocks, so hosts must be NTP-synced).
 * ``messenger_channel_layer_send_failures_total`` -- group sends that raised (events lost;
   clients catch up by ``seq``).
-* ``messenger_rate_limited_total{limit}`` -- ``send``: the per-user send limit; ``auth``: DRF
-  throttles on login, refresh and registration.
+* ``messenger_rate_limited_total{limit}`` -- ``send``: the per-user send limit; ``auth``: the
+  throttles on login, refresh and registration (per address, and failed logins per account);
+  ``connect``: socket handshakes over the per-user or per-address connect limit.
 * ``messenger_db_errors_total{source}`` / ``messenger_redis_errors_total{source}`` -- failures of
   the backing services seen by HTTP views, socket commands and the channel layer.
 * ``messenger_http_requests_total`` / ``messenger_http_request_duration_seconds`` -- per route
@@ -26,8 +27,6 @@ Instrumentation points, so the numbers mean one thing:
 from __future__ import annotations
 
 import hmac
-import ipaddress
-from functools import lru_cache
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -39,6 +38,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+
+from ops.client_ip import address_allowed
 
 # No "<name>_created" timestamp series beside every counter and histogram: they double the
 # output and Prometheus does not need them.
@@ -85,7 +86,7 @@ CHANNEL_LAYER_SEND_FAILURES = Counter(
 )
 RATE_LIMITED = Counter(
     "messenger_rate_limited_total",
-    "Requests refused by a rate limit (send: per-user sends; auth: DRF throttles).",
+    "Requests refused by a rate limit (send: per-user sends; auth: login/refresh/register; connect: socket handshakes).",
     ["limit"],
 )
 DB_ERRORS = Counter("messenger_db_errors_total", "Database errors answered as service_unavailable.", ["source"])
@@ -98,7 +99,7 @@ HTTP_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
-for _limit in ("send", "auth"):
+for _limit in ("send", "auth", "connect"):
     RATE_LIMITED.labels(limit=_limit)
 for _source in ("http", "socket"):
     DB_ERRORS.labels(source=_source)
@@ -122,18 +123,10 @@ def count_backend_error(exc: BaseException, *, source: str) -> None:
     (REDIS_ERRORS if is_redis_error(exc) else DB_ERRORS).labels(source=source).inc()
 
 
-@lru_cache(maxsize=8)
-def _networks(allowed: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(item, strict=False) for item in allowed)
-
-
 def _client_allowed(request: HttpRequest) -> bool:
-    """``REMOTE_ADDR`` only, never ``X-Forwarded-For``: a client chooses that header freely."""
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "")
-    except ValueError:
-        return False
-    return any(address in network for network in _networks(tuple(settings.METRICS_ALLOWED_IPS)))
+    """The client as ``ops.client_ip`` says: ``X-Forwarded-For`` counts only as written by a
+    trusted proxy (``TRUSTED_PROXIES``), never as the client chose it."""
+    return address_allowed(request, settings.METRICS_ALLOWED_IPS)
 
 
 def _token_ok(request: HttpRequest) -> bool:

@@ -85,6 +85,9 @@ UPSTREAM = [
         "channels.security.websocket:OriginValidator.__init__", ("application", "allowed_origins"), "runtime.origin"
     ),
     Upstream("channels.security.websocket:OriginValidator.valid_origin", ("parsed_origin",), "runtime.origin"),
+    # runtime/origin.py: Django's host check, applied to socket handshakes
+    Upstream("django.http.request:split_domain_port", ("host",), "runtime.origin"),
+    Upstream("django.http.request:validate_host", ("host", "allowed_hosts"), "runtime.origin"),
     # runtime/async_db.py: Django's PostgreSQL backend, for connection parameters and error mapping
     Upstream("django.db.backends.postgresql.base:DatabaseWrapper.get_connection_params", (), "runtime.async_db"),
     Upstream("django.db.backends.base.base:BaseDatabaseWrapper.wrap_database_errors", None, "runtime.async_db"),

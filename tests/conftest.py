@@ -77,6 +77,8 @@ def _fast_and_isolated(settings):
     # close after every call, so no thread holds the test database open at teardown.
     connections.settings["default"]["CONN_MAX_AGE"] = 0
     settings.AUTH_THROTTLE_RATE = "100000/min"  # tests that check throttling set their own rate
+    settings.SOCKET_CONNECTS_PER_USER = 0  # likewise the socket connect limits
+    settings.SOCKET_CONNECTS_PER_ADDRESS = 0
     layers = copy.deepcopy(settings.CHANNEL_LAYERS)
     if "CONFIG" in layers["default"]:
         layers["default"]["CONFIG"]["prefix"] = RUN_PREFIX

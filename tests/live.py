@@ -44,13 +44,16 @@ test_database_url.__test__ = False  # not a test, whatever pytest's name pattern
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """This process's environment minus the test-run switches, plus this run's Redis prefixes."""
+    """This process's environment minus the test-run switches, plus this run's Redis prefixes;
+    no socket connect limits (every client of a test is 127.0.0.1) unless ``extra`` sets them."""
     env = {k: v for k, v in os.environ.items() if k != "TEST_DATABASE_NAME"}
     env.update(
         DJANGO_SETTINGS_MODULE="messenger.settings",
         PYTHONUNBUFFERED="1",
         CHANNEL_PREFIX=RUN_PREFIX,
         CACHE_PREFIX=RUN_PREFIX,
+        SOCKET_CONNECTS_PER_USER="0",
+        SOCKET_CONNECTS_PER_ADDRESS="0",
     )
     env.update(extra)
     return env

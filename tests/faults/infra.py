@@ -325,6 +325,8 @@ def child_env(*, database_url: str, redis_url: str, prefix: str) -> dict[str, st
         DEBUG="true",
         SEND_RATE_LIMIT="0",
         AUTH_THROTTLE_RATE="",
+        SOCKET_CONNECTS_PER_USER="0",
+        SOCKET_CONNECTS_PER_ADDRESS="0",
         ACCESS_TOKEN_MINUTES="600",
         FAST_PASSWORD_HASHER="true",
         PYTHONUNBUFFERED="1",

@@ -8,6 +8,7 @@ project (management commands, environment variables read by settings, importable
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import json
 import os
 import re
@@ -148,8 +149,19 @@ def test_every_app_environment_variable_is_read_by_settings():
 
 def test_allowed_hosts_include_what_clients_and_scrapers_use():
     hosts = SERVICES["app1"]["environment"]["ALLOWED_HOSTS"].split(",")
-    assert "localhost" in hosts  # browsers on http://localhost:8000 through nginx (Host: $host)
+    assert "localhost" in hosts  # browsers on http://localhost:8000 through nginx (Host: $http_host)
     assert set(APPS) <= set(hosts)
+
+
+def test_the_replicas_trust_exactly_the_nginx_address():
+    """X-Forwarded-For is believed from nginx only: its fixed address on the compose network."""
+    trusted = SERVICES["app1"]["environment"]["TRUSTED_PROXIES"].split(",")
+    nginx_address = SERVICES["nginx"]["networks"]["default"]["ipv4_address"]
+    assert trusted == [nginx_address]
+    [subnet] = [entry["subnet"] for entry in COMPOSE["networks"]["default"]["ipam"]["config"]]
+    assert ipaddress.ip_address(nginx_address) in ipaddress.ip_network(subnet)
+    origins = SERVICES["app1"]["environment"]["CSRF_TRUSTED_ORIGINS"].split(",")
+    assert "http://localhost:8000" in origins
 
 
 def test_the_app_environment_loads_settings_and_passes_system_checks():
@@ -421,13 +433,15 @@ def test_nginx_routes_websocket_upgrades_with_long_timeouts():
 def test_nginx_forwards_client_headers_and_request_id_and_keeps_metrics_inside():
     server = block(nginx_conf(), "server {")
     for header in (
-        "Host $host",
+        "Host $forwarded_host",
         "X-Forwarded-For $proxy_add_x_forwarded_for",
         "X-Forwarded-Proto $scheme",
         "X-Request-ID $req_id",
     ):
         assert f"proxy_set_header {header};" in server, header
     assert "return 404;" in block(server, "location = /metrics")
+    # The Host with its port (Django's CSRF origin check compares it with the browser's Origin).
+    assert re.search(r"map \$http_host \$forwarded_host \{\s*default \$http_host;", nginx_conf())
     assert "proxy_pass http://messenger_app;" in block(server, "location / ")
 
 

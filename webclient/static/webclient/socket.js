@@ -1,10 +1,11 @@
 // The live half: one WebSocket to /ws/, authenticated by subprotocol, that reconnects with
 // exponential back-off (0.5 s doubling to 30 s, with jitter), refreshes the access token after
-// a 4401 close, hands fresh tokens to the open socket, and detects dead connections with
-// application pings.
+// a 4401 close, waits out a 4429 (too many connects) for its retry_after, hands fresh tokens to
+// the open socket, and detects dead connections with application pings.
 
 const SUBPROTOCOL = "messenger.v1";
 const CLOSE_UNAUTHORIZED = 4401;
+const CLOSE_RATE_LIMITED = 4429;
 const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const PING_EVERY_MS = 25_000;
@@ -122,6 +123,10 @@ export class LiveSocket extends EventTarget {
       } catch {
         return;
       }
+      if (frame.type === "error" && frame.code === "rate_limited" && !ws.gotReady) {
+        ws.retryAfterMs = (frame.retry_after ?? 1) * 1000; // the 4429 close follows
+        return;
+      }
       if (frame.type === "session.ready") {
         ws.gotReady = true;
         this.ready = true;
@@ -154,14 +159,14 @@ export class LiveSocket extends EventTarget {
         if (!this.session.loggedIn) return;
       }
     }
-    this._scheduleRetry();
+    this._scheduleRetry(code === CLOSE_RATE_LIMITED ? (ws.retryAfterMs ?? 1000) : 0);
   }
 
-  _scheduleRetry() {
+  _scheduleRetry(atLeastMs = 0) {
     if (!this._running) return;
     this._setStatus("reconnecting");
     const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** this.attempt);
-    const delay = base / 2 + Math.random() * (base / 2);
+    const delay = Math.max(atLeastMs, base / 2 + Math.random() * (base / 2));
     this.attempt += 1;
     clearTimeout(this._retryTimer);
     this._retryTimer = setTimeout(() => this._connect(), delay);
