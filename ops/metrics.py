@@ -15,8 +15,9 @@ Instrumentation points, so the numbers mean one thing:
   clocks, so hosts must be NTP-synced).
 * ``messenger_channel_layer_send_failures_total`` -- group sends that raised (events lost;
   clients catch up by ``seq``).
-* ``messenger_rate_limited_total{limit}`` -- ``send``: the per-user send limit; ``auth``: DRF
-  throttles on login, refresh and registration.
+* ``messenger_rate_limited_total{limit}`` -- ``send``: the per-user send limit; ``chat_change``:
+  the per-user limit on chat and member changes; ``group_create``: the daily cap on new groups;
+  ``auth``: DRF throttles on login, refresh and registration.
 * ``messenger_db_errors_total{source}`` / ``messenger_redis_errors_total{source}`` -- failures of
   the backing services seen by HTTP views, socket commands and the channel layer.
 * ``messenger_http_requests_total`` / ``messenger_http_request_duration_seconds`` -- per route
@@ -65,7 +66,7 @@ CHANNEL_LAYER_SEND_FAILURES = Counter(
 )
 RATE_LIMITED = Counter(
     "messenger_rate_limited_total",
-    "Requests refused by a rate limit (send: per-user sends; auth: DRF throttles).",
+    "Requests refused by a rate limit (send, chat_change, group_create: per user; auth: DRF throttles).",
     ["limit"],
 )
 DB_ERRORS = Counter("messenger_db_errors_total", "Database errors answered as service_unavailable.", ["source"])
@@ -78,7 +79,7 @@ HTTP_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
-for _limit in ("send", "auth"):
+for _limit in ("send", "chat_change", "group_create", "auth"):
     RATE_LIMITED.labels(limit=_limit)
 for _source in ("http", "socket"):
     DB_ERRORS.labels(source=_source)
