@@ -65,6 +65,8 @@ def ours_env(args, database: str, run_id: str) -> dict[str, str]:
         "CHANNEL_PREFIX": f"bench-{run_id}",
         "CACHE_PREFIX": f"bench-{run_id}",
         "SEND_RATE_LIMIT": "0",
+        "CHAT_CHANGE_RATE_LIMIT": "0",
+        "GROUP_CREATE_DAILY_LIMIT": "0",
         "AUTH_THROTTLE_RATE": "",
         "ACCESS_TOKEN_MINUTES": "240",
         "LOG_LEVEL": "WARNING",

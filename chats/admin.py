@@ -133,9 +133,6 @@ class ChatAdmin(admin.ModelAdmin):
         if change and "title" in form.changed_data:
             services.rename_group(user_id=request.user.id, chat_id=obj.id, title=obj.title, as_operator=True)
 
-    def save_related(self, request, form, formsets, change):
-        pass  # the members inline is read-only
-
     def get_queryset(self, request):
         members = (
             Membership.objects.filter(chat_id=OuterRef("pk"))

@@ -72,9 +72,9 @@ def test_contacts_are_people_who_share_a_chat_with_them(api, make_user):
     """With ``contacts``, only someone who already shares a chat (direct or group) with the user
     may put them in a group."""
     dave, stranger, friend, groupmate, other = (make_user() for _ in range(5))
-    set_policy(api, dave, "contacts")
     services.open_direct_chat(user_id=friend.id, other_user_id=dave.id)
     services.create_group(user_id=other.id, title="shared", member_ids=[dave.id, groupmate.id])
+    set_policy(api, dave, "contacts")
 
     refused = api(stranger).post("/api/chats", {"kind": "group", "title": "g", "member_ids": [dave.id]}, format="json")
     assert refused.status_code == 403 and refused.json()["code"] == "privacy_restricted"
