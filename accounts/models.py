@@ -23,7 +23,11 @@ class User(AbstractUser):
 
     email = models.EmailField("email address", unique=True)
     who_can_add_me = models.CharField(
-        "who can add me to groups", max_length=9, choices=WhoCanAddMe.choices, default=WhoCanAddMe.EVERYBODY
+        "who can add me to groups",
+        max_length=9,
+        choices=WhoCanAddMe.choices,
+        default=WhoCanAddMe.EVERYBODY,
+        db_default=WhoCanAddMe.EVERYBODY,  # also for rows written without the ORM (the bulk loader's COPY)
     )
 
     objects = CaseInsensitiveUserManager()
