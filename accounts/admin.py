@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from ops.admin_tools import EstimatedCountPaginator
 
@@ -16,6 +17,11 @@ class UserAdmin(BaseUserAdmin):
     actions = ["deactivate_users"]
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+    fieldsets = (*BaseUserAdmin.fieldsets, ("Privacy", {"fields": ("who_can_add_me",)}))
+    # The email is unique and required: without it here a second added user hit the constraint.
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("username", "email", "usable_password", "password1", "password2")}),
+    )
 
     def save_model(self, request, obj, form, change):
         # Deactivation goes through the service so the user's open sockets are closed.
@@ -25,6 +31,22 @@ class UserAdmin(BaseUserAdmin):
         super().save_model(request, obj, form, change)
         if deactivating:
             services.set_active(user=obj, active=False)
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # The user's token ledger is read-only in the admin but goes with the user; without this
+        # nobody who ever logged in could be deleted.
+        perms_needed -= {OutstandingToken._meta.verbose_name, BlacklistedToken._meta.verbose_name}
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request, obj):
+        # Deletion is a service (sockets closed, groups handed over); the confirmation page
+        # (templates/admin/accounts/user/) recommends deactivation instead.
+        services.delete_user(user=obj)
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset:
+            services.delete_user(user=user)
 
     @admin.action(description="Deactivate selected users (closes their sockets)")
     def deactivate_users(self, request, queryset):

@@ -1,4 +1,5 @@
-"""The custom user: usernames are unique regardless of case, emails are unique."""
+"""The custom user: usernames are unique regardless of case, emails are unique; each user says
+who may add them to groups."""
 
 from __future__ import annotations
 
@@ -13,7 +14,21 @@ class CaseInsensitiveUserManager(UserManager):
 
 
 class User(AbstractUser):
+    class WhoCanAddMe(models.TextChoices):
+        """Who may put this user into a group (creating one with them, or adding them)."""
+
+        EVERYBODY = "everybody", "Everybody"
+        CONTACTS = "contacts", "People I already share a chat with"
+        NOBODY = "nobody", "Nobody"
+
     email = models.EmailField("email address", unique=True)
+    who_can_add_me = models.CharField(
+        "who can add me to groups",
+        max_length=9,
+        choices=WhoCanAddMe.choices,
+        default=WhoCanAddMe.EVERYBODY,
+        db_default=WhoCanAddMe.EVERYBODY,  # also for rows written without the ORM (the bulk loader's COPY)
+    )
 
     objects = CaseInsensitiveUserManager()
 

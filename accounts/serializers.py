@@ -13,8 +13,19 @@ from .tokens import start_session
 class UserSerializer(serializers.ModelSerializer):
     class Meta:
         model = User
-        fields = ["id", "username", "email"]
+        fields = ["id", "username", "email", "who_can_add_me"]
         read_only_fields = fields
+
+
+class UserSettingsSerializer(serializers.Serializer):
+    """The settings a user changes on ``PATCH /api/users/me``."""
+
+    who_can_add_me = serializers.ChoiceField(
+        choices=User.WhoCanAddMe.choices,
+        required=False,
+        help_text="Who may create a group with you or add you to one: everybody, contacts (people "
+        "you already share a chat with) or nobody.",
+    )
 
 
 class PublicUserSerializer(serializers.ModelSerializer):

@@ -1,6 +1,8 @@
-"""Writes on accounts: registration, token refresh and logout."""
+"""Writes on accounts: registration, settings, token refresh, logout, deactivation and deletion."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -62,3 +64,39 @@ def set_active(*, user: User, active: bool) -> None:
     user.is_active = active
     if not active:
         transaction.on_commit(lambda: realtime.close_user_sockets(user_id=user.id, sid=None))
+
+
+def update_settings(*, user: User, who_can_add_me: str | None = None) -> User:
+    """Change the user's own settings (today: who may put them in groups); None keeps one."""
+    if who_can_add_me is not None:
+        if who_can_add_me not in User.WhoCanAddMe.values:
+            raise ValidationError({"who_can_add_me": [f"Must be one of {', '.join(User.WhoCanAddMe.values)}."]})
+        User.objects.filter(id=user.id).update(who_can_add_me=who_can_add_me)
+        user.who_can_add_me = who_can_add_me
+    return user
+
+
+# What other apps do before a user row goes, in order (chats: the user leaves every group, so
+# each owned group gets a successor). Registered from their AppConfig.ready(), because accounts
+# never imports them; each step is a service of its app, called here explicitly, not a signal.
+_BEFORE_DELETION: list[Callable[..., None]] = []
+
+
+def before_user_deletion(step: Callable[..., None]) -> None:
+    """Register ``step(user_id=...)`` to run in :func:`delete_user` before the row is deleted."""
+    if step not in _BEFORE_DELETION:
+        _BEFORE_DELETION.append(step)
+
+
+def delete_user(*, user: User) -> None:
+    """Delete a user for good; deactivation (:func:`set_active`) is usually what an operator wants.
+
+    First deactivated, which closes every socket of theirs and keeps them out of new chats;
+    then each registered step (they leave their groups, with the events of leaving, and a group
+    they owned gets its successor); then the row and what cascades from it (memberships of
+    direct chats, tokens). Their messages stay, without a sender.
+    """
+    set_active(user=user, active=False)
+    for step in _BEFORE_DELETION:
+        step(user_id=user.id)
+    User.objects.filter(id=user.id).delete()

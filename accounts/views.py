@@ -21,6 +21,7 @@ from .serializers import (
     TokenPairSerializer,
     UserSearchQuerySerializer,
     UserSerializer,
+    UserSettingsSerializer,
 )
 from .throttles import AuthRateThrottle
 
@@ -83,9 +84,22 @@ class LogoutView(APIView):
 
 
 class MeView(APIView):
-    @extend_schema(responses={200: UserSerializer, 401: ERROR_RESPONSES[401]})
+    @extend_schema(
+        summary="The caller's account and settings", responses={200: UserSerializer, 401: ERROR_RESPONSES[401]}
+    )
     def get(self, request):
         return Response(UserSerializer(request.user).data)
+
+    @extend_schema(
+        summary="Change the caller's settings",
+        request=UserSettingsSerializer,
+        responses={200: UserSerializer, 400: ERROR_RESPONSES[400], 401: ERROR_RESPONSES[401]},
+    )
+    def patch(self, request):
+        data = UserSettingsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.update_settings(user=request.user, **data.validated_data)
+        return Response(UserSerializer(user).data)
 
 
 class UserListView(APIView):

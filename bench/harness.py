@@ -65,6 +65,8 @@ def ours_env(args, database: str, run_id: str) -> dict[str, str]:
         "CHANNEL_PREFIX": f"bench-{run_id}",
         "CACHE_PREFIX": f"bench-{run_id}",
         "SEND_RATE_LIMIT": "0",
+        "CHAT_CHANGE_RATE_LIMIT": "0",
+        "GROUP_CREATE_DAILY_LIMIT": "0",
         "AUTH_THROTTLE_RATE": "",
         "SOCKET_CONNECTS_PER_USER": "0",
         "SOCKET_CONNECTS_PER_ADDRESS": "0",

@@ -21,6 +21,7 @@ import uuid
 def main(n: int) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "messenger.settings")
     os.environ.setdefault("SEND_RATE_LIMIT", "0")
+    os.environ.setdefault("CHAT_CHANGE_RATE_LIMIT", "0")
     import django
 
     django.setup()

@@ -6,13 +6,17 @@ tests/ops/test_admin.py): foreign keys come with ``select_related``, a chat's me
 is a correlated subquery evaluated for the page's rows only, and big unfiltered tables are
 counted from the planner's estimate (:class:`EstimatedCountPaginator`).
 
-Nothing here writes domain rows behind the services' back: memberships and messages are read-only
-(adding a member or a message needs seq, system messages and events -- the API does that), and
-deactivating a user goes through ``accounts.services.set_active`` (accounts/admin.py).
+Nothing here writes domain rows behind the services' back: renaming a group goes through
+``services.rename_group`` (the system message and ``chat.updated`` the API writes); chats cannot
+be added (a chat needs its members, owner and first message -- the API does that) or deleted
+(members would get no event), and memberships and messages are read-only (adding a member or a
+message needs seq, system messages and events). Deactivating and deleting a user go through
+``accounts.services`` (accounts/admin.py).
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -21,7 +25,10 @@ from django.utils.html import format_html
 
 from ops.admin_tools import EstimatedCountPaginator
 
+from . import services
+from .exceptions import InvalidInput
 from .models import Chat, Membership, Message
+from .validation import clean_title
 
 
 class MembershipInline(admin.TabularInline):
@@ -73,8 +80,23 @@ class ChatIdFilter(admin.SimpleListFilter):
         }
 
 
+class ChatForm(forms.ModelForm):
+    """The title under the API's rules (``clean_title``), as a form error rather than a 500."""
+
+    class Meta:
+        model = Chat
+        fields = ("title",)
+
+    def clean_title(self):
+        try:
+            return clean_title(self.cleaned_data.get("title", ""))
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.detail["title"] if isinstance(exc.detail, dict) else exc.detail) from None
+
+
 @admin.register(Chat)
 class ChatAdmin(admin.ModelAdmin):
+    form = ChatForm
     list_display = (
         "id",
         "kind",
@@ -88,12 +110,28 @@ class ChatAdmin(admin.ModelAdmin):
     list_filter = ("kind",)
     search_fields = ("title",)
     list_select_related = ("created_by",)
-    readonly_fields = ("kind", "last_seq", "read_all_seq", "direct_key", "created_at", "last_activity_at")
-    raw_id_fields = ("created_by",)
+    fields = ("kind", "title", "created_by", "last_seq", "read_all_seq", "direct_key", "created_at", "last_activity_at")
+    readonly_fields = ("kind", "created_by", "last_seq", "read_all_seq", "direct_key", "created_at", "last_activity_at")
     inlines = (MembershipInline,)
     ordering = ("-id",)
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.kind == Chat.Kind.DIRECT:
+            return (*self.readonly_fields, "title")  # a direct chat has no title
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        # The only editable field is a group's title; the rename is the API's use case.
+        if change and "title" in form.changed_data:
+            services.rename_group(user_id=request.user.id, chat_id=obj.id, title=obj.title, as_operator=True)
 
     def get_queryset(self, request):
         members = (

@@ -12,6 +12,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "MessengerError",
+    "PrivacyRestricted",
     "RateLimited",
     "ServiceUnavailable",
 ]
@@ -35,6 +36,14 @@ class Forbidden(MessengerError):
     code = "forbidden"
     status = status.HTTP_403_FORBIDDEN
     default_detail = "You are not allowed to do this."
+
+
+class PrivacyRestricted(MessengerError):
+    """A user's ``who_can_add_me`` setting does not let the caller put them in a group."""
+
+    code = "privacy_restricted"
+    status = status.HTTP_403_FORBIDDEN
+    default_detail = "This user does not allow you to add them to groups."
 
 
 class InvalidInput(MessengerError):

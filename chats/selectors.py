@@ -10,7 +10,8 @@ import operator
 from dataclasses import dataclass
 from functools import reduce
 
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
 from .exceptions import ChatNotFound
@@ -50,6 +51,19 @@ def get_chat_for_member(*, user_id: int, chat_id: int) -> Chat:
 
 def member_ids(*, chat_id: int) -> list[int]:
     return list(Membership.objects.filter(chat_id=chat_id).values_list("user_id", flat=True))
+
+
+def users_refusing_groups_from(*, actor_id: int, user_ids: list[int]) -> list[int]:
+    """Those of ``user_ids`` whose ``who_can_add_me`` does not let ``actor_id`` put them in a
+    group: ``nobody``, or ``contacts`` without a chat (direct or group) shared with the actor."""
+    User = get_user_model()
+    shared = Membership.objects.filter(user_id=OuterRef("id"), chat__memberships__user_id=actor_id)
+    refusing = (
+        User.objects.filter(id__in=user_ids)
+        .exclude(who_can_add_me=User.WhoCanAddMe.EVERYBODY)
+        .exclude(Q(who_can_add_me=User.WhoCanAddMe.CONTACTS) & Exists(shared))
+    )
+    return sorted(refusing.values_list("id", flat=True))
 
 
 def _members_count_subquery():

@@ -67,7 +67,9 @@ class ChatViewSet(viewsets.ViewSet):
             200: OpenApiResponse(ChatSerializer, description="The existing direct chat with that user."),
             400: E[400],
             401: E[401],
+            403: E[403],
             404: E[404],
+            429: E[429],
         },
     )
     def create(self, request):
@@ -84,7 +86,7 @@ class ChatViewSet(viewsets.ViewSet):
         summary="Rename a group (owner/admin)",
         parameters=[CHAT_ID],
         request=ChatUpdateSerializer,
-        responses={200: ChatSerializer, 400: E[400], 401: E[401], 403: E[403], 404: E[404]},
+        responses={200: ChatSerializer, 400: E[400], 401: E[401], 403: E[403], 404: E[404], 429: E[429]},
     )
     def partial_update(self, request, pk=None):
         data = ChatUpdateSerializer(data=request.data)
@@ -96,7 +98,15 @@ class ChatViewSet(viewsets.ViewSet):
         summary="Add a member to a group (owner/admin)",
         parameters=[CHAT_ID],
         request=MemberAddSerializer,
-        responses={201: ChatSerializer, 400: E[400], 401: E[401], 403: E[403], 404: E[404], 409: E[409]},
+        responses={
+            201: ChatSerializer,
+            400: E[400],
+            401: E[401],
+            403: E[403],
+            404: E[404],
+            409: E[409],
+            429: E[429],
+        },
     )
     @action(detail=True, methods=["post"], url_path="members")
     def members(self, request, pk=None):
@@ -109,7 +119,7 @@ class ChatViewSet(viewsets.ViewSet):
         summary="Remove a member (owner/admin), or leave (your own id)",
         parameters=[CHAT_ID, OpenApiParameter("user_id", int, OpenApiParameter.PATH)],
         request=None,
-        responses={204: None, 400: E[400], 401: E[401], 403: E[403], 404: E[404]},
+        responses={204: None, 400: E[400], 401: E[401], 403: E[403], 404: E[404], 429: E[429]},
     )
     @action(detail=True, methods=["delete"], url_path=r"members/(?P<user_id>[0-9]+)")
     def remove_member(self, request, pk=None, user_id=None):

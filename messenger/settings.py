@@ -224,6 +224,7 @@ SPECTACULAR_SETTINGS = {
         "ChatKindEnum": "chats.models.Chat.Kind",
         "MessageKindEnum": "chats.models.Message.Kind",
         "MemberRoleEnum": "chats.models.Membership.Role",
+        "WhoCanAddMeEnum": "accounts.models.User.WhoCanAddMe",
     },
 }
 
@@ -233,6 +234,11 @@ GROUP_MAX_MEMBERS = env_int("GROUP_MAX_MEMBERS", 10_000)
 # Per-user message sends per window, shared across processes through the cache (Redis).
 SEND_RATE_LIMIT = env_int("SEND_RATE_LIMIT", 50)
 SEND_RATE_WINDOW_SECONDS = env_int("SEND_RATE_WINDOW_SECONDS", 1)
+# Per-user chat changes (group creation, direct chats, renames, member adds and removals) per
+# window, and groups created per user per UTC day; shared the same way (chats/services/limits.py).
+CHAT_CHANGE_RATE_LIMIT = env_int("CHAT_CHANGE_RATE_LIMIT", 30)
+CHAT_CHANGE_RATE_WINDOW_SECONDS = env_int("CHAT_CHANGE_RATE_WINDOW_SECONDS", 60)
+GROUP_CREATE_DAILY_LIMIT = env_int("GROUP_CREATE_DAILY_LIMIT", 50)
 TYPING_THROTTLE_SECONDS = 3
 # Async PostgreSQL connections per process (runtime/async_db.py) on which sockets run their
 # commands and handshakes from the event loop.

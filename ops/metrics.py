@@ -15,9 +15,10 @@ Instrumentation points, so the numbers mean one thing:
   clocks, so hosts must be NTP-synced).
 * ``messenger_channel_layer_send_failures_total`` -- group sends that raised (events lost;
   clients catch up by ``seq``).
-* ``messenger_rate_limited_total{limit}`` -- ``send``: the per-user send limit; ``auth``: the
-  throttles on login, refresh and registration (per address, and failed logins per account);
-  ``connect``: socket handshakes over the per-user or per-address connect limit.
+* ``messenger_rate_limited_total{limit}`` -- ``send``: the per-user send limit; ``chat_change``:
+  the per-user limit on chat and member changes; ``group_create``: the daily cap on new groups;
+  ``auth``: the throttles on login, refresh and registration (per address, and failed logins per
+  account); ``connect``: socket handshakes over the per-user or per-address connect limit.
 * ``messenger_db_errors_total{source}`` / ``messenger_redis_errors_total{source}`` -- failures of
   the backing services seen by HTTP views, socket commands and the channel layer.
 * ``messenger_http_requests_total`` / ``messenger_http_request_duration_seconds`` -- per route
@@ -86,7 +87,7 @@ CHANNEL_LAYER_SEND_FAILURES = Counter(
 )
 RATE_LIMITED = Counter(
     "messenger_rate_limited_total",
-    "Requests refused by a rate limit (send: per-user sends; auth: login/refresh/register; connect: socket handshakes).",
+    "Requests refused by a rate limit (send, chat_change, group_create: per user; auth: login/refresh/register; connect: socket handshakes).",
     ["limit"],
 )
 DB_ERRORS = Counter("messenger_db_errors_total", "Database errors answered as service_unavailable.", ["source"])
@@ -99,7 +100,7 @@ HTTP_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
-for _limit in ("send", "auth", "connect"):
+for _limit in ("send", "chat_change", "group_create", "auth", "connect"):
     RATE_LIMITED.labels(limit=_limit)
 for _source in ("http", "socket"):
     DB_ERRORS.labels(source=_source)

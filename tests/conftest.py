@@ -57,6 +57,28 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _remove_this_runs_redis_keys():
+    """After the last test (and every server process the tests started), delete the keys this run
+    left in the shared Redis: everything under RUN_PREFIX (cache entries such as rate-limit
+    windows and logged-out sessions, channel-layer keys, the prefixes tests derive from it)."""
+    yield
+    import redis
+
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        batch = []
+        for key in client.scan_iter(match=f"{RUN_PREFIX}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                client.unlink(*batch)
+                batch = []
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _release_test_database(django_db_setup, django_db_blocker):
     """After the last test, drop connections other threads still hold, so the test database can go."""
     yield
@@ -73,12 +95,14 @@ def _release_test_database(django_db_setup, django_db_blocker):
 def _fast_and_isolated(settings):
     """Cheap password hashing; a fresh channel layer per test (no state across event loops)."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    # Database threads (runtime.db_threads) keep persistent connections in production; in tests they
-    # close after every call, so no thread holds the test database open at teardown.
+    # Request threads keep persistent connections in production; in tests they close after every
+    # request, so no thread holds the test database open at teardown.
     connections.settings["default"]["CONN_MAX_AGE"] = 0
     settings.AUTH_THROTTLE_RATE = "100000/min"  # tests that check throttling set their own rate
     settings.SOCKET_CONNECTS_PER_USER = 0  # likewise the socket connect limits
     settings.SOCKET_CONNECTS_PER_ADDRESS = 0
+    settings.CHAT_CHANGE_RATE_LIMIT = 0  # likewise the chat-change limits (tests/security/test_action_floods.py)
+    settings.GROUP_CREATE_DAILY_LIMIT = 0
     layers = copy.deepcopy(settings.CHANNEL_LAYERS)
     if "CONFIG" in layers["default"]:
         layers["default"]["CONFIG"]["prefix"] = RUN_PREFIX

@@ -1,4 +1,8 @@
-"""Chats and their members: direct chats, groups, renames, adds and removals."""
+"""Chats and their members: direct chats, groups, renames, adds and removals.
+
+Each change a user makes counts in their ``CHAT_CHANGE`` rate window (``limits``), refused
+attempts included; a user's ``who_can_add_me`` setting decides who may put them in a group.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ from runtime.plans import run_sync
 from runtime.realtime import publish_on_commit
 
 from .. import events, selectors, sql
-from ..exceptions import Conflict, Forbidden, InvalidInput, NotFound
+from ..exceptions import ChatNotFound, Conflict, Forbidden, InvalidInput, NotFound, PrivacyRestricted
 from ..models import Chat, Membership
 from ..validation import as_id, clean_title
-from .common import advance_read_all, append_system_message, lock_chat
+from . import limits
+from .common import advance_read_all, append_system_message, lock_chat, lock_chat_as_operator
 
 User = get_user_model()
 
@@ -58,6 +63,7 @@ class DirectResult:
 
 def open_direct_chat(*, user_id: int, other_user_id: int) -> DirectResult:
     """The one direct chat between two users, created on first use (race-safe by a unique key)."""
+    limits.check(limits.CHAT_CHANGE, user_id=user_id)
     if as_id(other_user_id) == user_id:
         raise InvalidInput({"user_id": ["You cannot open a direct chat with yourself."]})
     other = _active_user(other_user_id)
@@ -86,8 +92,13 @@ def open_direct_chat(*, user_id: int, other_user_id: int) -> DirectResult:
 
 @transaction.atomic
 def create_group(*, user_id: int, title: str, member_ids: list[int]) -> Chat:
-    """A group owned by its creator, with the given members and a first system message."""
+    """A group owned by its creator, with the given members and a first system message.
+
+    Counts in the creator's CHAT_CHANGE window and, once the input is valid, in their daily
+    GROUP_CREATE cap. Raises PrivacyRestricted when a member's ``who_can_add_me`` refuses it.
+    """
     title = clean_title(title)
+    limits.check(limits.CHAT_CHANGE, user_id=user_id)
     ids = [as_id(m) for m in member_ids] if isinstance(member_ids, list) else [None]
     if None in ids:
         raise InvalidInput({"member_ids": ["Must be a list of user ids."]})
@@ -98,6 +109,10 @@ def create_group(*, user_id: int, title: str, member_ids: list[int]) -> Chat:
     missing = [m for m in wanted if m not in found]
     if missing:
         raise InvalidInput({"member_ids": [f"Unknown or inactive users: {missing}."]})
+    refusing = selectors.users_refusing_groups_from(actor_id=user_id, user_ids=wanted)
+    if refusing:
+        raise PrivacyRestricted(f"These users do not allow you to add them to groups: {refusing}.")
+    limits.check(limits.GROUP_CREATE, user_id=user_id)
     creator = User.objects.get(id=user_id)
     now = timezone.now()
     chat = Chat.objects.create(
@@ -138,10 +153,21 @@ def _require_group_manager(chat: sql.LockedChat) -> None:
 
 
 @transaction.atomic
-def rename_group(*, user_id: int, chat_id: int, title: str) -> Chat:
+def rename_group(*, user_id: int, chat_id: int, title: str, as_operator: bool = False) -> Chat:
+    """Retitle a group (owner/admin): a system message and ``chat.updated`` to every member.
+
+    ``as_operator``: ``user_id`` is a staff user renaming from the admin, who needs no
+    membership and is not rate limited; members see the same message and event.
+    """
     title = clean_title(title)
-    chat = lock_chat(chat_id=chat_id, user_id=user_id)
-    _require_group_manager(chat)
+    if as_operator:
+        chat = lock_chat_as_operator(chat_id=chat_id)
+        if chat.kind != Chat.Kind.GROUP:
+            raise InvalidInput("Direct chats have no title or member management.")
+    else:
+        limits.check(limits.CHAT_CHANGE, user_id=user_id)
+        chat = lock_chat(chat_id=chat_id, user_id=user_id)
+        _require_group_manager(chat)
     current = Chat.objects.get(id=chat.id)
     if current.title != title:
         Chat.objects.filter(id=chat.id).update(title=title)
@@ -163,7 +189,9 @@ def rename_group(*, user_id: int, chat_id: int, title: str) -> Chat:
 
 @transaction.atomic
 def add_member(*, actor_id: int, chat_id: int, user_id: int, role: str = Membership.Role.MEMBER) -> Membership:
-    """Add a user to a group (owner/admin only; only the owner appoints admins)."""
+    """Add a user to a group (owner/admin only; only the owner appoints admins), if their
+    ``who_can_add_me`` allows it (else PrivacyRestricted)."""
+    limits.check(limits.CHAT_CHANGE, user_id=actor_id)
     chat = lock_chat(chat_id=chat_id, user_id=actor_id)
     _require_group_manager(chat)
     if role not in (Membership.Role.MEMBER, Membership.Role.ADMIN):
@@ -174,6 +202,8 @@ def add_member(*, actor_id: int, chat_id: int, user_id: int, role: str = Members
     recipients = selectors.member_ids(chat_id=chat.id)
     if user.id in recipients:
         raise Conflict({"user_id": ["Already a member."]})
+    if selectors.users_refusing_groups_from(actor_id=actor_id, user_ids=[user.id]):
+        raise PrivacyRestricted()
     if len(recipients) + 1 > settings.GROUP_MAX_MEMBERS:
         raise InvalidInput({"user_id": [f"A group has at most {settings.GROUP_MAX_MEMBERS} members."]})
     actor = User.objects.only("username").get(id=actor_id)
@@ -204,6 +234,26 @@ def remove_member(*, actor_id: int, chat_id: int, user_id: int) -> None:
     An admin removes plain members only; the owner removes anyone. When the owner
     leaves, the longest-standing admin (else member) becomes owner.
     """
+    limits.check(limits.CHAT_CHANGE, user_id=actor_id)
+    _remove_and_advance(actor_id=actor_id, chat_id=chat_id, user_id=user_id)
+
+
+def leave_all_groups(*, user_id: int) -> None:
+    """The user leaves every group they are in, as by ``remove_member`` of their own id (the
+    same system message, events and owner succession), without counting in a rate window.
+
+    For a user about to be deleted (``accounts.services.delete_user``): deactivated first, so
+    nobody can add them anywhere meanwhile.
+    """
+    chat_ids = Membership.objects.filter(user_id=user_id, chat__kind=Chat.Kind.GROUP).values_list("chat_id", flat=True)
+    for chat_id in list(chat_ids):
+        try:
+            _remove_and_advance(actor_id=user_id, chat_id=chat_id, user_id=user_id)
+        except (ChatNotFound, NotFound):
+            continue  # removed by someone else meanwhile
+
+
+def _remove_and_advance(*, actor_id: int, chat_id: int, user_id: int) -> None:
     chat, remaining = _remove_member(actor_id=actor_id, chat_id=chat_id, user_id=user_id)
     if remaining:
         # The member who left may have held the read-by-everyone watermark back.

@@ -10,7 +10,7 @@ from runtime.plans import Emit, Plan, run_sync
 
 from .. import events, sql
 from ..exceptions import ChatNotFound
-from ..models import Message
+from ..models import Chat, Message
 from ..payloads import message_payload
 from ..validation import chat_id_or_404
 
@@ -46,6 +46,20 @@ def lock_chat(*, chat_id: object, user_id: int) -> sql.LockedChat:
     if row is None:
         raise ChatNotFound()
     return row
+
+
+def lock_chat_as_operator(*, chat_id: object) -> sql.LockedChat:
+    """The chat's row lock for a staff user acting from the admin, who needs no membership
+    (the ``membership`` fields are None), or ChatNotFound."""
+    row = (
+        Chat.objects.select_for_update()
+        .filter(id=chat_id_or_404(chat_id))
+        .values_list("id", "kind", "last_seq", "read_all_seq")
+        .first()
+    )
+    if row is None:
+        raise ChatNotFound()
+    return sql.LockedChat(*row, membership_id=None, my_last_read_seq=None, my_role=None)
 
 
 def _lock_chat(*, chat_id: int, user_id: int) -> Plan[sql.LockedChat | None]:

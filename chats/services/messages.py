@@ -14,12 +14,13 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from ops import metrics
-from runtime.plans import AddKey, CountInWindow, Emit, Plan, use_case
+from runtime.plans import AddKey, Emit, Plan, use_case
 
 from .. import events, sql
-from ..exceptions import ChatNotFound, Conflict, Forbidden, RateLimited
+from ..exceptions import ChatNotFound, Conflict, Forbidden
 from ..models import Message
 from ..validation import chat_id_or_404, clean_client_id, clean_seq, clean_text
+from . import limits
 from .common import ReadResult, SendResult, advance_read_all
 
 
@@ -39,12 +40,11 @@ def send_message(
     chat_id = chat_id_or_404(chat_id)
     client_id = clean_client_id(client_id)
     text = clean_text(text)
-    if not (yield from _within_send_rate(user_id=user_id)):
+    if not (yield from limits.within(limits.SEND, user_id=user_id)):
         obstacles = yield sql.SEND_OBSTACLES.one(chat=chat_id, user=user_id, client_id=client_id)
         if obstacles.is_member and obstacles.original.id is not None:
             return _repeat(obstacles.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
-        metrics.RATE_LIMITED.labels(limit="send").inc()
-        raise RateLimited(f"At most {settings.SEND_RATE_LIMIT} messages per {_window()} s.", retry_after=_retry_after())
+        raise limits.SEND.refusal()
 
     now = timezone.now()
     params = {"chat": chat_id, "user": user_id, "client_id": client_id, "text": text, "now": now}
@@ -104,27 +104,6 @@ def _repeat(original: sql.Original, *, user_id: int, client_id: str, chat_id: in
         created_at=original.created_at.astimezone(dt.UTC),
     )
     return SendResult(message=message, duplicate=True, read_all_seq=original.read_all_seq)
-
-
-def _window() -> int:
-    return max(1, settings.SEND_RATE_WINDOW_SECONDS)
-
-
-def _retry_after() -> float:
-    now = timezone.now().timestamp()
-    return (int(now // _window()) + 1) * _window() - now
-
-
-def _within_send_rate(*, user_id: int) -> Plan[bool]:
-    """Count this send in the user's fixed window (shared by every process through the cache);
-    False once the window holds more than SEND_RATE_LIMIT. Counted once per attempt."""
-    limit = settings.SEND_RATE_LIMIT
-    if limit <= 0:
-        return True
-    window = _window()
-    bucket = int(timezone.now().timestamp() // window)
-    count = yield CountInWindow(f"rl:send:{user_id}:{bucket}", ttl=window * 2)
-    return count <= limit
 
 
 @use_case

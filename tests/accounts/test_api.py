@@ -33,7 +33,7 @@ def test_register_creates_user_and_returns_public_fields(api):
     assert response.status_code == 201, response.content
     body = response.json()
     user = User.objects.get(username="alice")
-    assert body == {"id": user.id, "username": "alice", "email": "alice@example.com"}
+    assert body == {"id": user.id, "username": "alice", "email": "alice@example.com", "who_can_add_me": "everybody"}
     assert user.password != STRONG and user.check_password(STRONG)
     assert user.is_active
 
@@ -227,11 +227,11 @@ def test_logout_missing_refresh_is_400(api):
 
 
 def test_me_returns_caller(api, make_user):
-    """GET /api/users/me returns the caller's {id, username, email}."""
+    """GET /api/users/me returns the caller's {id, username, email, who_can_add_me}."""
     user = make_user("alice")
     response = api(user).get("/api/users/me")
     assert response.status_code == 200
-    assert response.json() == {"id": user.id, "username": "alice", "email": user.email}
+    assert response.json() == {"id": user.id, "username": "alice", "email": user.email, "who_can_add_me": "everybody"}
 
 
 def test_search_is_case_insensitive_prefix_and_excludes_caller(api, make_user):

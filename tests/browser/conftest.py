@@ -75,6 +75,8 @@ class LiveServer(ServerProcess):
             FAST_PASSWORD_HASHER="1",
             AUTH_THROTTLE_RATE="100000/min",
             SEND_RATE_LIMIT="10000",
+            CHAT_CHANGE_RATE_LIMIT="10000",
+            GROUP_CREATE_DAILY_LIMIT="10000",
         )
         super().__init__(log_path, env, daphne_argv(), ready=self._serves_client)
 

@@ -948,7 +948,7 @@ DOCUMENTED = {
     "/api/auth/token": {"post"},
     "/api/auth/token/refresh": {"post"},
     "/api/auth/logout": {"post"},
-    "/api/users/me": {"get"},
+    "/api/users/me": {"get", "patch"},
     "/api/users": {"get"},
     "/api/chats": {"get", "post"},
     "/api/chats/{id}": {"get", "patch"},
@@ -979,6 +979,13 @@ def test_openapi_schema_lists_every_endpoint_and_bearer_auth(api):
     for path in ("/api/chats/{id}", "/api/chats/{id}/messages", "/api/chats/{id}/read", "/history/{chat_id}"):
         for operation in schema["paths"][path].values():
             assert "404" in operation["responses"], path
+    for path, method in (
+        ("/api/chats", "post"),
+        ("/api/chats/{id}", "patch"),
+        ("/api/chats/{id}/members", "post"),
+        ("/api/chats/{id}/members/{user_id}", "delete"),
+    ):
+        assert {"403", "429"} <= set(schema["paths"][path][method]["responses"]), (path, method)
     register = schema["paths"]["/api/auth/register"]["post"]
     assert "400" in register["responses"] and "201" in register["responses"]
 

@@ -324,6 +324,8 @@ def child_env(*, database_url: str, redis_url: str, prefix: str) -> dict[str, st
         SECRET_KEY=SECRET_KEY,
         DEBUG="true",
         SEND_RATE_LIMIT="0",
+        CHAT_CHANGE_RATE_LIMIT="0",
+        GROUP_CREATE_DAILY_LIMIT="0",
         AUTH_THROTTLE_RATE="",
         SOCKET_CONNECTS_PER_USER="0",
         SOCKET_CONNECTS_PER_ADDRESS="0",

@@ -1,13 +1,16 @@
 """The admin as an operator's console: every list page costs the same number of queries at any
-size, chats show member and message counts, messages filter by chat id, deactivation closes sockets."""
+size, chats show member and message counts, messages filter by chat id, deactivation closes sockets;
+every add/change/delete form goes through the services or is refused as read-only, never a 500."""
 
 from __future__ import annotations
 
 import itertools
 import uuid
+from html.parser import HTMLParser
 
 import pytest
 from channels.db import database_sync_to_async
+from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.db import connection
@@ -21,9 +24,10 @@ from rest_framework_simplejwt.token_blacklist.models import (
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
+from chats import services
 from chats.models import Chat, Membership, Message
 from ops import admin_tools
-from tests.conftest import ws_connect
+from tests.conftest import receive_until, ws_connect
 
 _seq = itertools.count(1)
 
@@ -210,3 +214,277 @@ async def test_deactivate_action_closes_the_users_sockets(make_user):
     assert closed == {"type": "websocket.close", "code": 4401}
     await socket.disconnect()
     assert not (await database_sync_to_async(User.objects.get)(id=target.id)).is_active
+
+
+# --- every change form: through the services, or refused as read-only ----------------------------
+
+
+class _FormFields(HTMLParser):
+    """What a browser would submit for the form ``form_id``: inputs, checked boxes, selected options, text areas."""
+
+    def __init__(self, form_id: str):
+        super().__init__()
+        self.form_id, self.inside, self.data = form_id, False, []
+        self._select: str | None = None
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.inside = attrs.get("id") == self.form_id
+        if not self.inside or ("name" not in attrs and tag != "option"):
+            return
+        if tag == "input" and attrs.get("type") not in ("submit", "button", "file"):
+            if attrs.get("type") in ("checkbox", "radio") and "checked" not in attrs:
+                return
+            self.data.append((attrs["name"], attrs.get("value", "on" if attrs.get("type") == "checkbox" else "")))
+        elif tag == "select":
+            self._select = attrs["name"]
+        elif tag == "option" and self._select and "selected" in attrs:
+            self.data.append((self._select, attrs.get("value", "")))
+        elif tag == "textarea":
+            self._textarea = attrs["name"]
+            self.data.append((self._textarea, ""))
+
+    def handle_data(self, data):
+        if self._textarea and self.data and self.data[-1][0] == self._textarea:
+            self.data[-1] = (self._textarea, self.data[-1][1] + data)
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.inside = False
+        elif tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            if self._textarea and self.data and self.data[-1][0] == self._textarea:
+                # A browser drops the newline that starts a text area's content.
+                self.data[-1] = (self._textarea, self.data[-1][1].removeprefix("\n"))
+            self._textarea = None
+
+
+def submitted(page: bytes, model) -> dict[str, list[str]]:
+    parser = _FormFields(f"{model._meta.model_name}_form")
+    parser.feed(page.decode())
+    data: dict[str, list[str]] = {}
+    for name, value in parser.data:
+        data.setdefault(name, []).append(value)
+    return data
+
+
+def _instances(make_user) -> dict[str, object]:
+    """One row of every registered model, made the way the app makes it."""
+    owner, member = make_user(), make_user()
+    group = services.create_group(user_id=owner.id, title="console", member_ids=[member.id])
+    refresh = RefreshToken.for_user(owner)
+    outstanding = OutstandingToken.objects.get(jti=refresh["jti"])
+    other = OutstandingToken.objects.get(jti=RefreshToken.for_user(member)["jti"])
+    user = make_user()
+    RefreshToken.for_user(user)  # a user who logged in has a token ledger, read-only in the admin
+    return {
+        "accounts.user": user,
+        "auth.group": Group.objects.create(name=f"ops-{uuid.uuid4().hex[:6]}"),
+        "chats.chat": group,
+        "chats.message": Message.objects.get(chat=group, seq=1),
+        "token_blacklist.outstandingtoken": outstanding,
+        "token_blacklist.blacklistedtoken": BlacklistedToken.objects.create(token=other),
+    }
+
+
+def _add_values(model_label: str, make_user) -> dict[str, str]:
+    name = f"added_{uuid.uuid4().hex[:8]}"
+    if model_label == "accounts.user":
+        return {"username": name, "email": f"{name}@example.com", "usable_password": "true",
+                "password1": "Correct-Horse-42", "password2": "Correct-Horse-42"}  # fmt: skip
+    if model_label == "auth.group":
+        return {"name": name}
+    if model_label == "token_blacklist.blacklistedtoken":
+        return {"token": str(OutstandingToken.objects.get(jti=RefreshToken.for_user(make_user())["jti"]).id)}
+    return {}
+
+
+# What the console may do with each registered model. Chats are changed (renamed) only through
+# services.rename_group; messages, memberships and the token ledger are read-only.
+ALLOWED = {
+    "accounts.user": {"add", "change", "delete"},
+    "auth.group": {"add", "change", "delete"},
+    "chats.chat": {"change"},
+    "chats.message": set(),
+    "token_blacklist.outstandingtoken": set(),
+    "token_blacklist.blacklistedtoken": {"add", "change", "delete"},
+}
+
+
+def _label(model) -> str:
+    return f"{model._meta.app_label}.{model._meta.model_name}"
+
+
+def test_every_registered_model_has_its_expected_admin_permissions():
+    """A newly registered model fails here until its add/change/delete is decided."""
+    assert {_label(model) for model in admin.site._registry} == set(ALLOWED)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("label", sorted(ALLOWED))
+def test_add_form_works_or_is_refused(label, operator, make_user):
+    """The add form saves (302, one more row) or is refused (403, nothing stored); never a 500."""
+    model = apps.get_model(label)
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_add")
+    before = model.objects.count()
+    page = operator.get(url)
+    if "add" not in ALLOWED[label]:
+        assert page.status_code == 403
+        assert operator.post(url, {}).status_code == 403
+        assert model.objects.count() == before
+        return
+    assert page.status_code == 200
+    assert operator.post(url, {}).status_code == 200  # the empty form: errors, not a 500
+    data = {**submitted(page.content, model), **_add_values(label, make_user)}
+    response = operator.post(url, data)
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    assert model.objects.count() == before + 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("label", sorted(ALLOWED))
+def test_change_form_works_or_is_refused(label, operator, make_user):
+    """Submitting a change form as shown saves (302) or is refused (403) for a read-only model;
+    an empty submission is a form error; never a 500."""
+    model = apps.get_model(label)
+    obj = _instances(make_user)[label]
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[obj.pk])
+    page = operator.get(url)
+    assert page.status_code == 200  # read-only models are still viewable
+    data = submitted(page.content, model)
+    response = operator.post(url, data)
+    if "change" not in ALLOWED[label]:
+        assert response.status_code == 403
+        return
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    assert operator.post(url, {}).status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("label", sorted(ALLOWED))
+def test_delete_works_or_is_refused(label, operator, make_user):
+    """The delete confirmation deletes (302, the row is gone) or is refused (403, it stays)."""
+    model = apps.get_model(label)
+    obj = _instances(make_user)[label]
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_delete", args=[obj.pk])
+    allowed = "delete" in ALLOWED[label]
+    assert operator.get(url).status_code == (200 if allowed else 403)
+    assert operator.post(url, {"post": "yes"}).status_code == (302 if allowed else 403)
+    assert model.objects.filter(pk=obj.pk).exists() is not allowed
+
+
+@pytest.mark.django_db
+def test_adding_a_chat_is_refused_not_a_500(operator, make_user):
+    """ "Add chat" used to fail a check constraint (500): chats are made by the API (members, owner,
+    first message), so the admin refuses it."""
+    before = Chat.objects.count()
+    response = operator.post(reverse("admin:chats_chat_add"), {"title": "from the console"})
+    assert response.status_code == 403
+    assert Chat.objects.count() == before
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_renaming_a_group_in_the_admin_writes_the_system_message_and_the_event(make_user):
+    """The admin's rename is services.rename_group: members get the system message.new and
+    chat.updated, as from the API; a blank title is a form error; a direct chat's title is read-only."""
+    owner, member = await database_sync_to_async(make_user)(), await database_sync_to_async(make_user)()
+    operator_user = await database_sync_to_async(make_user)(is_staff=True, is_superuser=True)
+    group = await database_sync_to_async(services.create_group)(user_id=owner.id, title="old", member_ids=[member.id])
+    socket = await ws_connect(member)
+
+    def rename(title):
+        client = Client()
+        client.force_login(operator_user)
+        url = reverse("admin:chats_chat_change", args=[group.id])
+        return client.post(url, {**submitted(client.get(url).content, Chat), "title": title})
+
+    response = await database_sync_to_async(rename)("  ")
+    assert response.status_code == 200 and "Must not be blank." in response.content.decode()
+    response = await database_sync_to_async(rename)("Moderated title")
+    assert response.status_code == 302
+    message, _ = await receive_until(socket, "message.new")
+    assert message["message"]["kind"] == "system"
+    assert message["message"]["text"] == f"{operator_user.username} renamed the group to «Moderated title»"
+    updated, _ = await receive_until(socket, "chat.updated")
+    assert updated == {"type": "chat.updated", "chat_id": group.id, "title": "Moderated title"}
+    await socket.disconnect()
+    chat = await database_sync_to_async(Chat.objects.get)(id=group.id)
+    assert (chat.title, chat.last_seq) == ("Moderated title", 2)
+
+    def direct_title_is_read_only():
+        client = Client()
+        client.force_login(operator_user)
+        direct = services.open_direct_chat(user_id=owner.id, other_user_id=member.id).chat
+        page = client.get(reverse("admin:chats_chat_change", args=[direct.id])).content.decode()
+        return 'name="title"' not in page
+
+    assert await database_sync_to_async(direct_title_is_read_only)()
+
+
+# --- deleting a user ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_delete_confirmation_recommends_deactivation(operator, make_user):
+    user = make_user()
+    single = operator.get(reverse("admin:accounts_user_delete", args=[user.id])).content.decode()
+    bulk = operator.post(
+        "/admin/accounts/user/", {"action": "delete_selected", "_selected_action": [user.id]}
+    ).content.decode()
+    for page in (single, bulk):
+        assert 'id="prefer-deactivation"' in page and "Deactivation is usually what you want" in page
+    assert User.objects.filter(id=user.id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["single", "bulk"])
+async def test_deleting_a_user_closes_their_sockets_and_hands_their_groups_over(how, make_user):
+    """The admin's delete (single and bulk) is accounts.services.delete_user: the user's sockets
+    get session_revoked + 4401, and a group they owned passes to its longest-standing admin by
+    remove_member's rule, with the events of the owner leaving."""
+    owner = await database_sync_to_async(make_user)()
+    member, admin_member = await database_sync_to_async(make_user)(), await database_sync_to_async(make_user)()
+    operator_user = await database_sync_to_async(make_user)(is_staff=True, is_superuser=True)
+
+    def setup():
+        RefreshToken.for_user(owner)  # a token ledger row: read-only in the admin, goes with the user
+        group = services.create_group(user_id=owner.id, title="orphan?", member_ids=[member.id])
+        services.add_member(actor_id=owner.id, chat_id=group.id, user_id=admin_member.id, role="admin")
+        return group
+
+    group = await database_sync_to_async(setup)()
+    owner_socket, member_socket = await ws_connect(owner), await ws_connect(member)
+
+    def delete():
+        client = Client()
+        client.force_login(operator_user)
+        if how == "single":
+            return client.post(reverse("admin:accounts_user_delete", args=[owner.id]), {"post": "yes"})
+        return client.post(
+            "/admin/accounts/user/", {"action": "delete_selected", "_selected_action": [owner.id], "post": "yes"}
+        )
+
+    response = await database_sync_to_async(delete)()
+    assert response.status_code == 302
+    frame = await owner_socket.receive_json_from(timeout=5)
+    assert frame["type"] == "error" and frame["code"] == "session_revoked"
+    assert await owner_socket.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    updated, _ = await receive_until(member_socket, "chat.member_updated")
+    assert updated == {"type": "chat.member_updated", "chat_id": group.id, "user_id": admin_member.id, "role": "owner"}
+    left, _ = await receive_until(member_socket, "message.new")
+    assert left["message"]["text"] == f"{owner.username} left"
+    removed, _ = await receive_until(member_socket, "chat.member_removed")
+    assert removed == {"type": "chat.member_removed", "chat_id": group.id, "user_id": owner.id}
+    await owner_socket.disconnect()
+    await member_socket.disconnect()
+
+    def state():
+        return (
+            User.objects.filter(id=owner.id).exists(),
+            dict(Membership.objects.filter(chat_id=group.id).values_list("user_id", "role")),
+        )
+
+    assert await database_sync_to_async(state)() == (False, {member.id: "member", admin_member.id: "owner"})

@@ -31,7 +31,14 @@ TIMEOUT = 10
 
 def server_env(**extra: str) -> dict[str, str]:
     """Environment for a server process: this run's test database and Redis prefixes."""
-    env = child_env(FAST_PASSWORD_HASHER="1", AUTH_THROTTLE_RATE="", CONN_MAX_AGE="0", DATABASE_URL=test_database_url())
+    env = child_env(
+        FAST_PASSWORD_HASHER="1",
+        AUTH_THROTTLE_RATE="",
+        CHAT_CHANGE_RATE_LIMIT="0",
+        GROUP_CREATE_DAILY_LIMIT="0",
+        CONN_MAX_AGE="0",
+        DATABASE_URL=test_database_url(),
+    )
     env.update(extra)
     return env
 

@@ -1,0 +1,81 @@
+"""Per-user rate limits: one fixed-window counter per user and limit, kept in the cache.
+
+Every limit is counted the same way, through the ``CountInWindow`` step of a plan: with Redis
+the counter is shared by every process (REST and sockets alike); without it, by the one
+process. Each attempt is counted once, refused ones included, and a refusal is the same
+``RateLimited`` (code ``rate_limited``, ``retry_after`` = seconds to the window's end).
+
+``SEND`` bounds messages; ``CHAT_CHANGE`` every other write that stores a message or fans
+out an event (group creation, opening a direct chat, renames, member adds and removals,
+leaving); ``GROUP_CREATE`` the groups a user creates per UTC day. A limit of 0 disables it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from ops import metrics
+from runtime.plans import CountInWindow, Plan, run_sync
+
+from ..exceptions import RateLimited
+
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``limit_setting`` actions per ``window_setting`` seconds (or ``window`` when fixed)."""
+
+    name: str  # the cache key's and the metric label's part
+    limit_setting: str
+    detail: str  # "{limit}" and "{window}" are filled in
+    window_setting: str | None = None
+    window: int = DAY
+
+    def limit(self) -> int:
+        return getattr(settings, self.limit_setting)
+
+    def seconds(self) -> int:
+        return max(1, getattr(settings, self.window_setting) if self.window_setting else self.window)
+
+    def retry_after(self) -> float:
+        """Seconds until the current window ends (windows start at multiples of its length)."""
+        now = timezone.now().timestamp()
+        return (int(now // self.seconds()) + 1) * self.seconds() - now
+
+    def refusal(self) -> RateLimited:
+        metrics.RATE_LIMITED.labels(limit=self.name).inc()
+        return RateLimited(
+            self.detail.format(limit=self.limit(), window=self.seconds()), retry_after=self.retry_after()
+        )
+
+
+SEND = RateLimit("send", "SEND_RATE_LIMIT", "At most {limit} messages per {window} s.", "SEND_RATE_WINDOW_SECONDS")
+CHAT_CHANGE = RateLimit(
+    "chat_change",
+    "CHAT_CHANGE_RATE_LIMIT",
+    "At most {limit} chat changes per {window} s.",
+    "CHAT_CHANGE_RATE_WINDOW_SECONDS",
+)
+GROUP_CREATE = RateLimit("group_create", "GROUP_CREATE_DAILY_LIMIT", "At most {limit} new groups per day.")
+
+
+def within(rate: RateLimit, *, user_id: int) -> Plan[bool]:
+    """Count this attempt in the user's current window of ``rate``; False once the window holds
+    more than its limit. Counted once per call."""
+    limit = rate.limit()
+    if limit <= 0:
+        return True
+    window = rate.seconds()
+    bucket = int(timezone.now().timestamp() // window)
+    count = yield CountInWindow(f"rl:{rate.name}:{user_id}:{bucket}", ttl=window * 2)
+    return count <= limit
+
+
+def check(rate: RateLimit, *, user_id: int) -> None:
+    """Count this attempt (from a request thread) and raise RateLimited when it is over the limit."""
+    if not run_sync(within(rate, user_id=user_id)):
+        raise rate.refusal()
