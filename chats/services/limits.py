@@ -1,6 +1,7 @@
 """Per-user rate limits: one fixed-window counter per user and limit, kept in the cache.
 
-Every limit is counted the same way, through the ``CountInWindow`` step of a plan: with Redis
+Every limit is counted the same way, by ``runtime.limits.count_in_window`` (the one counter of
+every limit, per user or per address) in a plan: with Redis
 the counter is shared by every process (REST and sockets alike); without it, by the one
 process. Each attempt is counted once, refused ones included, and a refusal is the same
 ``RateLimited`` (code ``rate_limited``, ``retry_after`` = seconds to the window's end).
@@ -18,7 +19,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from ops import metrics
-from runtime.plans import CountInWindow, Plan, run_sync
+from runtime.limits import count_in_window
+from runtime.plans import Plan, run_sync
 
 from ..exceptions import RateLimited
 
@@ -66,13 +68,8 @@ GROUP_CREATE = RateLimit("group_create", "GROUP_CREATE_DAILY_LIMIT", "At most {l
 def within(rate: RateLimit, *, user_id: int) -> Plan[bool]:
     """Count this attempt in the user's current window of ``rate``; False once the window holds
     more than its limit. Counted once per call."""
-    limit = rate.limit()
-    if limit <= 0:
-        return True
-    window = rate.seconds()
-    bucket = int(timezone.now().timestamp() // window)
-    count = yield CountInWindow(f"rl:{rate.name}:{user_id}:{bucket}", ttl=window * 2)
-    return count <= limit
+    wait = yield from count_in_window(rate.name, str(user_id), limit=rate.limit(), seconds=rate.seconds())
+    return wait is None
 
 
 def check(rate: RateLimit, *, user_id: int) -> None:
