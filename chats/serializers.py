@@ -11,7 +11,7 @@ from django.conf import settings
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
-from ops.fields import StrictCharField
+from ops.fields import QueryIntegerField, StrictCharField
 
 from .models import Chat, Membership, Message
 from .validation import CLIENT_ID_MAX, MAX_ID, TITLE_MAX
@@ -145,29 +145,29 @@ class ReadSerializer(serializers.Serializer):
 
 
 class HistoryQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(
+    limit = QueryIntegerField(
         required=False, default=DEFAULT_PAGE, min_value=0, help_text="Default 50; clamped to 200."
     )
-    offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**62)
+    offset = QueryIntegerField(required=False, default=0, min_value=0, max_value=2**62)
 
     def validate_limit(self, value: int) -> int:
         return min(value, MAX_PAGE)
 
 
 class CursorQuerySerializer(serializers.Serializer):
-    after_seq = serializers.IntegerField(
+    after_seq = QueryIntegerField(
         required=False,
         min_value=0,
         max_value=2**62,
         help_text="Messages with seq > after_seq (exclusive). Not together with before_seq (400).",
     )
-    before_seq = serializers.IntegerField(
+    before_seq = QueryIntegerField(
         required=False,
         min_value=1,
         max_value=2**62,
         help_text="Messages with seq < before_seq (exclusive). Not together with after_seq (400).",
     )
-    limit = serializers.IntegerField(
+    limit = QueryIntegerField(
         required=False, default=DEFAULT_PAGE, min_value=1, help_text="Default 50; clamped to 200."
     )
 

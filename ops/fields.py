@@ -5,13 +5,16 @@ the OpenAPI schema says ``type: string``; generated clients and schemathesis the
 the server. :class:`StrictCharField` (and :class:`StrictEmailField`) accept JSON strings only
 (``validation_error`` "Must be a string."), and state the NUL ban the server enforces as the
 schema ``pattern`` ``^[^\\u0000]*$`` (PostgreSQL text cannot hold NUL), unless the field has a
-pattern of its own that already excludes NUL.
+pattern of its own that already excludes NUL. :class:`QueryIntegerField` is the integer of a
+query string, where DRF reads ``?limit=`` as "not given" although the schema calls it an
+invalid integer: here it is one.
 """
 
 from __future__ import annotations
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from rest_framework import serializers
+from rest_framework.utils import html
 
 NO_NUL = RegexValidator(r"\A[^\x00]*\Z", message="Null characters are not allowed.", code="null_characters_not_allowed")
 
@@ -42,3 +45,12 @@ class StrictCharField(StrictString, serializers.CharField):
 
 class StrictEmailField(StrictString, serializers.EmailField):
     default_error_messages = {"invalid": "Enter a valid email address."}
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """An integer query parameter: an empty value (``?limit=``) is invalid, not absent."""
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return ""
+        return super().get_value(dictionary)
