@@ -1,11 +1,24 @@
 """The custom user: usernames are unique regardless of case, emails are unique; each user says
-who may add them to groups."""
+who may add them to groups.
+
+New usernames are ASCII letters, digits, ``.``, ``_`` and ``-`` only (:data:`username_validator`,
+applied to registrations): no look-alike letters from other scripts, no invisible or bidi
+characters. Accounts created before the rule keep their names and log in as before.
+"""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser, UserManager
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
+
+USERNAME_MAX = 150
+username_validator = RegexValidator(
+    r"\A[A-Za-z0-9._-]+\Z",
+    message="ASCII letters, digits, '.', '_' and '-' only.",
+    code="invalid_username",
+)
 
 
 class CaseInsensitiveUserManager(UserManager):

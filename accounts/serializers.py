@@ -4,8 +4,10 @@ from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 
+from ops.fields import StrictCharField, StrictEmailField
+
 from . import services
-from .models import User
+from .models import USERNAME_MAX, User, username_validator
 from .throttles import LoginGuard
 from .tokens import start_session
 
@@ -38,18 +40,25 @@ class PublicUserSerializer(serializers.ModelSerializer):
 
 
 class RegisterSerializer(serializers.Serializer):
-    username = serializers.RegexField(
-        r"^[\w.@+-]+\Z",
-        max_length=150,
-        error_messages={"invalid": "Letters, digits and @/./+/-/_ only."},
+    username = StrictCharField(
+        max_length=USERNAME_MAX,
+        trim_whitespace=False,  # " bob" is not silently "bob": the pattern in the schema holds as stated
+        validators=[username_validator],
+        help_text="ASCII letters, digits, '.', '_' and '-'; unique regardless of case.",
     )
-    email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(write_only=True, max_length=128, style={"input_type": "password"})
+    email = StrictEmailField(max_length=254)
+    password = StrictCharField(write_only=True, max_length=128, style={"input_type": "password"})
 
 
 class TokenPairSerializer(TokenObtainPairSerializer):
     """Login: every successful login starts a new session (``sid`` claim). Failed logins are
     limited per account and per (account, address) pair (``throttles.LoginGuard``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # simplejwt declares plain CharFields here; strings only, like every other input.
+        self.fields[self.username_field] = StrictCharField(write_only=True)
+        self.fields["password"] = StrictCharField(write_only=True, style={"input_type": "password"})
 
     @classmethod
     def get_token(cls, user):
@@ -73,15 +82,15 @@ class TokenPairResponseSerializer(serializers.Serializer):
 
 
 class RefreshSerializer(serializers.Serializer):
-    refresh = serializers.CharField()
+    refresh = StrictCharField()
 
     def validate(self, attrs):
         return services.refresh_session(refresh=attrs["refresh"])
 
 
 class LogoutSerializer(serializers.Serializer):
-    refresh = serializers.CharField()
+    refresh = StrictCharField()
 
 
 class UserSearchQuerySerializer(serializers.Serializer):
-    search = serializers.CharField(required=False, allow_blank=True, max_length=150)
+    search = StrictCharField(required=False, allow_blank=True, max_length=USERNAME_MAX)

@@ -12,14 +12,19 @@ from rest_framework.exceptions import ValidationError
 from runtime import realtime
 
 from . import tokens
-from .models import User
+from .models import User, username_validator
 
 
 @transaction.atomic
 def register_user(*, username: str, email: str, password: str) -> User:
-    """Create a user; duplicate username (any case) or email and weak passwords are field errors."""
+    """Create a user; a username outside the safe set (accounts/models.py), a duplicate username
+    (any case) or email and weak passwords are field errors."""
     errors: dict[str, list[str]] = {}
-    if User.objects.filter(username__iexact=username).exists():
+    try:
+        username_validator(username)
+    except DjangoValidationError as exc:
+        errors["username"] = list(exc.messages)
+    if "username" not in errors and User.objects.filter(username__iexact=username).exists():
         errors["username"] = ["A user with that username already exists."]
     if User.objects.filter(email__iexact=email).exists():
         errors["email"] = ["A user with that email already exists."]

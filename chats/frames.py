@@ -7,9 +7,9 @@ one field each. Everything here is pure and testable on plain strings.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from ops import jsonio
 from ops.errors import MessengerError
 
 from .exceptions import InvalidInput
@@ -63,12 +63,10 @@ def parse(text_data: str | None) -> Frame:
     if len(text_data) > MAX_FRAME_BYTES // 4 and len(text_data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
         raise FrameTooBig()
     try:
-        data = json.loads(text_data)
-    except (ValueError, RecursionError):
-        raise FrameError("invalid_json", "The frame is not valid JSON.") from None
-    if "\\u" in text_data and _has_unpaired_surrogate(data):
-        # Valid JSON, but such a string cannot be stored, nor echoed back as UTF-8.
-        raise FrameError("invalid_json", "The frame holds an unpaired surrogate escape (\\ud800-\\udfff).")
+        # The REST parser's rules (ops/jsonio.py): depth, lone surrogates, no NaN.
+        data = jsonio.loads(text_data)
+    except jsonio.InvalidJSON as exc:
+        raise FrameError("invalid_json", f"The frame is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         # Well-formed JSON of the wrong shape is a validation error, not a parse error.
         raise InvalidInput("A frame must be a JSON object.")
@@ -88,12 +86,3 @@ def unknown_type(frame: Frame) -> FrameError:
     if frame.type is None:
         return FrameError("unknown_type", "A frame needs a string 'type'.")
     return FrameError("unknown_type", f"Unknown frame type {frame.type!r}.")
-
-
-def _has_unpaired_surrogate(data: object) -> bool:
-    """Whether parsed JSON holds a string with a lone surrogate (from a ``\\udXXX`` escape)."""
-    try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except (UnicodeEncodeError, RecursionError):
-        return True
-    return False

@@ -8,10 +8,13 @@ two in step.
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
+from ops.fields import QueryIntegerField, StrictCharField
+
 from .models import Chat, Membership, Message
-from .validation import CLIENT_ID_MAX, MAX_ID
+from .validation import CLIENT_ID_MAX, MAX_ID, TITLE_MAX
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
@@ -75,31 +78,49 @@ class ReadStateSerializer(serializers.Serializer):
 # --- inputs ------------------------------------------------------------------------
 
 
-class ChatCreateSerializer(serializers.Serializer):
+class ChatKindSerializer(serializers.Serializer):
+    """The ``kind`` of a new chat, which decides the rest of the body."""
+
     kind = serializers.ChoiceField(choices=Chat.Kind.choices)
-    user_id = serializers.IntegerField(
-        required=False, min_value=1, max_value=MAX_ID, help_text="direct: the other user."
+
+
+class DirectChatCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[Chat.Kind.DIRECT])
+    user_id = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="The other user (not yourself).")
+
+
+class GroupChatCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[Chat.Kind.GROUP])
+    title = StrictCharField(
+        max_length=TITLE_MAX, help_text="1..128 characters after trimming, not only invisible characters."
     )
-    title = serializers.CharField(required=False, max_length=128, help_text="group: its title.")
     member_ids = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
         required=False,
         default=list,
-        help_text="group: initial members besides the creator.",
+        help_text="Initial members besides the creator.",
     )
 
     def validate(self, attrs):
-        if attrs["kind"] == Chat.Kind.DIRECT and "user_id" not in attrs:
-            raise serializers.ValidationError({"user_id": ["Required for a direct chat."]})
-        if attrs["kind"] == Chat.Kind.GROUP and not attrs.get("title"):
-            raise serializers.ValidationError({"title": ["Required for a group."]})
         if len(attrs.get("member_ids") or []) > settings.GROUP_MAX_MEMBERS:
             raise serializers.ValidationError({"member_ids": [f"At most {settings.GROUP_MAX_MEMBERS} members."]})
         return attrs
 
 
+CHAT_CREATE_SERIALIZERS = {Chat.Kind.DIRECT: DirectChatCreateSerializer, Chat.Kind.GROUP: GroupChatCreateSerializer}
+
+# The request body of POST /api/chats in the schema: one of the two shapes, chosen by ``kind``.
+ChatCreateSerializer = PolymorphicProxySerializer(
+    component_name="ChatCreate",
+    serializers={"direct": DirectChatCreateSerializer, "group": GroupChatCreateSerializer},
+    resource_type_field_name="kind",
+)
+
+
 class ChatUpdateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=128)
+    title = StrictCharField(
+        max_length=TITLE_MAX, help_text="1..128 characters after trimming, not only invisible characters."
+    )
 
 
 class MemberAddSerializer(serializers.Serializer):
@@ -110,8 +131,13 @@ class MemberAddSerializer(serializers.Serializer):
 
 
 class SendMessageSerializer(serializers.Serializer):
-    client_id = serializers.CharField(min_length=1, max_length=CLIENT_ID_MAX, trim_whitespace=False)
-    text = serializers.CharField(max_length=settings.MESSAGE_MAX_LENGTH, help_text="1..4096 characters after trimming.")
+    client_id = StrictCharField(
+        min_length=1, max_length=CLIENT_ID_MAX, trim_whitespace=False, help_text="Not only whitespace."
+    )
+    text = StrictCharField(
+        max_length=settings.MESSAGE_MAX_LENGTH,
+        help_text="1..4096 characters after trimming, not only invisible characters.",
+    )
 
 
 class ReadSerializer(serializers.Serializer):
@@ -119,19 +145,29 @@ class ReadSerializer(serializers.Serializer):
 
 
 class HistoryQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(
+    limit = QueryIntegerField(
         required=False, default=DEFAULT_PAGE, min_value=0, help_text="Default 50; clamped to 200."
     )
-    offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**62)
+    offset = QueryIntegerField(required=False, default=0, min_value=0, max_value=2**62)
 
     def validate_limit(self, value: int) -> int:
         return min(value, MAX_PAGE)
 
 
 class CursorQuerySerializer(serializers.Serializer):
-    after_seq = serializers.IntegerField(required=False, min_value=0, max_value=2**62)
-    before_seq = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
-    limit = serializers.IntegerField(
+    after_seq = QueryIntegerField(
+        required=False,
+        min_value=0,
+        max_value=2**62,
+        help_text="Messages with seq > after_seq (exclusive). Not together with before_seq (400).",
+    )
+    before_seq = QueryIntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**62,
+        help_text="Messages with seq < before_seq (exclusive). Not together with after_seq (400).",
+    )
+    limit = QueryIntegerField(
         required=False, default=DEFAULT_PAGE, min_value=1, help_text="Default 50; clamped to 200."
     )
 

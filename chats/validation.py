@@ -7,6 +7,8 @@ callers turn it into their own "not found".
 
 from __future__ import annotations
 
+import unicodedata
+
 from django.conf import settings
 
 from .exceptions import ChatNotFound, InvalidInput
@@ -15,6 +17,18 @@ from .exceptions import ChatNotFound, InvalidInput
 MAX_ID = 2**63 - 1
 CLIENT_ID_MAX = 64
 TITLE_MAX = 128
+
+# What draws nothing on its own: controls, format characters (zero-width space and joiners,
+# bidi controls, the BOM, tag characters), separators (spaces), combining marks alone
+# (variation selectors, the combining grapheme joiner) ...
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+# ... and letters and symbols whose glyph is blank: Hangul fillers, the braille blank.
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: empty, or only whitespace and invisible characters."""
+    return all(char in _BLANK_GLYPHS or unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in text)
 
 
 def as_id(value: object) -> int | None:
@@ -43,13 +57,14 @@ def clean_seq(value: object, *, field: str = "up_to_seq") -> int:
 
 
 def clean_text(text: object) -> str:
-    """Message text: a string of 1..MESSAGE_MAX_LENGTH characters after trimming."""
+    """Message text: a string of 1..MESSAGE_MAX_LENGTH characters after trimming, not blank
+    (:func:`is_blank`: only invisible characters count as blank too)."""
     if not isinstance(text, str):
         raise InvalidInput({"text": ["Must be a string."]})
     if "\x00" in text:  # PostgreSQL text cannot hold NUL; REST (DRF) refuses it the same way
         raise InvalidInput({"text": ["Null characters are not allowed."]})
     text = text.strip()
-    if not text:
+    if is_blank(text):
         raise InvalidInput({"text": ["Must not be blank."]})
     if len(text) > settings.MESSAGE_MAX_LENGTH:
         raise InvalidInput({"text": [f"At most {settings.MESSAGE_MAX_LENGTH} characters."]})
@@ -65,9 +80,14 @@ def clean_client_id(client_id: object) -> str:
 
 
 def clean_title(title: object) -> str:
-    if not isinstance(title, str) or not title.strip():
-        raise InvalidInput({"title": ["Must not be blank."]})
+    """A group title: 1..TITLE_MAX characters after trimming, not blank (as for text)."""
+    if not isinstance(title, str):
+        raise InvalidInput({"title": ["Must be a string."]})
+    if "\x00" in title:
+        raise InvalidInput({"title": ["Null characters are not allowed."]})
     title = title.strip()
+    if is_blank(title):
+        raise InvalidInput({"title": ["Must not be blank."]})
     if len(title) > TITLE_MAX:
         raise InvalidInput({"title": [f"At most {TITLE_MAX} characters."]})
     return title

@@ -19,7 +19,9 @@ from ops.errors import ERROR_RESPONSES as E
 from . import selectors, services
 from .payloads import chat_payload, message_payload
 from .serializers import (
+    CHAT_CREATE_SERIALIZERS,
     ChatCreateSerializer,
+    ChatKindSerializer,
     ChatSerializer,
     ChatUpdateSerializer,
     CursorQuerySerializer,
@@ -73,7 +75,9 @@ class ChatViewSet(viewsets.ViewSet):
         },
     )
     def create(self, request):
-        data = ChatCreateSerializer(data=request.data)
+        kind = ChatKindSerializer(data=request.data)
+        kind.is_valid(raise_exception=True)
+        data = CHAT_CREATE_SERIALIZERS[kind.validated_data["kind"]](data=request.data)
         data.is_valid(raise_exception=True)
         attrs = data.validated_data
         if attrs["kind"] == "direct":

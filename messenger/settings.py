@@ -202,8 +202,10 @@ SIMPLE_JWT = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.SessionJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Client JSON in and out (ops/jsonio.py): nesting depth, lone surrogates and the upload
+    # limit checked by the parser the socket frames use too; a renderer that encodes any string.
+    "DEFAULT_RENDERER_CLASSES": ["ops.jsonio.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["ops.jsonio.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "ops.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -302,12 +304,13 @@ LOGGING = {
     "filters": {
         "redact_secrets": {"()": "ops.logsafe.RedactSecrets"},
         "request_id": {"()": "ops.logs.RequestIdFilter"},
+        "client_refusals": {"()": "ops.logs.ClientRefusalFilter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "structured",
-            "filters": ["redact_secrets", "request_id"],
+            "filters": ["redact_secrets", "request_id", "client_refusals"],
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},

@@ -17,5 +17,6 @@ urlpatterns = [
     path("", include("webclient.urls")),
 ]
 
+handler400 = "ops.errors.json_400"
 handler404 = "ops.errors.json_404"
 handler500 = "ops.errors.json_500"

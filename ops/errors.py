@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
@@ -52,6 +53,34 @@ class ServiceUnavailable(MessengerError):
     default_detail = "A backing service is unavailable; retry shortly."
 
 
+class TooLarge(MessengerError):
+    code = "too_large"
+    status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is over the size limit."
+
+
+class BadHost(MessengerError):
+    code = "bad_host"
+    default_detail = "The Host header names a host this server does not serve."
+
+
+class BadRequest(MessengerError):
+    code = "bad_request"
+    default_detail = "The request is malformed."
+
+
+def suspicious_error(exc: SuspiciousOperation) -> MessengerError:
+    """The client error for one of Django's SuspiciousOperation refusals (handler400 and DRF).
+
+    Its message is not echoed: Django's messages quote client input (the Host header).
+    """
+    if isinstance(exc, RequestDataTooBig):
+        return TooLarge()
+    if isinstance(exc, DisallowedHost):
+        return BadHost()
+    return BadRequest()
+
+
 # Stable codes for DRF's own exceptions.
 _DRF_CODES: dict[type, str] = {
     exceptions.ValidationError: "validation_error",
@@ -81,6 +110,9 @@ def exception_handler(exc, context):
         if exc.retry_after is not None:
             response["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
         return response
+    if isinstance(exc, SuspiciousOperation):
+        exc = suspicious_error(exc)
+        return Response(exc.as_dict(), status=exc.status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -115,6 +147,12 @@ def exception_handler(exc, context):
     return Response(body, status=exc.status_code, headers=headers)
 
 
+def json_400(request, exception=None):
+    """Django's handler400 (``DEBUG=false``): SuspiciousOperation outside DRF, e.g. a disallowed Host."""
+    error = suspicious_error(exception) if isinstance(exception, SuspiciousOperation) else BadRequest()
+    return JsonResponse(error.as_dict(), status=error.status)
+
+
 def json_404(request, exception=None):
     return JsonResponse({"code": "not_found", "detail": "Not found."}, status=404)
 
@@ -134,7 +172,10 @@ ErrorSerializer = inline_serializer(
 
 ERROR_RESPONSES = {
     400: OpenApiResponse(ErrorSerializer, description="validation_error / invalid_json / domain error"),
-    401: OpenApiResponse(ErrorSerializer, description="not_authenticated / token_not_valid"),
+    401: OpenApiResponse(
+        ErrorSerializer,
+        description="not_authenticated / token_not_valid / bad_authorization_header / user_inactive / user_not_found",
+    ),
     403: OpenApiResponse(ErrorSerializer, description="forbidden / privacy_restricted"),
     404: OpenApiResponse(ErrorSerializer, description="not_found (missing, or not a member)"),
     409: OpenApiResponse(ErrorSerializer, description="conflict"),

@@ -52,6 +52,18 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class ClientRefusalFilter(logging.Filter):
+    """Django's ``django.security.*`` records (a disallowed Host, too many fields, a body over
+    the limit) are refusals of a client's request, answered 400/413: one warning line each,
+    without the traceback Django attaches, so a client cannot fill the log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("django.security.") and record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def _add_extras(logger, method_name: str, event_dict: dict) -> dict:
     record = event_dict.get("_record")
     if record is None:

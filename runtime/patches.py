@@ -43,6 +43,15 @@ UPSTREAM = [
     Upstream("daphne.access:AccessLogGenerator.__call__", ("protocol", "action", "details"), "runtime.serve"),
     Upstream("daphne.cli:CommandLineInterface.run", ("args",), "runtime.serve"),
     Upstream("daphne.cli:CommandLineInterface.server_class", None, "runtime.serve"),
+    # runtime/serve.py: Twisted's HTTP channel (the header block limit), built by daphne's
+    # HTTPFactory (Twisted's HTTPFactory.protocol) inside the wrapper that can switch to HTTP/2
+    Upstream("twisted.web.http:HTTPChannel.lineReceived", ("line",), "runtime.serve"),
+    Upstream("twisted.web.http:HTTPChannel.lineLengthExceeded", ("line",), "runtime.serve"),
+    Upstream("twisted.web.http:HTTPChannel.loseConnection", (), "runtime.serve"),
+    Upstream("twisted.web.http:HTTPChannel.totalHeadersSize", None, "runtime.serve"),
+    Upstream("twisted.web.http:HTTPChannel._receivedHeaderSize", None, "runtime.serve"),
+    Upstream("twisted.web.http:HTTPFactory.protocol", None, "runtime.serve"),
+    Upstream("twisted.web.http:_GenericHTTPChannelProtocol.__init__", ("original",), "runtime.serve"),
     # runtime/layers.py: channels-redis' pub/sub layer and redis-py's PubSub
     Upstream("channels_redis.pubsub:RedisPubSubChannelLayer._get_layer", (), "runtime.layers"),
     Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.__init__", None, "runtime.layers"),

@@ -24,6 +24,10 @@ runs ``daphne messenger.asgi:application`` (which keeps working as it is) with t
   the protocol's limit, instead of daphne's 1 MiB.
 * **A compact input queue per connection** (``runtime/inbox.py``) instead of an ``asyncio.Queue``,
   ~3 KiB less per idle socket.
+* **A request whose header block is over 16 KiB gets a 431 with the JSON error body**
+  (``{"code": "headers_too_large", ...}``). Twisted refuses it too, but with a bare
+  ``400 Bad Request`` when the headers add up to more than ``totalHeadersSize`` and with no
+  answer at all (the connection just closes) when one line is longer than ``MAX_LENGTH``.
 * **The garbage collector is settled before serving** (``runtime/gctune.py``): what is loaded
   at startup is frozen out of collections, and full collections run 10 times less often.
 """
@@ -40,6 +44,7 @@ from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 # Imported after daphne.server, which installs the asyncio reactor.
 from twisted.internet import reactor  # isort: skip
@@ -110,8 +115,50 @@ class BoundedWebSocketProtocol(WebSocketProtocol):
         super().serverSend(content, binary)
 
 
+MAX_HEADER_BYTES = 16 * 1024
+_HEADERS_TOO_LARGE_BODY = b'{"code": "headers_too_large", "detail": "The request header block is over 16 KiB."}'
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: " + str(len(_HEADERS_TOO_LARGE_BODY)).encode() + b"\r\n"
+    b"Connection: close\r\n\r\n" + _HEADERS_TOO_LARGE_BODY
+)
+
+
+class HeaderBoundHTTPChannel(HTTPChannel):
+    """Twisted's HTTP channel answering 431 (JSON) to a header block over ``MAX_HEADER_BYTES``.
+
+    Upstream checks the same two limits (each line ``MAX_LENGTH``, all of them
+    ``totalHeadersSize``) but answers a bare 400, or nothing for a single long line.
+    """
+
+    MAX_LENGTH = MAX_HEADER_BYTES
+    totalHeadersSize = MAX_HEADER_BYTES
+
+    def lineReceived(self, line):
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._refuse_headers()
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line):
+        self._refuse_headers()
+
+    def _refuse_headers(self) -> None:
+        # Nothing more is read from this connection.
+        self.dataReceived = self.lineReceived = lambda *args: None
+        self.transport.write(HEADERS_TOO_LARGE)
+        self.loseConnection()
+
+
+def header_bound_http_protocol() -> _GenericHTTPChannelProtocol:
+    """What Twisted's ``HTTPFactory.protocol`` builds, around :class:`HeaderBoundHTTPChannel`."""
+    return _GenericHTTPChannelProtocol(HeaderBoundHTTPChannel())
+
+
 class BoundedServer(Server):
-    """daphne's Server: :class:`BoundedWebSocketProtocol` for every WebSocket, queryless access log."""
+    """daphne's Server: :class:`BoundedWebSocketProtocol` for every WebSocket, queryless access log,
+    :class:`HeaderBoundHTTPChannel` for every HTTP connection."""
 
     max_send_buffer = DEFAULT_MAX_SEND_BUFFER
 
@@ -154,6 +201,15 @@ class BoundedServer(Server):
             "BoundedWebSocketProtocol", (BoundedWebSocketProtocol,), {"max_send_buffer": self.max_send_buffer}
         )
         self._ws_factory = factory
+
+    @property
+    def http_factory(self):
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory) -> None:
+        factory.protocol = header_bound_http_protocol
+        self._http_factory = factory
 
 
 class QuerylessAccessLog(AccessLogGenerator):

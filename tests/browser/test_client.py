@@ -516,3 +516,38 @@ def test_token_refresh_reaches_the_socket_and_revocation_logs_out(open_page, dap
     daphne_server.call("POST", "/api/auth/logout", {"refresh": new_refresh})
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     expect(page.get_by_text("Your session has ended")).to_be_visible()
+
+
+def test_bidi_controls_in_user_strings_cannot_reorder_what_is_shown(open_page, daphne_server: LiveServer):
+    """A right-to-left override in a title or a message is dropped from what is drawn, and every
+    user string is bidi-isolated from the text around it."""
+    alice_user = daphne_server.register("alice")
+    bob_user = daphne_server.register("bob")
+    group = daphne_server.call(
+        "POST",
+        "/api/chats",
+        {"kind": "group", "title": "Plans\u202egnp.exe", "member_ids": [alice_user.id]},
+        token=bob_user.access,
+    )
+    daphne_server.send(bob_user, group["id"], "invoice\u202efdp.exe is attached", "bidi-1")
+
+    alice = open_page(alice_user)
+    item = chat_item(alice, "Plansgnp.exe")
+    expect(item.locator(".chat-item-preview")).to_have_text("bob: invoicefdp.exe is attached")
+    # The sender's name and the text are each their own isolate inside the preview line.
+    assert item.locator(".chat-item-preview bdi").all_text_contents() == ["bob", "invoicefdp.exe is attached"]
+    item.click()
+    expect(alice.locator("#chat-title")).to_have_text("Plansgnp.exe")
+    expect(message(alice, "invoicefdp.exe is attached")).to_be_visible()
+    system = messages(alice).first.locator(".system-text")
+    expect(system).to_have_text("bob created the group «Plansgnp.exe»")
+    shown = alice.evaluate(
+        """() => [...document.querySelectorAll(
+              "#chat-list, #chat-title, #chat-subtitle, #message-list")].map((node) => node.textContent).join("")"""
+    )
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", shown), shown
+    styles = alice.evaluate(
+        """() => ["#chat-title", "#message-list .msg .text", ".chat-item-title", ".system-text"].map(
+              (selector) => getComputedStyle(document.querySelector(selector)).unicodeBidi)"""
+    )
+    assert styles == ["plaintext"] * 4

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -68,6 +70,16 @@ async def test_unknown_socket_path_closes_with_4404(path):
     connected, _ = await communicator.connect(timeout=5)
     assert connected
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+
+
+def test_the_protocol_states_one_answer_for_other_socket_paths():
+    """docs/PROTOCOL.md says what the test above pins, wherever it speaks of paths other than /ws/."""
+    protocol = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
+    section = protocol.split("## 5. WebSocket", 1)[1].split("\n## 6.", 1)[0]
+    statements = [p for p in section.split("\n- ") if "other than `/ws/`" in p or "other path" in p]
+    assert len(statements) >= 2, statements
+    for statement in statements:
+        assert "4404" in statement and "500" not in statement, statement
 
 
 def test_swagger_ui_assets_are_served(client):

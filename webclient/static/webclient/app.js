@@ -5,7 +5,7 @@
 
 import { ApiError, Session } from "./api.js";
 import { setupDialogs } from "./dialogs.js";
-import { $, announce, showToast } from "./dom.js";
+import { $, announce, bidiSafe, showToast } from "./dom.js";
 import { LiveSocket } from "./socket.js";
 import { Chat, newClientId } from "./store.js";
 import {
@@ -128,7 +128,7 @@ function resetState() {
 
 function startApp() {
   state.me = session.user;
-  $("me-name").textContent = state.me.username;
+  $("me-name").textContent = bidiSafe(state.me.username);
   $("auth-view").hidden = true;
   $("app-view").hidden = false;
   renderChatPane();
@@ -341,12 +341,12 @@ function onMessage(message, { live }) {
     renderMessages({ stick: message.sender_id === state.me.id });
     renderChatHeader();
     if (live && added && message.sender_id !== state.me.id) {
-      const who = message.kind === "system" ? "" : `${usernameOf(message.sender_id)}: `;
-      announce(`${who}${message.text}`);
+      const who = message.kind === "system" ? "" : `${bidiSafe(usernameOf(message.sender_id))}: `;
+      announce(`${who}${bidiSafe(message.text)}`);
     }
     maybeMarkRead();
   } else if (live && message.sender_id !== state.me.id) {
-    announce(`New message in ${chatTitle(chat)}`);
+    announce(`New message in ${bidiSafe(chatTitle(chat))}`);
   }
 }
 
@@ -585,7 +585,7 @@ setupDialogs({
   memberAdded(raw, user) {
     upsertChat(raw);
     renderChatHeader();
-    announce(`${user.username} added`);
+    announce(`${bidiSafe(user.username)} added`);
   },
 });
 

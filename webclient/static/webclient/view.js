@@ -2,7 +2,7 @@
 // updated in place (keyed by chat id, or by seq / client_id for messages), so focus, scroll
 // position and screen readers are not disturbed by re-renders.
 
-import { $, el, formatTime } from "./dom.js";
+import { $, bdi, bidiSafe, el, formatTime } from "./dom.js";
 import { compareChats } from "./store.js";
 
 let state = null;
@@ -98,25 +98,27 @@ function buildChatItem(chat) {
 function updateChatItem(item, chat) {
   const button = item.firstChild;
   const [title, time, preview, badge] = button.children;
-  const name = chatTitle(chat);
+  const name = bidiSafe(chatTitle(chat));
   title.textContent = name;
   time.textContent = formatTime(chat.activityAt);
   const typers = chat.typingUsers();
-  let previewText = "";
-  if (typers.length) previewText = "typing…";
+  // The preview as element parts (user strings in <bdi>) and as plain text (for aria-label).
+  let parts;
+  if (typers.length) parts = ["typing…"];
   else if (chat.last_message) {
     const message = chat.last_message;
     const who =
       message.kind === "system"
-        ? ""
+        ? []
         : message.sender_id === state.me.id
-          ? "You: "
+          ? ["You: "]
           : chat.kind === "group"
-            ? `${usernameOf(message.sender_id)}: `
-            : "";
-    previewText = `${who}${message.text}`;
-  } else previewText = "No messages yet";
-  preview.textContent = previewText;
+            ? [bdi(usernameOf(message.sender_id)), ": "]
+            : [];
+    parts = [...who, bdi(message.text)];
+  } else parts = ["No messages yet"];
+  preview.replaceChildren(...parts);
+  const previewText = preview.textContent;
   preview.classList.toggle("is-typing", typers.length > 0);
   const unread = chat.unreadCount;
   badge.textContent = unread > 0 ? (unread > 999 ? "999+" : String(unread)) : "";
@@ -149,14 +151,17 @@ export function renderChatPane() {
 export function renderChatHeader() {
   const chat = openChat();
   if (!chat) return;
-  $("chat-title").textContent = chatTitle(chat);
-  let subtitle = "";
+  $("chat-title").textContent = bidiSafe(chatTitle(chat));
+  let subtitle;
   if (chat.kind === "group") {
     subtitle = chat.members
-      ? chat.members.map((member) => (member.id === state.me.id ? "you" : member.username)).join(", ")
-      : `${chat.members_count} members`;
-  } else subtitle = "Direct chat";
-  $("chat-subtitle").textContent = subtitle;
+      ? chat.members.flatMap((member, index) => [
+          ...(index ? [", "] : []),
+          member.id === state.me.id ? "you" : bdi(member.username),
+        ])
+      : [`${chat.members_count} members`];
+  } else subtitle = ["Direct chat"];
+  $("chat-subtitle").replaceChildren(...subtitle);
   const role = chat.roleOf(state.me.id);
   $("add-member-btn").hidden = !(chat.kind === "group" && (role === "owner" || role === "admin"));
   renderTyping();
@@ -166,12 +171,13 @@ export function renderTyping() {
   const chat = openChat();
   if (!chat) return;
   const names = chat.typingUsers().map(usernameOf);
-  let text = "";
-  if (names.length === 1) text = `${names[0]} is typing…`;
-  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
-  else if (names.length > 2) text = "Several people are typing…";
+  let parts = [];
+  if (names.length === 1) parts = [bdi(names[0]), " is typing…"];
+  else if (names.length === 2) parts = [bdi(names[0]), " and ", bdi(names[1]), " are typing…"];
+  else if (names.length > 2) parts = ["Several people are typing…"];
+  const text = parts.map((part) => (typeof part === "string" ? part : part.textContent)).join("");
   const typing = $("typing");
-  if (typing.textContent !== text) typing.textContent = text;
+  if (typing.textContent !== text) typing.replaceChildren(...parts);
   typing.hidden = !text;
   $("chat-subtitle").hidden = Boolean(text);
 }
