@@ -1,11 +1,25 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from ops.admin_tools import EstimatedCountPaginator
 
 from . import services
-from .models import User
+from .models import User, username_validator
+
+
+class UserAddForm(AdminUserCreationForm):
+    """The admin's "Add user" form, with the username rule registrations follow (a safe ASCII set)."""
+
+    class Meta(AdminUserCreationForm.Meta):
+        model = User
+        fields = ("username", "email")
+
+    def clean_username(self):
+        username = super().clean_username()
+        username_validator(username)
+        return username
 
 
 @admin.register(User)
@@ -17,6 +31,7 @@ class UserAdmin(BaseUserAdmin):
     actions = ["deactivate_users"]
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+    add_form = UserAddForm
     fieldsets = (*BaseUserAdmin.fieldsets, ("Privacy", {"fields": ("who_can_add_me",)}))
     # The email is unique and required: without it here a second added user hit the constraint.
     add_fieldsets = (

@@ -488,3 +488,21 @@ async def test_deleting_a_user_closes_their_sockets_and_hands_their_groups_over(
         )
 
     assert await database_sync_to_async(state)() == (False, {member.id: "member", admin_member.id: "owner"})
+
+
+@pytest.mark.django_db
+def test_the_admin_add_user_form_follows_the_username_rule(operator):
+    """A look-alike username (Cyrillic р next to Latin p) is refused in the admin as at registration."""
+    url = reverse("admin:accounts_user_add")
+    data = {
+        **submitted(operator.get(url).content, User),
+        "username": "\u0440avel",
+        "email": "pavel@example.com",
+        "usable_password": "false",
+    }
+    response = operator.post(url, data)
+    assert response.status_code == 200
+    assert not User.objects.filter(email="pavel@example.com").exists()
+    data["username"] = "pavel"
+    assert operator.post(url, data).status_code == 302
+    assert User.objects.filter(username="pavel").exists()
