@@ -492,7 +492,7 @@ async def test_deleting_a_user_closes_their_sockets_and_hands_their_groups_over(
 
 @pytest.mark.django_db
 def test_the_admin_add_user_form_follows_the_username_rule(operator):
-    """A look-alike username (Cyrillic р next to Latin p) is refused in the admin as at registration."""
+    """A look-alike username (Cyrillic U+0440 next to Latin p) is refused in the admin as at registration."""
     url = reverse("admin:accounts_user_add")
     data = {
         **submitted(operator.get(url).content, User),
