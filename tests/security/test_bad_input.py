@@ -290,7 +290,9 @@ def test_every_body_refuses_depth_bombs_bad_bytes_and_oversized_bodies(server, s
         for kind, body, code in [
             ("depth bomb 100 000", nested(100_000), "invalid_json"),
             (f"depth {MAX_DEPTH + 1}", nested(MAX_DEPTH + 1), "invalid_json"),
-            (f"depth {MAX_DEPTH}", nested(MAX_DEPTH), "validation_error"),
+            # At the limit the body parses: the view answers it (its fields are unknown, so a
+            # validation error, or a no-op where every field is optional, as PATCH /api/users/me).
+            (f"depth {MAX_DEPTH}", nested(MAX_DEPTH), None),
             ("lone surrogate escape", b'{"x": "\\ud800"}', "invalid_json"),
             ("invalid UTF-8", b'{"x": "\xed\xa0\x80\xff"}', "invalid_json"),
             ("NaN", b'{"x": NaN}', "invalid_json"),
@@ -298,6 +300,14 @@ def test_every_body_refuses_depth_bombs_bad_bytes_and_oversized_bodies(server, s
         ]:
             status, raw, content_type = call(server.port, method, path, body, auth)
             error = results.check(kind, status, raw, content_type, f"{method} {template} {kind}")
+            if code is None:
+                assert status < 500 and (error is None or error["code"] != "invalid_json"), (
+                    template,
+                    kind,
+                    status,
+                    error,
+                )
+                continue
             assert error is not None and error["code"] == code, (template, kind, status, error)
             if code == "too_large":
                 assert status == 413
