@@ -25,6 +25,7 @@ DIAGNOSTICS = {
     "stmt_after_send": ("messenger_db_statement_seconds", {"statement": "after_send"}),
     "gc_gen2": ("messenger_gc_pause_seconds", {"generation": "2"}),
     "frame_send": ("messenger_socket_frame_seconds", {"type": "message.send"}),
+    "fanout": ("messenger_fanout_latency_seconds", {}),
 }
 
 
