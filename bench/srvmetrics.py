@@ -73,23 +73,15 @@ def diagnostics_between(before: dict | None, after: dict | None) -> dict | None:
 
 def frame_buckets(server: Server, frame_type: str) -> dict[float, float] | None:
     """Cumulative bucket counts (upper bound in s -> frames) over all of the server's processes."""
+    lines = _scrape(server)
+    if lines is None:
+        return None
     total: dict[float, float] = {}
-    for port in server.ports:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/metrics")
-            response = conn.getresponse()
-            body = response.read().decode()
-            conn.close()
-        except OSError:
-            return None
-        if response.status != 200:
-            return None
-        for line in body.splitlines():
-            match = _BUCKET.match(line)
-            if match and match.group(2) == frame_type:
-                le = float(match.group(1))
-                total[le] = total.get(le, 0.0) + float(match.group(3))
+    for line in lines:
+        match = _BUCKET.match(line)
+        if match and match.group(2) == frame_type:
+            le = float(match.group(1))
+            total[le] = total.get(le, 0.0) + float(match.group(3))
     return total or None
 
 
