@@ -95,6 +95,8 @@ MIDDLEWARE = [
     "ops.middleware.RequestLogMiddleware",
     # /healthz and /readyz, before the host check and the HTTPS redirect (ops/health.py).
     "ops.health.HealthCheckMiddleware",
+    # X-Forwarded-Proto only from TRUSTED_PROXIES, before anything asks request.is_secure().
+    "ops.middleware.ProxyHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # daphne serves no static files; WhiteNoise serves Swagger UI's, the admin's and the client's.
     "whitenoise.middleware.WhiteNoiseMiddleware",

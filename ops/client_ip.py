@@ -66,6 +66,12 @@ def _connection(source: Any) -> tuple[str | None, list[str]]:
     return meta.get("REMOTE_ADDR"), [header] if header else []
 
 
+def from_trusted_proxy(source: Any) -> bool:
+    """Whether the request or scope came straight from a trusted proxy (so its forwarding headers count)."""
+    address = parse(_connection(source)[0])
+    return address is not None and _trusted(address)
+
+
 def client_address(source: Any) -> Address | None:
     """The client of an ``HttpRequest`` or an ASGI ``scope``: the connecting address, or behind
     trusted proxies the right-most untrusted ``X-Forwarded-For`` entry. None when the connection

@@ -21,7 +21,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.functional import empty
 
-from ops import metrics
+from ops import client_ip, metrics
 from ops.logs import request_id_from, request_id_var
 
 logger = logging.getLogger("messenger.request")
@@ -120,3 +120,18 @@ class RequestLogMiddleware(HybridMiddleware):
                 "request_id": request_id,
             },
         )
+
+
+class ProxyHeadersMiddleware(HybridMiddleware):
+    """Forwarding headers count only when a trusted proxy sent them.
+
+    ``SECURE_PROXY_SSL_HEADER`` makes Django believe ``X-Forwarded-Proto``; from anyone but a
+    ``TRUSTED_PROXIES`` address the header is the client's own claim, so it is dropped before
+    Django reads it (``X-Forwarded-For`` is read only through ``ops.client_ip``, which applies
+    the same rule).
+    """
+
+    def __call__(self, request: HttpRequest):
+        if "HTTP_X_FORWARDED_PROTO" in request.META and not client_ip.from_trusted_proxy(request):
+            del request.META["HTTP_X_FORWARDED_PROTO"]
+        return self.get_response(request)

@@ -107,3 +107,25 @@ def test_metrics_allow_list_sees_the_client_behind_a_trusted_proxy(settings):
     assert through_proxy.get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.7").status_code == 404
     assert through_proxy.get("/metrics", HTTP_X_FORWARDED_FOR="127.0.0.1, 203.0.113.7").status_code == 404
     assert through_proxy.get("/metrics").status_code == 200  # from the proxy's host itself
+
+
+@pytest.mark.parametrize("trusted, kept", [([], False), (["10.0.0.0/8"], True)])
+def test_forwarded_proto_counts_only_from_a_trusted_proxy(settings, trusted, kept):
+    """A client cannot claim HTTPS with its own X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER would
+    believe it); the same header from a trusted proxy is kept."""
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from ops.middleware import ProxyHeadersMiddleware
+
+    settings.TRUSTED_PROXIES = trusted
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    seen = []
+
+    def view(request):
+        seen.append(request.is_secure())
+        return HttpResponse()
+
+    request = RequestFactory().get("/", REMOTE_ADDR="10.1.2.3", HTTP_X_FORWARDED_PROTO="https")
+    ProxyHeadersMiddleware(view)(request)
+    assert seen == [kept]
