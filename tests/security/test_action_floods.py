@@ -8,13 +8,18 @@ same through two server processes taking turns, which share the count through Re
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import time
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import REGISTRY
 
 from chats import services
 from chats.models import Chat, Membership, Message
+from chats.services import limits as chat_limits
+from runtime import limits as runtime_limits
 
 LIMIT = 4
 # Windows of their own (fixed windows start at multiples of their length): rate-limit keys are
@@ -128,9 +133,15 @@ def test_the_limit_is_per_user(api, make_user, limited):
 
 
 @pytest.mark.django_db
-def test_groups_per_day_are_capped(api, make_user, settings):
+def test_groups_per_day_are_capped(api, make_user, settings, monkeypatch):
     """GROUP_CREATE_DAILY_LIMIT groups a day; the next is 429 with retry_after up to the day's end.
     Invalid attempts do not use up the day."""
+    # The limits' clock stands still at noon (UTC), so the test never straddles a day boundary.
+    noon = (int(time.time()) // 86_400) * 86_400 + 43_200
+    monkeypatch.setattr(runtime_limits, "time", SimpleNamespace(time=lambda: noon))
+    monkeypatch.setattr(
+        chat_limits, "timezone", SimpleNamespace(now=lambda: dt.datetime.fromtimestamp(noon, tz=dt.UTC))
+    )
     settings.GROUP_CREATE_DAILY_LIMIT = 2
     user, other = make_user(), make_user()
     client = api(user)
@@ -148,7 +159,7 @@ def test_groups_per_day_are_capped(api, make_user, settings):
     assert refused.status_code == 429
     assert refused.json()["code"] == "rate_limited"
     assert refused.json()["detail"] == "At most 2 new groups per day."
-    assert 0 < refused.json()["retry_after"] <= 86_400
+    assert refused.json()["retry_after"] == 43_200
     assert _state() == before
     # Direct chats are not groups: still allowed.
     assert client.post("/api/chats", {"kind": "direct", "user_id": other.id}, format="json").status_code == 201
