@@ -37,11 +37,8 @@ def _refuse_constant(name: str):
 
 def loads(text: str) -> object:
     """The JSON value in ``text``, or InvalidJSON (see the module docstring for the rules)."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidJSON("The text holds an unpaired surrogate.") from None
+    if not _encodable(text):
+        raise InvalidJSON("The text holds an unpaired surrogate.")
     try:
         data = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
@@ -76,12 +73,20 @@ def _check(data: object, *, depth: bool, surrogates: bool) -> None:
             _check_string(value)
 
 
+def _encodable(value: str) -> bool:
+    """Whether UTF-8 can hold ``value`` (it cannot hold a lone surrogate)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_string(value: str) -> None:
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidJSON("The JSON holds an unpaired surrogate escape (\\ud800-\\udfff).") from None
+    if not _encodable(value):
+        raise InvalidJSON("The JSON holds an unpaired surrogate escape (\\ud800-\\udfff).")
 
 
 class JSONParser(parsers.JSONParser):

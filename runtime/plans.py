@@ -32,8 +32,8 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from django.core.cache import cache
@@ -181,30 +181,25 @@ def _execute_sync(step: Step) -> Any:
     raise TypeError(f"not a plan step: {step!r}")
 
 
-@dataclass
-class _AsyncRun:
-    events: list[realtime.Outgoing] = field(default_factory=list)
-
-
 async def run_async(plan: Plan[T]) -> tuple[T, list[realtime.Outgoing]]:
     """Run a plan from the event loop; return its result and the events it emitted, to send
     with :func:`runtime.realtime.send_events`. Every statement commits on its own."""
-    run = _AsyncRun()
+    events: list[realtime.Outgoing] = []
     answer: Any = None
     error: BaseException | None = None
     while True:
         try:
             step = plan.throw(error) if error is not None else plan.send(answer)
         except StopIteration as stop:
-            return stop.value, run.events
+            return stop.value, events
         answer, error = None, None
         try:
-            answer = await _execute_async(step, run)
+            answer = await _execute_async(step, events)
         except Exception as exc:  # noqa: BLE001 - handed to the plan, as in _drive
             error = exc
 
 
-async def _execute_async(step: Step, run: _AsyncRun) -> Any:
+async def _execute_async(step: Step, events: list[realtime.Outgoing]) -> Any:
     if isinstance(step, Fetch):
         started = time.perf_counter()
         rows = await async_db.fetch(step.statement.sql, step.params)
@@ -213,7 +208,7 @@ async def _execute_async(step: Step, run: _AsyncRun) -> Any:
     if isinstance(step, Emit):
         outgoing = realtime.committed(user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel)
         if outgoing is not None:
-            run.events.append(outgoing)
+            events.append(outgoing)
         return None
     redis = async_cache.client()
     if redis is None:  # in-process cache: no I/O, the sync executor's code
@@ -256,7 +251,3 @@ class UseCase(Generic[T]):
 
 def use_case(plan: Callable[..., Plan[T]]) -> UseCase[T]:
     return UseCase(plan)
-
-
-class NoRow(NamedTuple):
-    """The row type of a statement whose rows nobody reads."""

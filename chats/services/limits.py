@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.utils import timezone
 
 from ops import metrics
 from runtime.limits import count_in_window
@@ -43,16 +42,10 @@ class RateLimit:
     def seconds(self) -> int:
         return max(1, getattr(settings, self.window_setting) if self.window_setting else self.window)
 
-    def retry_after(self) -> float:
-        """Seconds until the current window ends (windows start at multiples of its length)."""
-        now = timezone.now().timestamp()
-        return (int(now // self.seconds()) + 1) * self.seconds() - now
-
-    def refusal(self) -> RateLimited:
+    def refusal(self, retry_after: float) -> RateLimited:
+        """The refusal of an attempt over the limit (``retry_after``: what :func:`over` answered)."""
         metrics.RATE_LIMITED.labels(limit=self.name).inc()
-        return RateLimited(
-            self.detail.format(limit=self.limit(), window=self.seconds()), retry_after=self.retry_after()
-        )
+        return RateLimited(self.detail.format(limit=self.limit(), window=self.seconds()), retry_after=retry_after)
 
 
 SEND = RateLimit("send", "SEND_RATE_LIMIT", "At most {limit} messages per {window} s.", "SEND_RATE_WINDOW_SECONDS")
@@ -65,14 +58,14 @@ CHAT_CHANGE = RateLimit(
 GROUP_CREATE = RateLimit("group_create", "GROUP_CREATE_DAILY_LIMIT", "At most {limit} new groups per day.")
 
 
-def within(rate: RateLimit, *, user_id: int) -> Plan[bool]:
-    """Count this attempt in the user's current window of ``rate``; False once the window holds
-    more than its limit. Counted once per call."""
-    wait = yield from count_in_window(rate.name, str(user_id), limit=rate.limit(), seconds=rate.seconds())
-    return wait is None
+def over(rate: RateLimit, *, user_id: int) -> Plan[float | None]:
+    """Count this attempt in the user's current window of ``rate``: None while within the limit,
+    else the seconds until the window ends. Counted once per call."""
+    return (yield from count_in_window(rate.name, str(user_id), limit=rate.limit(), seconds=rate.seconds()))
 
 
 def check(rate: RateLimit, *, user_id: int) -> None:
     """Count this attempt (from a request thread) and raise RateLimited when it is over the limit."""
-    if not run_sync(within(rate, user_id=user_id)):
-        raise rate.refusal()
+    wait = run_sync(over(rate, user_id=user_id))
+    if wait is not None:
+        raise rate.refusal(wait)

@@ -40,11 +40,12 @@ def send_message(
     chat_id = chat_id_or_404(chat_id)
     client_id = clean_client_id(client_id)
     text = clean_text(text)
-    if not (yield from limits.within(limits.SEND, user_id=user_id)):
+    wait = yield from limits.over(limits.SEND, user_id=user_id)
+    if wait is not None:
         obstacles = yield sql.SEND_OBSTACLES.one(chat=chat_id, user=user_id, client_id=client_id)
         if obstacles.is_member and obstacles.original.id is not None:
             return _repeat(obstacles.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
-        raise limits.SEND.refusal()
+        raise limits.SEND.refusal(wait)
 
     now = timezone.now()
     params = {"chat": chat_id, "user": user_id, "client_id": client_id, "text": text, "now": now}

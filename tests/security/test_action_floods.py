@@ -8,7 +8,6 @@ same through two server processes taking turns, which share the count through Re
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import time
 from types import SimpleNamespace
@@ -18,7 +17,6 @@ from prometheus_client import REGISTRY
 
 from chats import services
 from chats.models import Chat, Membership, Message
-from chats.services import limits as chat_limits
 from runtime import limits as runtime_limits
 
 LIMIT = 4
@@ -139,9 +137,6 @@ def test_groups_per_day_are_capped(api, make_user, settings, monkeypatch):
     # The limits' clock stands still at noon (UTC), so the test never straddles a day boundary.
     noon = (int(time.time()) // 86_400) * 86_400 + 43_200
     monkeypatch.setattr(runtime_limits, "time", SimpleNamespace(time=lambda: noon))
-    monkeypatch.setattr(
-        chat_limits, "timezone", SimpleNamespace(now=lambda: dt.datetime.fromtimestamp(noon, tz=dt.UTC))
-    )
     settings.GROUP_CREATE_DAILY_LIMIT = 2
     user, other = make_user(), make_user()
     client = api(user)
