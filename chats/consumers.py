@@ -161,7 +161,12 @@ class ChatConsumer(SocketConsumer):
     async def _on_send(self, frame: Frame):
         chat_id, client_id, text = frame.id("chat_id"), frame.client_id(), frame.text()
         result, emitted = await services.send_message.run_async(
-            user_id=self.user_id, chat_id=chat_id, client_id=client_id, text=text, skip_channel=self.channel_name
+            user_id=self.user_id,
+            chat_id=chat_id,
+            client_id=client_id,
+            text=text,
+            reply_to_seq=frame.data.get("reply_to_seq"),
+            skip_channel=self.channel_name,
         )
         # The ack first: the sending device learns its message is stored before anyone else hears of it.
         await self._send(
@@ -188,6 +193,71 @@ class ChatConsumer(SocketConsumer):
         _, emitted = await services.notify_typing.run_async(user_id=self.user_id, chat_id=frame.id("chat_id"))
         await realtime.send_events(emitted)
 
+    # The changes of a message (issue 12): the service checks every field; the caller gets the
+    # event the others get, with ``changed`` and its ``ref``, before they hear of it.
+
+    async def _reply_then_send(self, frame: Frame, reply: dict, emitted) -> None:
+        await self._send({**reply, "ref": frame.ref})
+        await realtime.send_events(emitted)
+
+    async def _on_edit(self, frame: Frame):
+        result, emitted = await services.edit_message.run_async(
+            user_id=self.user_id,
+            chat_id=frame.id("chat_id"),
+            seq=frame.data.get("seq"),
+            text=frame.data.get("text"),
+            skip_channel=self.channel_name,
+        )
+        reply = {"type": "message.edited", "message": result.payload(), "changed": result.changed}
+        await self._reply_then_send(frame, reply, emitted)
+
+    async def _on_delete(self, frame: Frame):
+        result, emitted = await services.delete_messages.run_async(
+            user_id=self.user_id,
+            chat_id=frame.id("chat_id"),
+            seqs=frame.data.get("seqs"),
+            skip_channel=self.channel_name,
+        )
+        await self._reply_then_send(frame, {"type": "message.deleted", **result.payload()}, emitted)
+
+    async def _on_forward(self, frame: Frame):
+        result, emitted = await services.forward_messages.run_async(
+            user_id=self.user_id,
+            from_chat_id=frame.id("from_chat_id"),
+            seqs=frame.data.get("seqs"),
+            to_chat_id=frame.id("to_chat_id"),
+            client_ids=frame.data.get("client_ids"),
+            skip_channel=self.channel_name,
+        )
+        await self._reply_then_send(frame, {"type": "message.forwarded", **result.payload()}, emitted)
+
+    async def _react(self, frame: Frame, *, add: bool):
+        result, emitted = await services.set_reaction.run_async(
+            user_id=self.user_id,
+            chat_id=frame.id("chat_id"),
+            seq=frame.data.get("seq"),
+            emoji=frame.data.get("emoji"),
+            add=add,
+            skip_channel=self.channel_name,
+        )
+        await self._reply_then_send(frame, {"type": "message.reactions", **result.payload()}, emitted)
+
+    async def _on_reaction_add(self, frame: Frame):
+        await self._react(frame, add=True)
+
+    async def _on_reaction_remove(self, frame: Frame):
+        await self._react(frame, add=False)
+
+    async def _on_pin(self, frame: Frame):
+        result, emitted = await services.set_pin.run_async(
+            user_id=self.user_id,
+            chat_id=frame.id("chat_id"),
+            seq=frame.data.get("seq"),
+            pinned=frame.data.get("pinned"),
+            skip_channel=self.channel_name,
+        )
+        await self._reply_then_send(frame, {"type": "chat.pins", **result.payload()}, emitted)
+
     async def _on_ping(self, frame: Frame):
         await self._send({"type": "pong", "ref": frame.ref})
 
@@ -206,6 +276,12 @@ class ChatConsumer(SocketConsumer):
         "message.send": _on_send,
         "message.read": _on_read,
         "typing": _on_typing,
+        "message.edit": _on_edit,
+        "message.delete": _on_delete,
+        "message.forward": _on_forward,
+        "reaction.add": _on_reaction_add,
+        "reaction.remove": _on_reaction_remove,
+        "message.pin": _on_pin,
         "ping": _on_ping,
         "auth.refresh": _on_auth_refresh,
     }

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .payloads import chat_payload, message_payload
+from .payloads import chat_payload, message_payload, reactions_payload
 
 if TYPE_CHECKING:
-    from .models import Message
     from .selectors import ChatView
+    from .sql import MessageView
 
 
-def message_new(message: Message, *, read_all_seq: int) -> dict:
+def message_new(message: MessageView, *, read_all_seq: int) -> dict:
     return {"type": "message.new", "message": message_payload(message, read_all_seq=read_all_seq)}
 
 
@@ -54,3 +54,34 @@ def member_removed(*, chat_id: int, user_id: int) -> dict:
 
 def typing(*, chat_id: int, user_id: int) -> dict:
     return {"type": "typing", "chat_id": chat_id, "user_id": user_id}
+
+
+def message_edited(message: MessageView, *, read_all_seq: int) -> dict:
+    """A message's text changed (the object as everyone sees it: ``reactions[].me`` false)."""
+    return {"type": "message.edited", "message": message_payload(message, read_all_seq=read_all_seq)}
+
+
+def message_deleted(*, chat_id: int, seqs: list[int], version: int) -> dict:
+    """These messages became tombstones (and left the pins), all at ``version``."""
+    return {"type": "message.deleted", "chat_id": chat_id, "seqs": seqs, "version": version}
+
+
+def message_reactions(
+    *, chat_id: int, seq: int, reactions: list, user_id: int, emoji: str, added: bool, version: int
+) -> dict:
+    """A message's reaction counts after ``user_id`` added or removed ``emoji``."""
+    return {
+        "type": "message.reactions",
+        "chat_id": chat_id,
+        "seq": seq,
+        "reactions": reactions_payload(reactions, None),
+        "user_id": user_id,
+        "emoji": emoji,
+        "added": added,
+        "version": version,
+    }
+
+
+def chat_pins(*, chat_id: int, pinned_seqs: list[int], version: int) -> dict:
+    """The chat's pinned messages, newest pin first."""
+    return {"type": "chat.pins", "chat_id": chat_id, "pinned_seqs": pinned_seqs, "version": version}

@@ -9,12 +9,17 @@ from ops.errors import MessengerError, ServiceUnavailable
 __all__ = [
     "ChatNotFound",
     "Conflict",
+    "EditWindowExpired",
     "Forbidden",
+    "Gone",
     "InvalidInput",
+    "MessageNotFound",
     "MessengerError",
     "PrivacyRestricted",
     "RateLimited",
     "ServiceUnavailable",
+    "TooManyPins",
+    "TooManyReactions",
 ]
 
 
@@ -30,6 +35,21 @@ class NotFound(MessengerError):
     code = "not_found"
     status = status.HTTP_404_NOT_FOUND
     default_detail = "Not found."
+
+
+class MessageNotFound(NotFound):
+    """No message with that seq in a chat the caller is a member of."""
+
+    default_detail = "Message not found."
+
+
+class Gone(MessengerError):
+    """The message was deleted for everyone: it can no longer be edited, reacted to, pinned,
+    answered or forwarded."""
+
+    code = "gone"
+    status = status.HTTP_410_GONE
+    default_detail = "The message was deleted."
 
 
 class Forbidden(MessengerError):
@@ -62,3 +82,21 @@ class RateLimited(MessengerError):
     code = "rate_limited"
     status = status.HTTP_429_TOO_MANY_REQUESTS
     default_detail = "Too many requests; slow down."
+
+
+class EditWindowExpired(MessengerError):
+    code = "edit_window_expired"
+    status = status.HTTP_403_FORBIDDEN
+    default_detail = "The message is too old to edit."
+
+
+class TooManyReactions(MessengerError):
+    code = "too_many_reactions"
+    status = status.HTTP_400_BAD_REQUEST
+    default_detail = "Too many reactions on this message."
+
+
+class TooManyPins(MessengerError):
+    code = "too_many_pins"
+    status = status.HTTP_400_BAD_REQUEST
+    default_detail = "Too many pinned messages in this chat."

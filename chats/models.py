@@ -4,11 +4,17 @@ Invariants live in the database: one membership per (chat, user), one message pe
 (chat, seq), one message per (sender, client_id), one direct chat per pair of users.
 ``Chat.last_seq`` is the per-chat counter bumped under the chat row lock; messages are
 never hard-deleted, so ``seq`` runs 1..last_seq without gaps.
+
+``Chat.version`` is the chat's change counter: every change to its messages (a send, an edit, a
+delete batch, a reaction change, a pin or unpin) bumps it by one under the same row lock, and
+stamps the changed messages with the new value, so "what changed after version V" is one range
+of the ``(chat_id, version)`` index. A delete leaves a tombstone (text and edit history erased).
 """
 
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.utils import timezone
 
@@ -34,6 +40,15 @@ class Chat(models.Model):
     last_activity_at = models.DateTimeField(default=timezone.now)
     # "<low user id>:<high user id>" for direct chats; NULL for groups. Unique => one chat per pair.
     direct_key = models.CharField(max_length=41, null=True, blank=True, unique=True, editable=False)
+    # The change counter: bumped by one per change to the chat's messages, under the row lock.
+    version = models.BigIntegerField(default=0, db_default=0)
+    # Pinned message seqs, newest pin first (at most PINS_MAX); changed only under the row lock.
+    pinned_seqs = ArrayField(
+        models.BigIntegerField(),
+        default=list,
+        db_default=models.Value([], ArrayField(models.BigIntegerField())),
+        blank=True,
+    )
 
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="chats")
 
@@ -108,9 +123,44 @@ class Message(models.Model):
     kind = models.CharField(max_length=6, choices=Kind.choices, default=Kind.TEXT)
     text = models.TextField()
     client_id = models.CharField(max_length=CLIENT_ID_MAX, null=True, blank=True)  # noqa: DJ001 - NULL (system messages) is not a key; unique (sender, client_id) must ignore it
+    # Taken under the chat lock: never decreases along seq.
     created_at = models.DateTimeField(default=timezone.now)
+    # The chat's version at this message's latest change.
+    version = models.BigIntegerField(default=0, db_default=0)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    # Set when deleted for everyone: the row stays as a tombstone (seq stays gap-free).
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    # A message of the same chat this one answers.
+    reply_to_seq = models.BigIntegerField(null=True, blank=True)
+    # The origin of a forwarded message (the first one, when a forward is forwarded again).
+    forward_chat = models.ForeignKey(
+        Chat, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    forward_seq = models.BigIntegerField(null=True, blank=True)
+    forward_sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    forward_sender_username = models.CharField(max_length=150, null=True, blank=True)  # noqa: DJ001 - NULL: not forwarded, or a system message's
+    forward_created_at = models.DateTimeField(null=True, blank=True)
+    # [[emoji, count], ...] most used first: a cache of the Reaction rows, rewritten under the chat lock.
+    reactions = models.JSONField(default=list, db_default=models.Value([], models.JSONField()), blank=True)
 
     class Meta:
+        indexes = [
+            # "What changed after version V": one index range at any depth.
+            models.Index(fields=["chat", "version"], name="chats_message_chat_version_idx"),
+            # ON DELETE SET NULL of a chat or user finds the forwards that name it.
+            models.Index(
+                fields=["forward_chat"],
+                name="chats_message_fwd_chat_idx",
+                condition=models.Q(forward_chat__isnull=False),
+            ),
+            models.Index(
+                fields=["forward_sender"],
+                name="chats_message_fwd_sender_idx",
+                condition=models.Q(forward_sender__isnull=False),
+            ),
+        ]
         constraints = [
             # Also the index every history query walks: (chat_id, seq).
             models.UniqueConstraint(fields=["chat", "seq"], name="chats_message_chat_seq_unique"),
@@ -120,3 +170,40 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} in {self.chat_id}"
+
+
+class Reaction(models.Model):
+    """One user's one emoji on one message. The unique key makes adding race-safe; the counts
+    shown are ``Message.reactions``, recomputed from these rows under the chat lock."""
+
+    id = models.BigAutoField(primary_key=True)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reaction_rows", db_index=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Also the index of "this message's reactions" and "the reader's reactions on a page".
+            models.UniqueConstraint(
+                fields=["message", "user", "emoji"], name="chats_reaction_message_user_emoji_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.emoji} by {self.user_id} on {self.message_id}"
+
+
+class MessageEdit(models.Model):
+    """An earlier text of a message and when it was replaced. Erased when the message is deleted."""
+
+    id = models.BigAutoField(primary_key=True)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    text = models.TextField()
+    edited_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"edit of {self.message_id} at {self.edited_at}"

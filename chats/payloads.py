@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .models import Message
     from .selectors import ChatView
+    from .sql import MessageView
 
 
 def iso(value: datetime) -> str:
@@ -19,8 +19,12 @@ def iso(value: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def message_payload(message: Message, *, read_all_seq: int) -> dict:
-    """A message object; ``is_read`` means every member other than the sender has read it."""
+def message_payload(message: MessageView, *, read_all_seq: int) -> dict:
+    """A message object as its reader sees it (``MessageView``: their own reactions, the forward's
+    origin if they can see it); ``is_read`` means every member other than the sender has read it."""
+    reply = message.reply_to
+    forward = message.forwarded_from
+    mine = message.my_reactions
     return {
         "id": message.id,
         "chat_id": message.chat_id,
@@ -31,7 +35,35 @@ def message_payload(message: Message, *, read_all_seq: int) -> dict:
         "client_id": message.client_id,
         "created_at": iso(message.created_at),
         "is_read": message.seq <= read_all_seq,
+        "version": message.version,
+        "edited_at": iso(message.edited_at) if message.edited_at is not None else None,
+        "deleted": message.deleted,
+        "reply_to": (
+            {"seq": reply.seq, "sender_id": reply.sender_id, "text": reply.text, "deleted": reply.deleted}
+            if reply is not None
+            else None
+        ),
+        "forwarded_from": (
+            {
+                "chat_id": forward.chat_id if forward.visible else None,
+                "seq": forward.seq if forward.visible else None,
+                "sender_id": forward.sender_id,
+                "sender_username": forward.sender_username,
+                "created_at": iso(forward.created_at) if forward.created_at is not None else None,
+            }
+            if forward is not None
+            else None
+        ),
+        "reactions": reactions_payload(message.reactions, mine),
+        "pinned": message.pinned,
     }
+
+
+def reactions_payload(counts: list, mine: list[str] | None) -> list[dict]:
+    """``[{emoji, count, me}]`` most used first; ``mine`` None: no ``me`` (an event for everyone)."""
+    if mine is None:
+        return [{"emoji": emoji, "count": count} for emoji, count in counts]
+    return [{"emoji": emoji, "count": count, "me": emoji in mine} for emoji, count in counts]
 
 
 def chat_payload(view: ChatView) -> dict:
@@ -53,6 +85,8 @@ def chat_payload(view: ChatView) -> dict:
         "last_read_seq": view.last_read_seq,
         "unread_count": view.unread_count,
         "read_all_seq": chat.read_all_seq,
+        "version": chat.version,
+        "pinned_seqs": list(chat.pinned_seqs),
         "last_message": (
             message_payload(view.last_message, read_all_seq=chat.read_all_seq)
             if view.last_message is not None

@@ -6,16 +6,18 @@ missing chat and a chat the user is not a member of raise the same ``ChatNotFoun
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
-from functools import reduce
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
-from .exceptions import ChatNotFound
-from .models import Chat, Membership, Message
+from runtime.plans import fetch
+
+from . import sql
+from .exceptions import ChatNotFound, MessageNotFound
+from .models import Chat, Membership
+from .sql import MessageView
 from .validation import as_id
 
 # Chats up to this size list their members inline in chat objects.
@@ -87,14 +89,14 @@ class ChatView:
     last_read_seq: int
     members_count: int
     members: list[Membership] | None
-    last_message: Message | None
+    last_message: MessageView | None
 
     @property
     def unread_count(self) -> int:
         return max(0, self.chat.last_seq - self.last_read_seq)
 
 
-def _views_for(memberships: list[Membership]) -> list[ChatView]:
+def _views_for(memberships: list[Membership], *, reader: int) -> list[ChatView]:
     """Attach inline members and last messages: two queries, whatever the number of chats."""
     small = [m.chat_id for m in memberships if m.members_count <= INLINE_MEMBERS_LIMIT]
     members_by_chat: dict[int, list[Membership]] = {cid: [] for cid in small}
@@ -106,12 +108,13 @@ def _views_for(memberships: list[Membership]) -> list[ChatView]:
             .order_by("chat_id", "id")
         ):
             members_by_chat[member.chat_id].append(member)
-    last_by_chat: dict[int, Message] = {}
+    last_by_chat: dict[int, MessageView] = {}
     # One probe of the (chat_id, seq) index per chat: the pairs are known from the chat rows.
     # (A join on chat.last_seq lets the planner hash-join every message of a big chat.)
-    newest = [Q(chat_id=m.chat_id, seq=m.chat.last_seq) for m in memberships if m.chat.last_seq > 0]
+    newest = [(m.chat_id, m.chat.last_seq) for m in memberships if m.chat.last_seq > 0]
     if newest:
-        for message in Message.objects.filter(reduce(operator.or_, newest)).order_by():
+        chats, seqs = zip(*newest, strict=True)
+        for message in fetch(sql.LAST_MESSAGES.all(chats=list(chats), seqs=list(seqs), reader=reader)):
             last_by_chat[message.chat_id] = message
     return [
         ChatView(
@@ -135,7 +138,7 @@ def chat_views_for_user(*, user_id: int, chat_ids: list[int] | None = None) -> l
     )
     if chat_ids is not None:
         qs = qs.filter(chat_id__in=chat_ids)
-    return _views_for(list(qs))
+    return _views_for(list(qs), reader=user_id)
 
 
 def chat_view(*, user_id: int, chat_id: int) -> ChatView:
@@ -147,27 +150,74 @@ def chat_view(*, user_id: int, chat_id: int) -> ChatView:
     return views[0]
 
 
-def history_page(*, chat: Chat, offset: int, limit: int) -> list[Message]:
+def history_page(*, chat: Chat, reader: int, offset: int, limit: int) -> list[MessageView]:
     """Messages number ``offset+1 .. offset+limit`` in seq order.
 
-    ``seq`` is gap-free and messages are never hard-deleted, so the k-th message has
-    seq k and OFFSET becomes an index range: O(limit) at any depth.
+    ``seq`` is gap-free and messages are never hard-deleted (a delete leaves a tombstone), so
+    the k-th message has seq k and OFFSET becomes an index range: O(limit) at any depth.
     """
-    return list(
-        Message.objects.filter(chat_id=chat.id, seq__gt=offset, seq__lte=offset + limit).order_by("seq")[:limit]
-    )
+    if limit <= 0:
+        return []
+    return fetch(sql.MESSAGES_IN_RANGE.all(chat=chat.id, lo=offset, hi=offset + limit, reader=reader))
 
 
-def messages_after(*, chat: Chat, after_seq: int, limit: int) -> tuple[list[Message], bool]:
+def messages_after(*, chat: Chat, reader: int, after_seq: int, limit: int) -> tuple[list[MessageView], bool]:
     """Up to ``limit`` messages with seq > after_seq, ascending, and whether more follow."""
-    rows = list(Message.objects.filter(chat_id=chat.id, seq__gt=after_seq).order_by("seq")[: limit + 1])
+    rows = fetch(sql.MESSAGES_AFTER.all(chat=chat.id, after=after_seq, limit=limit + 1, reader=reader))
     return rows[:limit], len(rows) > limit
 
 
-def messages_before(*, chat: Chat, before_seq: int, limit: int) -> tuple[list[Message], bool]:
+def messages_before(*, chat: Chat, reader: int, before_seq: int, limit: int) -> tuple[list[MessageView], bool]:
     """The ``limit`` messages just before ``before_seq``, ascending, and whether older ones exist."""
-    rows = list(Message.objects.filter(chat_id=chat.id, seq__lt=before_seq).order_by("-seq")[: limit + 1])
+    rows = fetch(sql.MESSAGES_BEFORE.all(chat=chat.id, before=before_seq, limit=limit + 1, reader=reader))
     has_more = len(rows) > limit
     rows = rows[:limit]
     rows.reverse()
     return rows, has_more
+
+
+def message_view(*, chat: Chat, reader: int, seq: object) -> MessageView:
+    """One message of a chat the reader is a member of, or MessageNotFound."""
+    seq = as_id(seq)
+    rows = fetch(sql.MESSAGES_BY_SEQS.all(chat=chat.id, seqs=[seq], reader=reader)) if seq is not None else []
+    if not rows:
+        raise MessageNotFound()
+    return rows[0]
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    results: list[MessageView]
+    version: int
+    pinned_seqs: list[int]
+    has_more: bool
+
+
+def changes_after(*, chat: Chat, reader: int, after_version: int, limit: int) -> ChangesPage:
+    """The current state of each message changed after ``after_version``, in change order.
+
+    One index range of ``(chat_id, version)``: O(limit) at any depth. A page never ends inside
+    one version (a delete batch stamps up to 100 messages with one), so the last result's
+    version is a safe cursor for the next page; with ``has_more`` false the client holds
+    ``version``, read in the same snapshot as the rows.
+    """
+    state = fetch(sql.CHAT_VERSION.one(chat=chat.id))
+    rows = fetch(sql.CHANGES.all(chat=chat.id, after=after_version, limit=limit + 1, reader=reader))
+    has_more = len(rows) > limit
+    if has_more:
+        last = rows[limit - 1]
+        rows = [row for row in rows[:limit] if row.version != last.version] + fetch(
+            sql.CHANGES_OF_VERSION.all(chat=chat.id, version=last.version, reader=reader)
+        )
+        return ChangesPage(rows, last.version, state.pinned_seqs, True)
+    version = max(state.version, rows[-1].version) if rows else state.version
+    return ChangesPage(rows, version, state.pinned_seqs, False)
+
+
+def edit_history(*, chat: Chat, seq: object) -> list[sql.EditEntry]:
+    """The earlier texts of a message, oldest first (empty for a never-edited or deleted one)."""
+    seq = as_id(seq)
+    target = fetch(sql.TARGETS.one(chat=chat.id, seqs=[seq])) if seq is not None else None
+    if target is None:
+        raise MessageNotFound()
+    return fetch(sql.EDIT_HISTORY.all(message=target.id))

@@ -14,13 +14,34 @@ from rest_framework import serializers
 from ops.fields import QueryIntegerField, StrictCharField
 
 from .models import Chat, Membership, Message
-from .validation import CLIENT_ID_MAX, MAX_ID, TITLE_MAX
+from .validation import BATCH_MAX, CLIENT_ID_MAX, MAX_ID, TITLE_MAX
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
 
 
 # --- output shapes -----------------------------------------------------------------
+
+
+class ReplyToSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    sender_id = serializers.IntegerField(allow_null=True)
+    text = serializers.CharField(allow_blank=True, help_text="The first 100 characters of the replied message now.")
+    deleted = serializers.BooleanField()
+
+
+class ForwardedFromSerializer(serializers.Serializer):
+    chat_id = serializers.IntegerField(allow_null=True, help_text="null unless you are a member of the source chat.")
+    seq = serializers.IntegerField(allow_null=True, help_text="null unless you are a member of the source chat.")
+    sender_id = serializers.IntegerField(allow_null=True)
+    sender_username = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField(allow_null=True, help_text="When the original was sent.")
+
+
+class ReactionCountSerializer(serializers.Serializer):
+    emoji = serializers.CharField()
+    count = serializers.IntegerField()
+    me = serializers.BooleanField(help_text="You reacted with it (always false in socket events).")
 
 
 class MessageSerializer(serializers.Serializer):
@@ -33,6 +54,13 @@ class MessageSerializer(serializers.Serializer):
     client_id = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField()
     is_read = serializers.BooleanField(help_text="Every member other than the sender has read it.")
+    version = serializers.IntegerField(help_text="The chat's version at this message's latest change.")
+    edited_at = serializers.DateTimeField(allow_null=True)
+    deleted = serializers.BooleanField(help_text="Deleted for everyone: a tombstone with empty text.")
+    reply_to = ReplyToSerializer(allow_null=True)
+    forwarded_from = ForwardedFromSerializer(allow_null=True)
+    reactions = ReactionCountSerializer(many=True, help_text="Most used first.")
+    pinned = serializers.BooleanField()
 
 
 class MemberSerializer(serializers.Serializer):
@@ -55,6 +83,8 @@ class ChatSerializer(serializers.Serializer):
     last_read_seq = serializers.IntegerField(help_text="The caller's read watermark.")
     unread_count = serializers.IntegerField()
     read_all_seq = serializers.IntegerField(help_text="Lowest read watermark over all members.")
+    version = serializers.IntegerField(help_text="The chat's change counter (GET .../changes?after_version=).")
+    pinned_seqs = serializers.ListField(child=serializers.IntegerField(), help_text="Newest pin first, at most 100.")
     last_message = MessageSerializer(allow_null=True)
 
 
@@ -68,6 +98,51 @@ class HistoryPageSerializer(serializers.Serializer):
 class MessagesPageSerializer(serializers.Serializer):
     results = MessageSerializer(many=True)
     has_more = serializers.BooleanField()
+
+
+class ChangesPageSerializer(serializers.Serializer):
+    results = MessageSerializer(many=True, help_text="Messages changed after after_version, by (version, seq).")
+    version = serializers.IntegerField(
+        help_text="With has_more false: the version you now hold. With has_more true: the next after_version."
+    )
+    pinned_seqs = serializers.ListField(child=serializers.IntegerField())
+    has_more = serializers.BooleanField()
+
+
+class EditEntrySerializer(serializers.Serializer):
+    text = serializers.CharField(help_text="An earlier text.")
+    edited_at = serializers.DateTimeField(help_text="When it was replaced.")
+
+
+class DeleteResultSerializer(serializers.Serializer):
+    chat_id = serializers.IntegerField()
+    seqs = serializers.ListField(child=serializers.IntegerField(), help_text="Those that became tombstones now.")
+    version = serializers.IntegerField()
+    changed = serializers.BooleanField()
+
+
+class ReactionResultSerializer(serializers.Serializer):
+    chat_id = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    reactions = ReactionCountSerializer(many=True)
+    user_id = serializers.IntegerField()
+    emoji = serializers.CharField()
+    added = serializers.BooleanField()
+    version = serializers.IntegerField()
+    changed = serializers.BooleanField()
+
+
+class PinsResultSerializer(serializers.Serializer):
+    chat_id = serializers.IntegerField()
+    pinned_seqs = serializers.ListField(child=serializers.IntegerField())
+    version = serializers.IntegerField()
+    changed = serializers.BooleanField()
+
+
+class ForwardResultSerializer(serializers.Serializer):
+    chat_id = serializers.IntegerField()
+    messages = MessageSerializer(many=True, help_text="In the order of the seqs asked for.")
+    duplicate = serializers.BooleanField(help_text="Every client_id was used before: nothing new was stored.")
 
 
 class ReadStateSerializer(serializers.Serializer):
@@ -138,6 +213,45 @@ class SendMessageSerializer(serializers.Serializer):
         max_length=settings.MESSAGE_MAX_LENGTH,
         help_text="1..4096 characters after trimming, not only invisible characters.",
     )
+    reply_to_seq = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, allow_null=True, help_text="A live message of this chat."
+    )
+
+
+class EditMessageSerializer(serializers.Serializer):
+    text = StrictCharField(
+        max_length=settings.MESSAGE_MAX_LENGTH,
+        help_text="1..4096 characters after trimming, not only invisible characters.",
+    )
+
+
+_SEQS = {"min_length": 1, "max_length": BATCH_MAX}
+
+
+class DeleteMessagesSerializer(serializers.Serializer):
+    seqs = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), **_SEQS, help_text="1..100 distinct seqs."
+    )
+
+
+class ForwardSerializer(serializers.Serializer):
+    from_chat_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    seqs = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), **_SEQS, help_text="1..100 distinct seqs."
+    )
+    client_ids = serializers.ListField(
+        child=StrictCharField(min_length=1, max_length=CLIENT_ID_MAX, trim_whitespace=False),
+        **_SEQS,
+        help_text="One fresh, distinct client_id per seq.",
+    )
+
+
+class ChangesQuerySerializer(serializers.Serializer):
+    after_version = QueryIntegerField(required=False, default=0, min_value=0, max_value=2**62)
+    limit = QueryIntegerField(required=False, default=100, min_value=1, help_text="Default 100; clamped to 200.")
+
+    def validate_limit(self, value: int) -> int:
+        return min(value, MAX_PAGE)
 
 
 class ReadSerializer(serializers.Serializer):

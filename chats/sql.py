@@ -1,4 +1,5 @@
-"""The statements of the message paths (send, read, typing, system messages), each with its row type.
+"""The statements of the message paths (send, read, typing, system messages, the changes of
+issue 12: edit, delete, forward, reactions, pins; message views for every read), each with its row type.
 
 Each is one round trip by primary key or unique index, run prepared by either executor of
 ``runtime.plans``. Every statement that changes a chat's ``seq`` takes the chat's row lock
@@ -11,9 +12,16 @@ Every value is a bound parameter; the f-strings below only join constant SQL fra
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import NamedTuple
 
 from runtime.plans import Statement
+
+
+def _json(value):
+    """A jsonb value: decoded by psycopg on the async pool, left as text by Django's connection."""
+    return json.loads(value) if isinstance(value, str) else value
+
 
 _MEMBER = "SELECT {col} FROM chats_membership m WHERE m.chat_id = chats_chat.id AND m.user_id = %(user)s"
 
@@ -26,9 +34,55 @@ class LockedChat(NamedTuple):
     kind: str
     last_seq: int
     read_all_seq: int
-    membership_id: int
-    my_last_read_seq: int
-    my_role: str
+    version: int
+    pinned_seqs: list[int]
+    membership_id: int | None
+    my_last_read_seq: int | None
+    my_role: str | None
+
+
+class ReplyRef(NamedTuple):
+    seq: int
+    sender_id: int | None
+    text: str  # the first 100 characters
+    deleted: bool
+
+
+class ForwardRef(NamedTuple):
+    chat_id: int | None
+    seq: int | None
+    sender_id: int | None
+    sender_username: str | None
+    created_at: dt.datetime | None
+    visible: bool  # the reader is a member of the source chat: chat_id and seq are shown
+
+
+class MessageView(NamedTuple):
+    """A message as a reader sees it: everything its JSON object shows (``chats.payloads``)."""
+
+    id: int
+    chat_id: int
+    seq: int
+    sender_id: int | None
+    kind: str
+    text: str
+    client_id: str | None
+    created_at: dt.datetime
+    version: int
+    edited_at: dt.datetime | None
+    deleted: bool
+    reply_to: ReplyRef | None
+    forwarded_from: ForwardRef | None
+    reactions: list  # [[emoji, count], ...] most used first
+    my_reactions: list[str]  # the reader's emoji on it
+    pinned: bool
+
+    @classmethod
+    def from_row(cls, row: tuple) -> MessageView:
+        head = row[:11]
+        reply = ReplyRef(row[11], row[12], row[13] or "", bool(row[14])) if row[11] is not None else None
+        forward = ForwardRef(*row[15:21]) if row[19] is not None else None
+        return cls(*head, reply, forward, _json(row[21]) or [], row[22] or [], bool(row[23]))
 
 
 class Original(NamedTuple):
@@ -51,23 +105,29 @@ class SendRow(NamedTuple):
     read_all_seq: int | None
     my_last_read_seq: int | None
     stored_id: int | None
+    version: int | None
+    created_at: dt.datetime | None
+    reply_sender_id: int | None
+    reply_text: str | None
     original: Original
 
     @classmethod
     def from_row(cls, row: tuple) -> SendRow:
-        return cls(*row[:4], Original._make(row[4:]))
+        return cls(*row[:8], Original._make(row[8:]))
 
 
 class SendObstacles(NamedTuple):
-    """Why a send may not store (:data:`SEND_OBSTACLES`)."""
+    """Why a send may not store (:data:`SEND_OBSTACLES`). ``reply_state``: None when the send
+    answers no message, else ``"live"``, ``"missing"`` or ``"deleted"``."""
 
     is_member: bool
     peer_inactive: bool
+    reply_state: str | None  # None, "live", "missing" or "deleted"
     original: Original
 
     @classmethod
     def from_row(cls, row: tuple) -> SendObstacles:
-        return cls(*row[:2], Original._make(row[2:]))
+        return cls(*row[:3], Original._make(row[3:]))
 
 
 class AfterSend(NamedTuple):
@@ -79,6 +139,81 @@ class Appended(NamedTuple):
     id: int
     seq: int
     created_at: dt.datetime
+    version: int
+
+
+class Target(NamedTuple):
+    """A message a change names, as the chat lock protects it."""
+
+    id: int
+    seq: int
+    sender_id: int | None
+    kind: str
+    text: str
+    deleted: bool
+    created_at: dt.datetime
+    forwarded: bool
+    reactions: list
+    # The origin a forward of it names: its own origin when it is a forward itself.
+    origin_chat_id: int | None
+    origin_seq: int | None
+    origin_sender_id: int | None
+    origin_sender_username: str | None
+    origin_created_at: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> Target:
+        return cls(*row[:8], _json(row[8]), *row[9:])
+
+
+class MyReactions(NamedTuple):
+    emoji: list[str]
+
+
+class Changed(NamedTuple):
+    """The chat's new version after a change, and what else the change returns."""
+
+    version: int
+    reactions: list | None = None
+    pinned_seqs: list[int] | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> Changed:
+        return cls(row[0], _json(row[1]) if len(row) > 1 else None, row[2] if len(row) > 2 else None)
+
+
+class Deleted(NamedTuple):
+    version: int
+    pinned_seqs: list[int]
+
+
+class Forwarded(NamedTuple):
+    id: int
+    seq: int
+
+
+class KeyUse(NamedTuple):
+    client_id: str
+    id: int
+    chat_id: int
+    seq: int
+
+
+class MembersSplit(NamedTuple):
+    """A chat's members, split by whether they are also members of another chat."""
+
+    also: list[int] | None
+    not_also: list[int] | None
+
+
+class ChatVersion(NamedTuple):
+    version: int
+    pinned_seqs: list[int]
+
+
+class EditEntry(NamedTuple):
+    text: str
+    edited_at: dt.datetime
 
 
 class ReadRaised(NamedTuple):
@@ -111,7 +246,7 @@ LOCK_CHAT = Statement(
     f"""
 UPDATE chats_chat SET last_seq = last_seq
 WHERE id = %(chat)s AND EXISTS ({_MEMBER.format(col="1")})
-RETURNING id, kind, last_seq, read_all_seq,
+RETURNING id, kind, last_seq, read_all_seq, version, pinned_seqs,
           ({_MEMBER.format(col="m.id")}), ({_MEMBER.format(col="m.last_read_seq")}), ({_MEMBER.format(col="m.role")})
 """,  # constant SQL fragments only; every value is a bound parameter  # nosec B608
     LockedChat,
@@ -135,18 +270,25 @@ _PEER_INACTIVE = """(kind = 'direct' AND EXISTS (
 # whole statement, seq bump included, rolls back -- still no gap; the caller runs it again.
 # The second branch answers a member's repeat of a stored key with the original (the row this
 # statement inserts is invisible to it, so a new message never matches).
+# The send also bumps the chat's change counter, and takes its time under the lock: the later
+# of the clock and the chat's previous message, so created_at never decreases along seq.
+# A reply (``reply``) must name a live message of the chat, else no row (SEND_OBSTACLES says why).
+_NOW_UNDER_LOCK = "GREATEST(clock_timestamp(), last_activity_at)"
+_LIVE_REPLY = """(%(reply)s::bigint IS NULL OR EXISTS (
+          SELECT 1 FROM chats_message r WHERE r.chat_id = chats_chat.id AND r.seq = %(reply)s AND r.deleted_at IS NULL))"""
 SEND = Statement(
     f"""
 WITH claim AS (
-    UPDATE chats_chat SET last_seq = last_seq + 1, last_activity_at = %(now)s
+    UPDATE chats_chat SET last_seq = last_seq + 1, version = version + 1, last_activity_at = {_NOW_UNDER_LOCK}
     WHERE id = %(chat)s AND EXISTS ({_MEMBER.format(col="1")})
       AND NOT EXISTS (SELECT 1 FROM chats_message x WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s)
       AND NOT {_PEER_INACTIVE}
-    RETURNING id, last_seq, read_all_seq, ({_MEMBER.format(col="m.last_read_seq")}) AS my_read
+      AND {_LIVE_REPLY}
+    RETURNING id, last_seq, version, last_activity_at, read_all_seq, ({_MEMBER.format(col="m.last_read_seq")}) AS my_read
 ),
 stored AS (
-    INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at)
-    SELECT id, last_seq, %(user)s, 'text', %(text)s, %(client_id)s, %(now)s FROM claim
+    INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at, version, reply_to_seq)
+    SELECT id, last_seq, %(user)s, 'text', %(text)s, %(client_id)s, last_activity_at, version, %(reply)s FROM claim
     RETURNING id
 ),
 mine AS (
@@ -154,11 +296,13 @@ mine AS (
     WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(user)s
       AND chats_membership.last_read_seq < claim.last_seq
 )
-SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id,
+SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id, claim.version, claim.last_activity_at,
+       r.sender_id, left(r.text, 100),
        NULL::bigint, NULL::bigint, NULL::bigint, NULL::varchar, NULL::text, NULL::timestamptz, NULL::bigint
-FROM claim, stored
+FROM claim CROSS JOIN stored
+LEFT JOIN chats_message r ON %(reply)s::bigint IS NOT NULL AND r.chat_id = claim.id AND r.seq = %(reply)s
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, {_ORIGINAL_COLUMNS}
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {_ORIGINAL_COLUMNS}
 FROM chats_message x
 WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s AND EXISTS (
     SELECT 1 FROM chats_membership m WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s)
@@ -166,12 +310,17 @@ WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s AND EXISTS (
     SendRow,
 )
 
-# What stands in the way of a send: membership, a deactivated direct peer, an earlier message
-# of the key (anywhere). For a send SEND refused, and for a sender over the rate limit.
+# What stands in the way of a send: membership, a deactivated direct peer, the message it
+# answers, an earlier message of the key (anywhere). For a send SEND refused, and for a sender
+# over the rate limit.
 SEND_OBSTACLES = Statement(
     f"""
 SELECT EXISTS (SELECT 1 FROM chats_membership m WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s),
        COALESCE((SELECT {_PEER_INACTIVE} FROM chats_chat WHERE id = %(chat)s), false),
+       CASE WHEN %(reply)s::bigint IS NULL THEN NULL
+            ELSE COALESCE((SELECT CASE WHEN r.deleted_at IS NULL THEN 'live' ELSE 'deleted' END
+                           FROM chats_message r WHERE r.chat_id = %(chat)s AND r.seq = %(reply)s), 'missing')
+       END,
        o.*
 FROM (SELECT 1) AS one
 LEFT JOIN LATERAL (
@@ -201,24 +350,24 @@ SELECT (SELECT read_all_seq FROM advanced), array_agg(user_id) FROM chats_member
 # A system message (a member change, a rename) in a chat whose lock the caller's transaction
 # holds: the next seq and the row, and the actor's watermark past it while they are a member.
 APPEND_SYSTEM = Statement(
-    """
+    f"""
 WITH claim AS (
-    UPDATE chats_chat SET last_seq = last_seq + 1, last_activity_at = %(now)s
+    UPDATE chats_chat SET last_seq = last_seq + 1, version = version + 1, last_activity_at = {_NOW_UNDER_LOCK}
     WHERE id = %(chat)s
-    RETURNING id, last_seq
+    RETURNING id, last_seq, version, last_activity_at
 ),
 stored AS (
-    INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at)
-    SELECT id, last_seq, NULL, 'system', %(text)s, NULL, %(now)s FROM claim
-    RETURNING id, seq, created_at
+    INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at, version)
+    SELECT id, last_seq, NULL, 'system', %(text)s, NULL, last_activity_at, version FROM claim
+    RETURNING id, seq, created_at, version
 ),
 mine AS (
     UPDATE chats_membership SET last_read_seq = claim.last_seq FROM claim
     WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(actor)s
       AND chats_membership.last_read_seq < claim.last_seq
 )
-SELECT id, seq, created_at FROM stored
-""",
+SELECT id, seq, created_at, version FROM stored
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
     Appended,
 )
 
@@ -263,6 +412,245 @@ SELECT array_agg(user_id) FROM chats_membership WHERE chat_id = %(chat)s
 HAVING bool_or(user_id = %(user)s)
 """,
     Members,
+)
+
+
+# --- message views: every read of messages (history, catch-up, changes, events) -----------------
+
+# A message as ``reader`` sees it (MessageView): the replied message as it is now, the forward's
+# origin (its chat and seq only for members of that chat), the reactions with the reader's own,
+# and whether it is pinned. Every join is by primary key or unique index.
+_VIEW = """
+SELECT m.id, m.chat_id, m.seq, m.sender_id, m.kind, m.text, m.client_id, m.created_at, m.version, m.edited_at,
+       m.deleted_at IS NOT NULL,
+       m.reply_to_seq, r.sender_id, left(r.text, 100), r.deleted_at IS NOT NULL,
+       m.forward_chat_id, m.forward_seq, m.forward_sender_id, m.forward_sender_username, m.forward_created_at,
+       m.forward_chat_id IS NOT NULL AND EXISTS (
+           SELECT 1 FROM chats_membership f WHERE f.chat_id = m.forward_chat_id AND f.user_id = %(reader)s::bigint),
+       m.reactions,
+       CASE WHEN m.reactions = '[]'::jsonb THEN '{}'::varchar[]
+            ELSE ARRAY(SELECT x.emoji FROM chats_reaction x WHERE x.message_id = m.id AND x.user_id = %(reader)s::bigint)
+       END,
+       m.seq = ANY(c.pinned_seqs)
+FROM chats_message m
+JOIN chats_chat c ON c.id = m.chat_id
+LEFT JOIN chats_message r ON r.chat_id = m.chat_id AND r.seq = m.reply_to_seq
+"""
+
+# Messages ``lo < seq <= hi`` (a history page: seq is gap-free, so an offset is a seq range).
+MESSAGES_IN_RANGE = Statement(
+    _VIEW + "WHERE m.chat_id = %(chat)s AND m.seq > %(lo)s AND m.seq <= %(hi)s ORDER BY m.seq",
+    MessageView,
+)
+MESSAGES_AFTER = Statement(
+    _VIEW + "WHERE m.chat_id = %(chat)s AND m.seq > %(after)s ORDER BY m.seq LIMIT %(limit)s",
+    MessageView,
+)
+MESSAGES_BEFORE = Statement(
+    _VIEW + "WHERE m.chat_id = %(chat)s AND m.seq < %(before)s ORDER BY m.seq DESC LIMIT %(limit)s",
+    MessageView,
+)
+MESSAGES_BY_SEQS = Statement(
+    _VIEW + "WHERE m.chat_id = %(chat)s AND m.seq = ANY(%(seqs)s::bigint[]) ORDER BY m.seq",
+    MessageView,
+)
+# The newest message of each chat: pairs (chat, seq) from the chat rows, one index probe each.
+LAST_MESSAGES = Statement(
+    _VIEW + "JOIN unnest(%(chats)s::bigint[], %(seqs)s::bigint[]) AS want(chat_id, seq)"
+    " ON m.chat_id = want.chat_id AND m.seq = want.seq",
+    MessageView,
+)
+# The current state of every message changed after version ``after``, in change order, up to the
+# chat's version read in the same snapshot (so a client that takes it as its cursor skips nothing).
+CHANGES = Statement(
+    _VIEW
+    + """WHERE m.chat_id = %(chat)s AND m.version > %(after)s
+  AND m.version <= (SELECT v.version FROM chats_chat v WHERE v.id = %(chat)s)
+ORDER BY m.version, m.seq LIMIT %(limit)s""",
+    MessageView,
+)
+CHANGES_OF_VERSION = Statement(
+    _VIEW + "WHERE m.chat_id = %(chat)s AND m.version = %(version)s ORDER BY m.seq",
+    MessageView,
+)
+CHAT_VERSION = Statement("SELECT version, pinned_seqs FROM chats_chat WHERE id = %(chat)s", ChatVersion)
+
+EDIT_HISTORY = Statement(
+    "SELECT text, edited_at FROM chats_messageedit WHERE message_id = %(message)s ORDER BY id",
+    EditEntry,
+)
+
+# --- changes: each runs in a transaction that took the chat lock (LOCK_CHAT) first -------------
+
+# The messages a change names, as the lock protects them.
+TARGETS = Statement(
+    """
+SELECT id, seq, sender_id, kind, text, deleted_at IS NOT NULL, created_at, forward_created_at IS NOT NULL, reactions,
+       CASE WHEN forward_created_at IS NOT NULL THEN forward_chat_id ELSE chat_id END,
+       CASE WHEN forward_created_at IS NOT NULL THEN forward_seq ELSE seq END,
+       CASE WHEN forward_created_at IS NOT NULL THEN forward_sender_id ELSE sender_id END,
+       CASE WHEN forward_created_at IS NOT NULL THEN forward_sender_username
+            ELSE (SELECT u.username FROM accounts_user u WHERE u.id = sender_id) END,
+       COALESCE(forward_created_at, created_at)
+FROM chats_message WHERE chat_id = %(chat)s AND seq = ANY(%(seqs)s::bigint[])
+ORDER BY chats_message.seq
+""",
+    Target,
+)
+
+MY_REACTIONS = Statement(
+    "SELECT ARRAY(SELECT emoji FROM chats_reaction WHERE message_id = %(message)s AND user_id = %(user)s ORDER BY id)",
+    MyReactions,
+)
+
+# An edit: the old text into the history, the new one in place, one version.
+EDIT = Statement(
+    """
+WITH bump AS (UPDATE chats_chat SET version = version + 1 WHERE id = %(chat)s RETURNING version),
+history AS (
+    INSERT INTO chats_messageedit (message_id, text, edited_at) VALUES (%(message)s, %(old_text)s, %(now)s)
+)
+UPDATE chats_message m SET text = %(text)s, edited_at = %(now)s, version = bump.version
+FROM bump WHERE m.id = %(message)s
+RETURNING bump.version
+""",
+    Changed,
+)
+
+# Delete for everyone: tombstones (content, reactions and edit history erased), out of the pins,
+# one version for the whole batch.
+DELETE = Statement(
+    """
+WITH bump AS (
+    UPDATE chats_chat SET version = version + 1,
+        pinned_seqs = ARRAY(SELECT p.s FROM unnest(pinned_seqs) WITH ORDINALITY AS p(s, o)
+                            WHERE p.s <> ALL(%(seqs)s::bigint[]) ORDER BY p.o)
+    WHERE id = %(chat)s RETURNING version, pinned_seqs
+),
+edits AS (DELETE FROM chats_messageedit WHERE message_id = ANY(%(ids)s::bigint[])),
+reactions AS (DELETE FROM chats_reaction WHERE message_id = ANY(%(ids)s::bigint[]))
+UPDATE chats_message m SET deleted_at = %(now)s, text = '', edited_at = NULL, reactions = '[]'::jsonb,
+    reply_to_seq = NULL, forward_chat_id = NULL, forward_seq = NULL, forward_sender_id = NULL,
+    forward_sender_username = NULL, forward_created_at = NULL, version = bump.version
+FROM bump WHERE m.id = ANY(%(ids)s::bigint[])
+RETURNING bump.version, bump.pinned_seqs
+""",
+    Deleted,
+)
+
+# A reaction added or removed, the message's counts recounted from the rows (the rows this
+# statement changes included), one version -- or nothing at all when it changed no row.
+_RECOUNT = """
+bump AS (UPDATE chats_chat SET version = version + 1 WHERE id = %(chat)s AND EXISTS (SELECT 1 FROM changed) RETURNING version)
+UPDATE chats_message m SET version = bump.version, reactions = COALESCE((
+    SELECT jsonb_agg(jsonb_build_array(e.emoji, e.n) ORDER BY e.n DESC, e.first)
+    FROM (SELECT emoji, count(*) AS n, min(id) AS first FROM counted GROUP BY emoji) AS e), '[]'::jsonb)
+FROM bump WHERE m.id = %(message)s
+RETURNING bump.version, m.reactions
+"""
+REACTION_ADD = Statement(
+    """
+WITH changed AS (
+    INSERT INTO chats_reaction (message_id, user_id, emoji, created_at) VALUES (%(message)s, %(user)s, %(emoji)s, %(now)s)
+    ON CONFLICT DO NOTHING RETURNING id, emoji
+),
+counted AS (SELECT id, emoji FROM chats_reaction WHERE message_id = %(message)s UNION ALL SELECT id, emoji FROM changed),
+"""
+    + _RECOUNT,
+    Changed,
+)
+REACTION_REMOVE = Statement(
+    """
+WITH changed AS (
+    DELETE FROM chats_reaction WHERE message_id = %(message)s AND user_id = %(user)s AND emoji = %(emoji)s
+    RETURNING id
+),
+counted AS (SELECT id, emoji FROM chats_reaction WHERE message_id = %(message)s AND id NOT IN (SELECT id FROM changed)),
+"""
+    + _RECOUNT,
+    Changed,
+)
+
+# Pin (newest first) or unpin one message; the message's version moves too.
+PIN = Statement(
+    """
+WITH bump AS (
+    UPDATE chats_chat SET version = version + 1,
+        pinned_seqs = CASE WHEN %(pinned)s THEN array_prepend(%(seq)s::bigint, array_remove(pinned_seqs, %(seq)s::bigint))
+                           ELSE array_remove(pinned_seqs, %(seq)s::bigint) END
+    WHERE id = %(chat)s RETURNING version, pinned_seqs
+)
+UPDATE chats_message m SET version = bump.version FROM bump WHERE m.id = %(message)s
+RETURNING bump.version, NULL::jsonb, bump.pinned_seqs
+""",
+    Changed,
+)
+
+# Earlier messages of the sender with these keys (anywhere).
+KEY_USES = Statement(
+    "SELECT client_id, id, chat_id, seq FROM chats_message WHERE sender_id = %(user)s AND client_id = ANY(%(keys)s::varchar[])",
+    KeyUse,
+)
+
+# A forward: the new messages in one claim of consecutive seqs and versions under the lock the
+# transaction holds, and the sender's watermark past them.
+FORWARD = Statement(
+    f"""
+WITH items AS (
+    SELECT * FROM unnest(%(client_ids)s::varchar[], %(texts)s::text[], %(origin_chats)s::bigint[],
+                         %(origin_seqs)s::bigint[], %(origin_senders)s::bigint[], %(origin_names)s::varchar[],
+                         %(origin_times)s::timestamptz[])
+        WITH ORDINALITY AS i(client_id, text, origin_chat, origin_seq, origin_sender, origin_name, origin_time, n)
+),
+claim AS (
+    UPDATE chats_chat SET last_seq = last_seq + %(count)s, version = version + %(count)s,
+        last_activity_at = {_NOW_UNDER_LOCK}
+    WHERE id = %(chat)s
+    RETURNING id, last_seq - %(count)s AS base_seq, version - %(count)s AS base_version, last_seq, last_activity_at
+),
+stored AS (
+    INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at, version,
+                               forward_chat_id, forward_seq, forward_sender_id, forward_sender_username, forward_created_at)
+    SELECT claim.id, claim.base_seq + i.n, %(user)s, 'text', i.text, i.client_id, claim.last_activity_at,
+           claim.base_version + i.n, i.origin_chat, i.origin_seq, i.origin_sender, i.origin_name, i.origin_time
+    FROM claim CROSS JOIN items i
+    RETURNING id, seq
+),
+mine AS (
+    UPDATE chats_membership SET last_read_seq = claim.last_seq FROM claim
+    WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(user)s
+      AND chats_membership.last_read_seq < claim.last_seq
+)
+SELECT id, seq FROM stored ORDER BY seq
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    Forwarded,
+)
+
+
+class Flag(NamedTuple):
+    value: bool
+
+
+class Username(NamedTuple):
+    username: str
+
+
+# A direct chat whose other member is deactivated (no one may send there).
+PEER_INACTIVE = Statement(f"SELECT {_PEER_INACTIVE} FROM chats_chat WHERE id = %(chat)s", Flag)  # nosec B608
+IS_MEMBER = Statement(
+    "SELECT EXISTS (SELECT 1 FROM chats_membership WHERE chat_id = %(chat)s AND user_id = %(user)s)", Flag
+)
+USERNAME = Statement("SELECT username FROM accounts_user WHERE id = %(user)s", Username)
+
+# The members of ``chat``, split by whether they are members of ``other`` too.
+MEMBERS_SPLIT = Statement(
+    """
+SELECT array_agg(m.user_id) FILTER (WHERE o.id IS NOT NULL), array_agg(m.user_id) FILTER (WHERE o.id IS NULL)
+FROM chats_membership m
+LEFT JOIN chats_membership o ON o.chat_id = %(other)s AND o.user_id = m.user_id
+WHERE m.chat_id = %(chat)s
+""",
+    MembersSplit,
 )
 
 # Each statement's label in messenger_db_statement_seconds is its name here ("send", "read_up_to", ...).

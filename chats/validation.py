@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 
+import emoji as emoji_data
 from django.conf import settings
 
 from .exceptions import ChatNotFound, InvalidInput
@@ -17,6 +18,9 @@ from .exceptions import ChatNotFound, InvalidInput
 MAX_ID = 2**63 - 1
 CLIENT_ID_MAX = 64
 TITLE_MAX = 128
+# Messages one delete or forward may name.
+BATCH_MAX = 100
+EMOJI_MAX = 64  # characters: the longest ZWJ sequences are ~10
 
 # What draws nothing on its own: controls, format characters (zero-width space and joiners,
 # bidi controls, the BOM, tag characters), separators (spaces), combining marks alone
@@ -91,3 +95,48 @@ def clean_title(title: object) -> str:
     if len(title) > TITLE_MAX:
         raise InvalidInput({"title": [f"At most {TITLE_MAX} characters."]})
     return title
+
+
+def clean_message_seq(value: object, *, field: str = "seq") -> int:
+    """The seq of a message: a positive integer."""
+    if not isinstance(value, int) or isinstance(value, bool) or not (1 <= value <= MAX_ID):
+        raise InvalidInput({field: ["Must be a positive integer."]})
+    return value
+
+
+def clean_optional_seq(value: object, *, field: str) -> int | None:
+    return None if value is None else clean_message_seq(value, field=field)
+
+
+def clean_seqs(value: object, *, field: str = "seqs") -> list[int]:
+    """1..BATCH_MAX distinct message seqs, in the order given."""
+    if not isinstance(value, list) or not (1 <= len(value) <= BATCH_MAX):
+        raise InvalidInput({field: [f"Must be a list of 1..{BATCH_MAX} seqs."]})
+    seqs = [clean_message_seq(item, field=field) for item in value]
+    if len(set(seqs)) != len(seqs):
+        raise InvalidInput({field: ["Must not repeat a seq."]})
+    return seqs
+
+
+def clean_client_ids(value: object, *, count: int) -> list[str]:
+    """One distinct client_id per forwarded message."""
+    if not isinstance(value, list) or len(value) != count:
+        raise InvalidInput({"client_ids": [f"Must be a list of {count} client_ids, one per seq."]})
+    keys = []
+    for item in value:
+        try:
+            keys.append(clean_client_id(item))
+        except InvalidInput:
+            raise InvalidInput({"client_ids": [f"Each must be a string of 1..{CLIENT_ID_MAX} characters."]}) from None
+    if len(set(keys)) != len(keys):
+        raise InvalidInput({"client_ids": ["Must not repeat a client_id."]})
+    return keys
+
+
+def clean_emoji(value: object) -> str:
+    """Exactly one emoji (by Unicode's emoji data, through the ``emoji`` library), in its
+    fully-qualified form: "❤" and "❤️" are the same reaction."""
+    if not isinstance(value, str) or not (1 <= len(value) <= EMOJI_MAX) or not emoji_data.is_emoji(value):
+        raise InvalidInput({"emoji": ["Must be exactly one emoji."]})
+    qualified = emoji_data.emojize(emoji_data.demojize(value), variant=None)
+    return qualified if emoji_data.is_emoji(qualified) else value

@@ -17,25 +17,38 @@ from rest_framework.views import APIView
 from ops.errors import ERROR_RESPONSES as E
 
 from . import selectors, services
-from .payloads import chat_payload, message_payload
+from .payloads import chat_payload, iso, message_payload
 from .serializers import (
     CHAT_CREATE_SERIALIZERS,
+    ChangesPageSerializer,
+    ChangesQuerySerializer,
     ChatCreateSerializer,
     ChatKindSerializer,
     ChatSerializer,
     ChatUpdateSerializer,
     CursorQuerySerializer,
+    DeleteMessagesSerializer,
+    DeleteResultSerializer,
+    EditEntrySerializer,
+    EditMessageSerializer,
+    ForwardResultSerializer,
+    ForwardSerializer,
     HistoryPageSerializer,
     HistoryQuerySerializer,
     MemberAddSerializer,
     MessageSerializer,
     MessagesPageSerializer,
+    PinsResultSerializer,
+    ReactionResultSerializer,
     ReadSerializer,
     ReadStateSerializer,
     SendMessageSerializer,
 )
 
 CHAT_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="Chat id.")
+SEQ = OpenApiParameter("seq", int, OpenApiParameter.PATH, description="The message's seq in the chat.")
+EMOJI = OpenApiParameter("emoji", str, OpenApiParameter.PATH, description="Exactly one emoji, URL-encoded.")
+_CHANGE_ERRORS = {400: E[400], 401: E[401], 403: E[403], 404: E[404], 410: E[410], 429: E[429]}
 
 
 def _chat_response(user_id: int, chat_id: int, status_code: int = 200) -> Response:
@@ -149,6 +162,7 @@ class ChatViewSet(viewsets.ViewSet):
             403: E[403],
             404: E[404],
             409: E[409],
+            410: E[410],
             429: E[429],
         },
     )
@@ -165,11 +179,11 @@ class ChatViewSet(viewsets.ViewSet):
         chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=pk)
         if "before_seq" in params:
             rows, has_more = selectors.messages_before(
-                chat=chat, before_seq=params["before_seq"], limit=params["limit"]
+                chat=chat, reader=request.user.id, before_seq=params["before_seq"], limit=params["limit"]
             )
         else:
             rows, has_more = selectors.messages_after(
-                chat=chat, after_seq=params.get("after_seq", 0), limit=params["limit"]
+                chat=chat, reader=request.user.id, after_seq=params.get("after_seq", 0), limit=params["limit"]
             )
         return Response(
             {"results": [message_payload(m, read_all_seq=chat.read_all_seq) for m in rows], "has_more": has_more}
@@ -188,6 +202,149 @@ class ChatViewSet(viewsets.ViewSet):
         result = services.mark_read(user_id=request.user.id, chat_id=pk, up_to_seq=data.validated_data["up_to_seq"])
         return Response({"last_read_seq": result.last_read_seq, "read_all_seq": result.read_all_seq})
 
+    @extend_schema(
+        methods=["GET"],
+        summary="One message",
+        parameters=[CHAT_ID, SEQ],
+        responses={200: MessageSerializer, 401: E[401], 404: E[404]},
+    )
+    @extend_schema(
+        methods=["PATCH"],
+        summary="Edit your own text message (within EDIT_WINDOW_HOURS)",
+        parameters=[CHAT_ID, SEQ],
+        request=EditMessageSerializer,
+        responses={200: MessageSerializer, **_CHANGE_ERRORS},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Delete a message for everyone (yours, or any as a group's owner/admin)",
+        parameters=[CHAT_ID, SEQ],
+        request=None,
+        responses={200: DeleteResultSerializer, **_CHANGE_ERRORS},
+    )
+    @action(detail=True, methods=["get", "patch", "delete"], url_path=r"messages/(?P<seq>[0-9]+)")
+    def message(self, request, pk=None, seq=None):
+        if request.method == "PATCH":
+            data = EditMessageSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            result = services.edit_message(
+                user_id=request.user.id, chat_id=pk, seq=int(seq), text=data.validated_data["text"]
+            )
+            return Response(result.payload())
+        if request.method == "DELETE":
+            result = services.delete_messages(user_id=request.user.id, chat_id=pk, seqs=[int(seq)])
+            return Response(result.payload())
+        chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=pk)
+        view = selectors.message_view(chat=chat, reader=request.user.id, seq=seq)
+        return Response(message_payload(view, read_all_seq=chat.read_all_seq))
+
+    @extend_schema(
+        summary="A message's earlier texts, oldest first",
+        parameters=[CHAT_ID, SEQ],
+        responses={200: EditEntrySerializer(many=True), 401: E[401], 404: E[404]},
+    )
+    @action(detail=True, methods=["get"], url_path=r"messages/(?P<seq>[0-9]+)/edits")
+    def edits(self, request, pk=None, seq=None):
+        chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=pk)
+        entries = selectors.edit_history(chat=chat, seq=seq)
+        return Response([{"text": e.text, "edited_at": iso(e.edited_at)} for e in entries])
+
+    @extend_schema(
+        summary="Delete up to 100 messages for everyone, all or nothing",
+        parameters=[CHAT_ID],
+        request=DeleteMessagesSerializer,
+        responses={200: DeleteResultSerializer, **_CHANGE_ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="messages/delete")
+    def delete_messages(self, request, pk=None):
+        data = DeleteMessagesSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.delete_messages(user_id=request.user.id, chat_id=pk, seqs=data.validated_data["seqs"])
+        return Response(result.payload())
+
+    @extend_schema(
+        methods=["PUT"],
+        summary="Add your reaction (idempotent)",
+        parameters=[CHAT_ID, SEQ, EMOJI],
+        request=None,
+        responses={200: ReactionResultSerializer, **_CHANGE_ERRORS},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Remove your reaction (idempotent)",
+        parameters=[CHAT_ID, SEQ, EMOJI],
+        request=None,
+        responses={200: ReactionResultSerializer, **_CHANGE_ERRORS},
+    )
+    @action(detail=True, methods=["put", "delete"], url_path=r"messages/(?P<seq>[0-9]+)/reactions/(?P<emoji>[^/]+)")
+    def reaction(self, request, pk=None, seq=None, emoji=None):
+        result = services.set_reaction(
+            user_id=request.user.id, chat_id=pk, seq=int(seq), emoji=emoji, add=request.method == "PUT"
+        )
+        return Response(result.payload())
+
+    @extend_schema(
+        methods=["PUT"],
+        summary="Pin a message (groups: owner/admin; direct chats: both)",
+        parameters=[CHAT_ID, SEQ],
+        request=None,
+        responses={200: PinsResultSerializer, **_CHANGE_ERRORS},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Unpin a message",
+        parameters=[CHAT_ID, SEQ],
+        request=None,
+        responses={200: PinsResultSerializer, **_CHANGE_ERRORS},
+    )
+    @action(detail=True, methods=["put", "delete"], url_path=r"pins/(?P<seq>[0-9]+)")
+    def pin(self, request, pk=None, seq=None):
+        result = services.set_pin(user_id=request.user.id, chat_id=pk, seq=int(seq), pinned=request.method == "PUT")
+        return Response(result.payload())
+
+    @extend_schema(
+        summary="Forward messages of another chat here (idempotent per client_id)",
+        parameters=[CHAT_ID],
+        request=ForwardSerializer,
+        responses={
+            201: OpenApiResponse(ForwardResultSerializer, description="Stored."),
+            200: OpenApiResponse(ForwardResultSerializer, description="Every client_id was used: the originals."),
+            409: E[409],
+            **_CHANGE_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="forward")
+    def forward(self, request, pk=None):
+        data = ForwardSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.forward_messages(user_id=request.user.id, to_chat_id=pk, **data.validated_data)
+        return Response(result.payload(), status=200 if result.duplicate else 201)
+
+    @extend_schema(
+        summary="What changed after a version: the current state of each changed message",
+        parameters=[CHAT_ID, ChangesQuerySerializer],
+        responses={200: ChangesPageSerializer, 400: E[400], 401: E[401], 404: E[404]},
+    )
+    @action(detail=True, methods=["get"], url_path="changes")
+    def changes(self, request, pk=None):
+        query = ChangesQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=pk)
+        page = selectors.changes_after(
+            chat=chat,
+            reader=request.user.id,
+            after_version=query.validated_data["after_version"],
+            limit=query.validated_data["limit"],
+        )
+        return Response(
+            {
+                "results": [message_payload(m, read_all_seq=chat.read_all_seq) for m in page.results],
+                "version": page.version,
+                "pinned_seqs": page.pinned_seqs,
+                "has_more": page.has_more,
+            }
+        )
+
 
 class HistoryView(APIView):
     @extend_schema(
@@ -200,7 +357,7 @@ class HistoryView(APIView):
         query.is_valid(raise_exception=True)
         limit, offset = query.validated_data["limit"], query.validated_data["offset"]
         chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=chat_id)
-        rows = selectors.history_page(chat=chat, offset=offset, limit=limit)
+        rows = selectors.history_page(chat=chat, reader=request.user.id, offset=offset, limit=limit)
         count = chat.last_seq
         url = request.build_absolute_uri()
         next_url = (

@@ -244,6 +244,11 @@ CHAT_CHANGE_RATE_LIMIT = env_int("CHAT_CHANGE_RATE_LIMIT", 30)
 CHAT_CHANGE_RATE_WINDOW_SECONDS = env_int("CHAT_CHANGE_RATE_WINDOW_SECONDS", 60)
 GROUP_CREATE_DAILY_LIMIT = env_int("GROUP_CREATE_DAILY_LIMIT", 50)
 TYPING_THROTTLE_SECONDS = 3
+# Messages that change (chats/services/changes.py): the sender may edit for this long (0: forever);
+# per-user edits, deletes, reaction changes and pins per window, shared like the send limit.
+EDIT_WINDOW_HOURS = env_int("EDIT_WINDOW_HOURS", 48)
+MESSAGE_CHANGE_RATE_LIMIT = env_int("MESSAGE_CHANGE_RATE_LIMIT", 120)
+MESSAGE_CHANGE_RATE_WINDOW_SECONDS = env_int("MESSAGE_CHANGE_RATE_WINDOW_SECONDS", 60)
 # Async PostgreSQL connections per process (runtime/async_db.py) on which sockets run their
 # commands and handshakes from the event loop.
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 8)

@@ -171,13 +171,16 @@ ErrorSerializer = inline_serializer(
 )
 
 ERROR_RESPONSES = {
-    400: OpenApiResponse(ErrorSerializer, description="validation_error / invalid_json / domain error"),
+    400: OpenApiResponse(
+        ErrorSerializer, description="validation_error / invalid_json / too_many_reactions / too_many_pins"
+    ),
     401: OpenApiResponse(
         ErrorSerializer,
         description="not_authenticated / token_not_valid / bad_authorization_header / user_inactive / user_not_found",
     ),
-    403: OpenApiResponse(ErrorSerializer, description="forbidden / privacy_restricted"),
+    403: OpenApiResponse(ErrorSerializer, description="forbidden / privacy_restricted / edit_window_expired"),
     404: OpenApiResponse(ErrorSerializer, description="not_found (missing, or not a member)"),
+    410: OpenApiResponse(ErrorSerializer, description="gone (the message was deleted)"),
     409: OpenApiResponse(ErrorSerializer, description="conflict"),
     429: OpenApiResponse(ErrorSerializer, description="rate_limited"),
     503: OpenApiResponse(ErrorSerializer, description="service_unavailable"),

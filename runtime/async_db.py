@@ -4,7 +4,8 @@ Sockets run their statements on psycopg's ``AsyncConnection`` from the event loo
 a small per-process pool of persistent autocommit connections with their statements prepared
 once per connection -- no hop to a database thread and back per command.
 
-Guarantees: every statement commits on its own (autocommit); errors come out as Django's
+Guarantees: every statement commits on its own (autocommit), except those run in a
+:func:`transaction` (one connection, one transaction: a plan's ``Atomic`` step); errors come out as Django's
 database exceptions (so callers map them to 503 as for the ORM); a kept connection that
 turns out dead -- PostgreSQL restarted or failed over -- is dropped and the statement is run
 once more on a fresh connection. That retry is safe because the plans' statements are
@@ -16,8 +17,10 @@ connections per process and event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
+from collections.abc import AsyncIterator
 
 import psycopg
 from django.conf import settings
@@ -102,6 +105,43 @@ class Pool:
                 self._put_back(conn, born)
                 return rows
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One connection in one transaction: committed when the block ends, rolled back when it raises."""
+        async with self._free:
+            with _django().wrap_database_errors:
+                kept = bool(self._idle)
+                conn, born = self._idle.pop() if kept else await self._connect()
+                try:
+                    await conn.execute("BEGIN")
+                except psycopg.OperationalError:
+                    if not kept or not conn.broken:
+                        self._discard(conn)
+                        raise
+                    # A kept connection died (database restart): nothing ran yet, so begin on a new one.
+                    self._discard(conn)
+                    conn, born = await self._connect()
+                    await conn.execute("BEGIN")
+            try:
+                yield Transaction(conn)
+                with _django().wrap_database_errors:
+                    await conn.execute("COMMIT")
+            except asyncio.CancelledError:
+                self._discard(conn)  # cancelled mid-statement: the connection's state is unknown
+                raise
+            except BaseException:
+                if conn.broken or conn.closed:
+                    self._discard(conn)
+                    raise
+                try:
+                    await conn.execute("ROLLBACK")
+                except BaseException:
+                    self._discard(conn)
+                    raise
+                self._put_back(conn, born)
+                raise
+            self._put_back(conn, born)
+
     @staticmethod
     async def _execute(conn: psycopg.AsyncConnection, sql: str, params: dict) -> list[tuple]:
         cursor = await conn.execute(sql, params, prepare=True)
@@ -110,6 +150,28 @@ class Pool:
     def close(self) -> None:
         while self._idle:
             self._discard(self._idle.pop()[0])
+
+
+class Transaction:
+    """The connection of an open :meth:`Pool.transaction`."""
+
+    def __init__(self, conn: psycopg.AsyncConnection):
+        self.conn = conn
+
+    async def fetch(self, sql: str, params: dict, *, savepoint: bool = False) -> list[tuple]:
+        """Run a statement in the transaction (``savepoint``: in a savepoint, so an error leaves
+        the transaction usable)."""
+        with _django().wrap_database_errors:
+            if not savepoint:
+                return await Pool._execute(self.conn, sql, params)
+            await self.conn.execute("SAVEPOINT plan_step")
+            try:
+                rows = await Pool._execute(self.conn, sql, params)
+            except psycopg.Error:
+                await self.conn.execute("ROLLBACK TO SAVEPOINT plan_step")
+                raise
+            await self.conn.execute("RELEASE SAVEPOINT plan_step")
+            return rows
 
 
 # Every connection any pool opened, so tests (and shutdown) can close them from sync code.
@@ -130,6 +192,11 @@ def pool() -> Pool:
 
 async def fetch(sql: str, params: dict) -> list[tuple]:
     return await pool().fetch(sql, params)
+
+
+def transaction():
+    """``async with transaction() as tx: await tx.fetch(...)``: statements in one transaction."""
+    return pool().transaction()
 
 
 async def fetch_one(sql: str, params: dict) -> tuple | None:

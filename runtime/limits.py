@@ -22,12 +22,15 @@ def window(name: str, ident: str, *, seconds: int, now: float | None = None) -> 
     return f"rl:{name}:{ident}:{bucket}", (bucket + 1) * seconds - now
 
 
-def count_in_window(name: str, ident: str, *, limit: int, seconds: int, now: float | None = None) -> Plan[float | None]:
-    """Count one event; None while within ``limit`` (or ``limit <= 0``: no limit), else the retry time."""
+def count_in_window(
+    name: str, ident: str, *, limit: int, seconds: int, now: float | None = None, amount: int = 1
+) -> Plan[float | None]:
+    """Count ``amount`` events (one attempt of a batch); None while within ``limit`` (or
+    ``limit <= 0``: no limit), else the retry time."""
     if limit <= 0:
         return None
     key, left = window(name, ident, seconds=seconds, now=now)
-    count = yield CountInWindow(key, ttl=max(1, seconds) * 2)
+    count = yield CountInWindow(key, ttl=max(1, seconds) * 2, amount=amount)
     return None if count <= limit else left
 
 

@@ -94,10 +94,11 @@ class Fetch:
 
 @dataclass(frozen=True)
 class CountInWindow:
-    """Add one to the counter ``key`` (created at 0 with ``ttl`` seconds to live); answered with the new count."""
+    """Add ``amount`` to the counter ``key`` (created at 0 with ``ttl`` seconds to live); answered with the new count."""
 
     key: str
     ttl: int
+    amount: int = 1
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,20 @@ class Emit:
     skip_channel: str | None = None
 
 
-Step = Fetch | CountInWindow | AddKey | HasKey | Emit
+@dataclass(frozen=True)
+class Atomic:
+    """Run the sub-plan ``plan`` in one database transaction; answered with its result.
+
+    For a use case that needs several statements to see and change one consistent state (lock
+    a chat, read the rows the lock protects, write). Its statements run on one connection; a
+    raised exception rolls the transaction back and is thrown into the outer plan. Its events go
+    out only if it commits. Keep cache steps out of it: they are not part of the transaction.
+    """
+
+    plan: Plan
+
+
+Step = Fetch | CountInWindow | AddKey | HasKey | Emit | Atomic
 
 
 # --- the executors -------------------------------------------------------------------------
@@ -151,6 +165,11 @@ def run_sync(plan: Plan[T]) -> T:
     return _drive(plan, _execute_sync)
 
 
+def fetch(step: Fetch) -> Any:
+    """Run one statement step in this thread (a read outside any plan: selectors)."""
+    return _execute_sync(step)
+
+
 def _execute_sync(step: Step) -> Any:
     if isinstance(step, Fetch):
         connection.ensure_connection()
@@ -160,17 +179,24 @@ def _execute_sync(step: Step) -> Any:
         # A plain psycopg cursor: server-side binding, so prepare=True prepares the statement once
         # per connection. (Django's own cursors bind client-side: the values would be part of the
         # query text and every call would prepare a new statement.)
+        started = time.perf_counter()
         with in_savepoint, connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(step.statement.sql, step.params, prepare=True)
             rows = cursor.fetchall() if cursor.description else []
+        if connection.queries_logged:  # DEBUG or a test counting queries: seen like the ORM's
+            elapsed = time.perf_counter() - started
+            connection.queries_log.append({"sql": step.statement.sql, "time": f"{elapsed:.3f}"})
         return step.statement.decode(rows, step.first)
+    if isinstance(step, Atomic):
+        with transaction.atomic():
+            return run_sync(step.plan)
     if isinstance(step, CountInWindow):
         cache.add(step.key, 0, timeout=step.ttl)
         try:
-            return cache.incr(step.key)
+            return cache.incr(step.key, step.amount)
         except ValueError:  # expired between add and incr
-            cache.set(step.key, 1, timeout=step.ttl)
-            return 1
+            cache.set(step.key, step.amount, timeout=step.ttl)
+            return step.amount
     if isinstance(step, AddKey):
         return cache.add(step.key, 1, timeout=step.ttl)
     if isinstance(step, HasKey):
@@ -185,26 +211,41 @@ async def run_async(plan: Plan[T]) -> tuple[T, list[realtime.Outgoing]]:
     """Run a plan from the event loop; return its result and the events it emitted, to send
     with :func:`runtime.realtime.send_events`. Every statement commits on its own."""
     events: list[realtime.Outgoing] = []
+    return await _drive_async(plan, events, None), events
+
+
+async def _drive_async(plan: Plan[T], events: list[realtime.Outgoing], tx: async_db.Transaction | None) -> T:
     answer: Any = None
     error: BaseException | None = None
     while True:
         try:
             step = plan.throw(error) if error is not None else plan.send(answer)
         except StopIteration as stop:
-            return stop.value, events
+            return stop.value
         answer, error = None, None
         try:
-            answer = await _execute_async(step, events)
+            answer = await _execute_async(step, events, tx)
         except Exception as exc:  # noqa: BLE001 - handed to the plan, as in _drive
             error = exc
 
 
-async def _execute_async(step: Step, events: list[realtime.Outgoing]) -> Any:
+async def _execute_async(step: Step, events: list[realtime.Outgoing], tx: async_db.Transaction | None = None) -> Any:
     if isinstance(step, Fetch):
         started = time.perf_counter()
-        rows = await async_db.fetch(step.statement.sql, step.params)
+        if tx is not None:
+            rows = await tx.fetch(step.statement.sql, step.params, savepoint=step.savepoint)
+        else:
+            rows = await async_db.fetch(step.statement.sql, step.params)
         metrics.DB_STATEMENT_SECONDS.labels(statement=step.statement.name).observe(time.perf_counter() - started)
         return step.statement.decode(rows, step.first)
+    if isinstance(step, Atomic):
+        if tx is not None:  # nested: part of the enclosing transaction
+            return await _drive_async(step.plan, events, tx)
+        inner: list[realtime.Outgoing] = []
+        async with async_db.transaction() as new_tx:
+            result = await _drive_async(step.plan, inner, new_tx)
+        events.extend(inner)  # committed
+        return result
     if isinstance(step, Emit):
         outgoing = realtime.committed(user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel)
         if outgoing is not None:
@@ -217,7 +258,7 @@ async def _execute_async(step: Step, events: list[realtime.Outgoing]) -> Any:
         key = async_cache.key(step.key)
         async with redis.pipeline(transaction=False) as pipe:
             pipe.set(key, 0, ex=step.ttl, nx=True)
-            pipe.incr(key)
+            pipe.incrby(key, step.amount)
             _, count = await pipe.execute()
         return count
     if isinstance(step, AddKey):

@@ -6,7 +6,8 @@ itself. Events go out only after commit.
 ``messages`` holds the message paths (send, read, typing) as plans (``runtime.plans``): one
 implementation that request threads run synchronously and sockets run from the event loop.
 ``chats`` holds the chat and member changes (REST only, ORM in one transaction each), and
-``common`` what both share: the chat lock, read-by-everyone and system messages.
+``changes`` the messages that change (edit, delete, forward, reactions, pins; plans too), and
+``common`` what they share: the chat lock, read-by-everyone and system messages.
 
 Concurrency model: every write that changes a chat's sequence takes the chat's row lock
 first (a send claims its seq in the very statement that takes it; see ``chats/sql.py``), so
@@ -15,6 +16,18 @@ and then finds it. Reads move only the reader's own watermark, without the chat 
 read-by-everyone minimum is recomputed after commit.
 """
 
+from .changes import (
+    DeleteResult,
+    EditResult,
+    ForwardResult,
+    PinResult,
+    ReactionResult,
+    delete_messages,
+    edit_message,
+    forward_messages,
+    set_pin,
+    set_reaction,
+)
 from .chats import (
     DirectResult,
     add_member,
@@ -28,11 +41,19 @@ from .common import ReadResult, SendResult
 from .messages import mark_read, notify_typing, send_message
 
 __all__ = [
+    "DeleteResult",
     "DirectResult",
+    "EditResult",
+    "ForwardResult",
+    "PinResult",
+    "ReactionResult",
     "ReadResult",
     "SendResult",
     "add_member",
     "create_group",
+    "delete_messages",
+    "edit_message",
+    "forward_messages",
     "leave_all_groups",
     "mark_read",
     "notify_typing",
@@ -40,4 +61,6 @@ __all__ = [
     "remove_member",
     "rename_group",
     "send_message",
+    "set_pin",
+    "set_reaction",
 ]

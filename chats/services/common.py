@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.utils import timezone
-
 from runtime.plans import Emit, Plan, run_sync
 
 from .. import events, sql
 from ..exceptions import ChatNotFound
 from ..models import Chat, Message
 from ..payloads import message_payload
+from ..sql import MessageView
 from ..validation import chat_id_or_404
 
 # --- results -------------------------------------------------------------------------------
@@ -19,7 +18,7 @@ from ..validation import chat_id_or_404
 
 @dataclass(frozen=True)
 class SendResult:
-    message: Message
+    message: MessageView
     duplicate: bool
     read_all_seq: int
 
@@ -54,7 +53,7 @@ def lock_chat_as_operator(*, chat_id: object) -> sql.LockedChat:
     row = (
         Chat.objects.select_for_update()
         .filter(id=chat_id_or_404(chat_id))
-        .values_list("id", "kind", "last_seq", "read_all_seq")
+        .values_list("id", "kind", "last_seq", "read_all_seq", "version", "pinned_seqs")
         .first()
     )
     if row is None:
@@ -85,15 +84,14 @@ def advance_read_all(*, chat_id: int, current: int, member_ids: list[int] | None
 
 def append_system_message(
     *, chat: sql.LockedChat, actor_id: int, text: str, recipients: list[int] | None, read_all_seq: int
-) -> Plan[Message]:
-    """Append a system message (a member change, a rename) to a chat whose lock the caller
-    holds, and announce it to ``recipients`` after commit (None: announce nothing yet).
+) -> Plan[MessageView]:
+    """Append a system message (a member change, a rename, a pin) to a chat whose lock the
+    caller holds, and announce it to ``recipients`` after commit (None: announce nothing yet).
 
     The actor has seen what they did: their watermark moves past it while they are a member.
     """
-    now = timezone.now()
-    row = yield sql.APPEND_SYSTEM.one(chat=chat.id, actor=actor_id, text=text, now=now)
-    message = Message(
+    row = yield sql.APPEND_SYSTEM.one(chat=chat.id, actor=actor_id, text=text)
+    message = new_message_view(
         id=row.id,
         chat_id=chat.id,
         seq=row.seq,
@@ -101,8 +99,23 @@ def append_system_message(
         kind=Message.Kind.SYSTEM,
         text=text,
         client_id=None,
-        created_at=now,
+        created_at=row.created_at,
+        version=row.version,
     )
     if recipients:
         yield Emit(recipients, events.message_new(message, read_all_seq=read_all_seq))
     return message
+
+
+def new_message_view(*, reply_to: sql.ReplyRef | None = None, **fields) -> MessageView:
+    """The view of a message just stored: not edited, deleted, reacted to or pinned yet."""
+    return MessageView(
+        **fields,
+        edited_at=None,
+        deleted=False,
+        reply_to=reply_to,
+        forwarded_from=None,
+        reactions=[],
+        my_reactions=[],
+        pinned=False,
+    )

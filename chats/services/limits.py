@@ -6,7 +6,8 @@ the counter is shared by every process (REST and sockets alike); without it, by 
 process. Each attempt is counted once, refused ones included, and a refusal is the same
 ``RateLimited`` (code ``rate_limited``, ``retry_after`` = seconds to the window's end).
 
-``SEND`` bounds messages; ``CHAT_CHANGE`` every other write that stores a message or fans
+``SEND`` bounds messages (forwards included); ``MESSAGE_CHANGE`` edits, deletes, reaction
+changes and pins; ``CHAT_CHANGE`` every other write that stores a message or fans
 out an event (group creation, opening a direct chat, renames, member adds and removals,
 leaving); ``GROUP_CREATE`` the groups a user creates per UTC day. A limit of 0 disables it.
 """
@@ -55,13 +56,22 @@ CHAT_CHANGE = RateLimit(
     "At most {limit} chat changes per {window} s.",
     "CHAT_CHANGE_RATE_WINDOW_SECONDS",
 )
+MESSAGE_CHANGE = RateLimit(
+    "message_change",
+    "MESSAGE_CHANGE_RATE_LIMIT",
+    "At most {limit} message changes per {window} s.",
+    "MESSAGE_CHANGE_RATE_WINDOW_SECONDS",
+)
 GROUP_CREATE = RateLimit("group_create", "GROUP_CREATE_DAILY_LIMIT", "At most {limit} new groups per day.")
 
 
-def over(rate: RateLimit, *, user_id: int) -> Plan[float | None]:
-    """Count this attempt in the user's current window of ``rate``: None while within the limit,
-    else the seconds until the window ends. Counted once per call."""
-    return (yield from count_in_window(rate.name, str(user_id), limit=rate.limit(), seconds=rate.seconds()))
+def over(rate: RateLimit, *, user_id: int, amount: int = 1) -> Plan[float | None]:
+    """Count this attempt (``amount`` actions: a forward of N messages is N sends) in the user's
+    current window of ``rate``: None while within the limit, else the seconds until the window
+    ends. Counted once per call."""
+    return (
+        yield from count_in_window(rate.name, str(user_id), limit=rate.limit(), seconds=rate.seconds(), amount=amount)
+    )
 
 
 def check(rate: RateLimit, *, user_id: int) -> None:

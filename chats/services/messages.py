@@ -7,26 +7,29 @@ the events for the socket to send after its own reply. Nothing here knows which.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from django.conf import settings
 from django.db import IntegrityError
-from django.utils import timezone
 
 from ops import metrics
 from runtime.plans import AddKey, Emit, Plan, use_case
 
 from .. import events, sql
-from ..exceptions import ChatNotFound, Conflict, Forbidden
+from ..exceptions import ChatNotFound, Conflict, Forbidden, Gone, InvalidInput
 from ..models import Message
-from ..validation import chat_id_or_404, clean_client_id, clean_seq, clean_text
+from ..validation import chat_id_or_404, clean_client_id, clean_optional_seq, clean_seq, clean_text
 from . import limits
-from .common import ReadResult, SendResult, advance_read_all
+from .common import ReadResult, SendResult, advance_read_all, new_message_view
 
 
 @use_case
 def send_message(
-    *, user_id: int, chat_id: int, client_id: str, text: str, skip_channel: str | None = None
+    *,
+    user_id: int,
+    chat_id: int,
+    client_id: str,
+    text: str,
+    reply_to_seq: int | None = None,
+    skip_channel: str | None = None,
 ) -> Plan[SendResult]:
     """Store a message once per ``(sender, client_id)`` and wake up every member's sockets.
 
@@ -34,21 +37,23 @@ def send_message(
     nothing, consumes no seq, broadcasts nothing and returns the original message (also to a
     sender over the rate limit); a key used in another chat is a Conflict. ``skip_channel``
     is the sending socket, which gets ``message.ack`` instead of ``message.new``. Sending
-    marks the chat read up to the sender's own message. Raises ChatNotFound (not a member),
-    Forbidden (a direct chat with a deactivated user), RateLimited, InvalidInput.
+    marks the chat read up to the sender's own message. ``reply_to_seq`` names a live message
+    of the chat it answers. Raises ChatNotFound (not a member), Forbidden (a direct chat with a
+    deactivated user), Gone (the answered message was deleted), RateLimited, InvalidInput.
     """
     chat_id = chat_id_or_404(chat_id)
     client_id = clean_client_id(client_id)
     text = clean_text(text)
+    reply_to_seq = clean_optional_seq(reply_to_seq, field="reply_to_seq")
     wait = yield from limits.over(limits.SEND, user_id=user_id)
+    keys = {"chat": chat_id, "user": user_id, "client_id": client_id, "reply": reply_to_seq}
     if wait is not None:
-        obstacles = yield sql.SEND_OBSTACLES.one(chat=chat_id, user=user_id, client_id=client_id)
+        obstacles = yield sql.SEND_OBSTACLES.one(**keys)
         if obstacles.is_member and obstacles.original.id is not None:
-            return _repeat(obstacles.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
+            return (yield from _repeat(obstacles.original, user_id=user_id, chat_id=chat_id))
         raise limits.SEND.refusal(wait)
 
-    now = timezone.now()
-    params = {"chat": chat_id, "user": user_id, "client_id": client_id, "text": text, "now": now}
+    params = {**keys, "text": text}
     try:
         row = yield sql.SEND.one(savepoint=True, **params)
     except IntegrityError:
@@ -56,15 +61,19 @@ def send_message(
         # statement rolled back whole (no seq used). Once more: now it finds the original.
         row = yield sql.SEND.one(savepoint=True, **params)
     if row is not None and row.original.id is not None:
-        return _repeat(row.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
+        return (yield from _repeat(row.original, user_id=user_id, chat_id=chat_id))
     if row is None:
-        obstacles = yield sql.SEND_OBSTACLES.one(chat=chat_id, user=user_id, client_id=client_id)
+        obstacles = yield sql.SEND_OBSTACLES.one(**keys)
         if not obstacles.is_member:
             raise ChatNotFound()
         if obstacles.original.id is not None:
-            return _repeat(obstacles.original, user_id=user_id, client_id=client_id, chat_id=chat_id)
+            return (yield from _repeat(obstacles.original, user_id=user_id, chat_id=chat_id))
         if obstacles.peer_inactive:
             raise Forbidden("The other user's account is deactivated.")
+        if obstacles.reply_state == "missing":
+            raise InvalidInput({"reply_to_seq": ["No such message in this chat."]})
+        if obstacles.reply_state == "deleted":
+            raise Gone("The message you answer was deleted.")
         raise ChatNotFound()  # the chat vanished between the two statements
 
     metrics.MESSAGES_STORED.inc()
@@ -72,7 +81,7 @@ def send_message(
     after = yield sql.AFTER_SEND.one(chat=chat_id, probe=row.my_last_read_seq <= row.read_all_seq)
     recipients = after.recipients or []
     read_all = row.read_all_seq
-    message = Message(
+    message = new_message_view(
         id=row.stored_id,
         chat_id=chat_id,
         seq=row.seq,
@@ -80,7 +89,13 @@ def send_message(
         kind=Message.Kind.TEXT,
         text=text,
         client_id=client_id,
-        created_at=now,
+        created_at=row.created_at,
+        version=row.version,
+        reply_to=(
+            sql.ReplyRef(reply_to_seq, row.reply_sender_id, row.reply_text or "", False)
+            if reply_to_seq is not None
+            else None
+        ),
     )
     yield Emit(recipients, events.message_new(message, read_all_seq=read_all), skip_channel)
     if after.advanced_read_all_seq is not None:
@@ -89,22 +104,14 @@ def send_message(
     return SendResult(message=message, duplicate=False, read_all_seq=read_all)
 
 
-def _repeat(original: sql.Original, *, user_id: int, client_id: str, chat_id: int) -> SendResult:
-    """The answer to a repeat of a stored key: the original, or Conflict if it is in another chat."""
+def _repeat(original: sql.Original, *, user_id: int, chat_id: int) -> Plan[SendResult]:
+    """The answer to a repeat of a stored key: the original as it is now (it may have been
+    edited or deleted since), or Conflict if it is in another chat."""
     if original.chat_id != chat_id:
         raise Conflict({"client_id": ["Already used for a message in another chat."]})
     metrics.DUPLICATE_SENDS.inc()
-    message = Message(
-        id=original.id,
-        chat_id=original.chat_id,
-        seq=original.seq,
-        sender_id=user_id,
-        kind=original.kind,
-        text=original.text,
-        client_id=client_id,
-        created_at=original.created_at.astimezone(dt.UTC),
-    )
-    return SendResult(message=message, duplicate=True, read_all_seq=original.read_all_seq)
+    views = yield sql.MESSAGES_BY_SEQS.all(chat=chat_id, seqs=[original.seq], reader=user_id)
+    return SendResult(message=views[0], duplicate=True, read_all_seq=original.read_all_seq)
 
 
 @use_case

@@ -16,8 +16,28 @@ from chats.models import Chat, Membership, Message
 
 pytestmark = pytest.mark.django_db
 
-MESSAGE_KEYS = {"id", "chat_id", "seq", "sender_id", "kind", "text", "client_id", "created_at", "is_read"}
+MESSAGE_KEYS = {
+    "id",
+    "chat_id",
+    "seq",
+    "sender_id",
+    "kind",
+    "text",
+    "client_id",
+    "created_at",
+    "is_read",
+    # issue 12
+    "version",
+    "edited_at",
+    "deleted",
+    "reply_to",
+    "forwarded_from",
+    "reactions",
+    "pinned",
+}
 CHAT_KEYS = {
+    "version",
+    "pinned_seqs",
     "id",
     "kind",
     "title",
