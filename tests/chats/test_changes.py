@@ -3,6 +3,7 @@ service underneath, with its events to the other member and the change log they 
 
 from __future__ import annotations
 
+import itertools
 import urllib.parse
 import uuid
 
@@ -354,6 +355,6 @@ async def test_created_at_never_decreases_along_seq(make_user):
         Message.objects.filter(chat=group).order_by("seq").values_list("created_at", flat=True)
     )
     assert len(rows) == 101
-    assert all(a <= b for a, b in zip(rows, rows[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(rows))
     memberships = await database_sync_to_async(Membership.objects.filter(chat=group).count)()
     assert memberships == 5
