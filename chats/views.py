@@ -204,6 +204,7 @@ class ChatViewSet(viewsets.ViewSet):
 
     @extend_schema(
         methods=["GET"],
+        operation_id="chats_message_retrieve",
         summary="One message",
         parameters=[CHAT_ID, SEQ],
         responses={200: MessageSerializer, 401: E[401], 404: E[404]},

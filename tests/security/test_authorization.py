@@ -25,7 +25,7 @@ from rest_framework_simplejwt.token_blacklist.models import (
 
 from chats import services
 from chats.consumers import ChatConsumer
-from chats.models import Chat, Membership, Message
+from chats.models import Chat, Membership, Message, MessageEdit, Reaction
 from tests.conftest import access_token, ws_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,6 +59,28 @@ REST_MATRIX: dict[tuple[str, str], list[tuple[str, dict | None]]] = {
         ("/api/chats/{chat}/read", {"up_to_seq": 2**62}),
     ],
     ("GET", "/history/{chat_id}"): [("/history/{chat}", None), ("/history/{chat}?limit=200&offset=0", None)],
+    # Messages that change (issue 12).
+    ("GET", "/api/chats/{id}/messages/{seq}"): [("/api/chats/{chat}/messages/1", None)],
+    ("PATCH", "/api/chats/{id}/messages/{seq}"): [("/api/chats/{chat}/messages/1", {"text": "pwned"})],
+    ("DELETE", "/api/chats/{id}/messages/{seq}"): [("/api/chats/{chat}/messages/1", None)],
+    ("GET", "/api/chats/{id}/messages/{seq}/edits"): [("/api/chats/{chat}/messages/1/edits", None)],
+    ("POST", "/api/chats/{id}/messages/delete"): [("/api/chats/{chat}/messages/delete", {"seqs": [1, 2]})],
+    ("PUT", "/api/chats/{id}/messages/{seq}/reactions/{emoji}"): [
+        ("/api/chats/{chat}/messages/2/reactions/%F0%9F%91%8D", None)
+    ],
+    ("DELETE", "/api/chats/{id}/messages/{seq}/reactions/{emoji}"): [
+        ("/api/chats/{chat}/messages/2/reactions/%F0%9F%91%8D", None)
+    ],
+    ("PUT", "/api/chats/{id}/pins/{seq}"): [("/api/chats/{chat}/pins/2", None)],
+    ("DELETE", "/api/chats/{id}/pins/{seq}"): [("/api/chats/{chat}/pins/2", None)],
+    ("POST", "/api/chats/{id}/forward"): [
+        ("/api/chats/{chat}/forward", {"from_chat_id": "{chat}", "seqs": [2], "client_ids": ["probe-forward"]}),
+        ("/api/chats/{own}/forward", {"from_chat_id": "{chat}", "seqs": [2], "client_ids": ["probe-forward-own"]}),
+    ],
+    ("GET", "/api/chats/{id}/changes"): [
+        ("/api/chats/{chat}/changes", None),
+        ("/api/chats/{chat}/changes?after_version=0&limit=200", None),
+    ],
 }
 # Undocumented methods on the same paths must not tell members' chats apart either.
 REST_EXTRA = [("PUT", "/api/chats/{chat}", {"title": "x"}), ("DELETE", "/api/chats/{chat}", None)]
@@ -68,6 +90,14 @@ WS_MATRIX = {
     "message.send": {"client_id": "{client_id}", "text": "hi"},
     "message.read": {"up_to_seq": 1},
     "typing": {},
+    "message.edit": {"seq": 1, "text": "pwned"},
+    "message.delete": {"seqs": [1]},
+    "reaction.add": {"seq": 2, "emoji": "👍"},
+    "reaction.remove": {"seq": 2, "emoji": "👍"},
+    "message.pin": {"seq": 2, "pinned": True},
+    # Into the target, and from it into mallory's own chat.
+    "message.forward": {"from_chat_id": "{chat}", "to_chat_id": "{chat}", "seqs": [2], "client_ids": ["p1"]},
+    "message.forward.own": {"from_chat_id": "{chat}", "to_chat_id": "{own}", "seqs": [2], "client_ids": ["p2"]},
 }
 WS_WITHOUT_CHAT = {"ping", "auth.refresh"}
 
@@ -87,7 +117,7 @@ def _snapshot() -> dict:
     user_model = get_user_model()
     return {
         model.__name__: list(model.objects.order_by("pk").values())
-        for model in (Chat, Membership, Message, user_model, OutstandingToken, BlacklistedToken)
+        for model in (Chat, Membership, Message, Reaction, MessageEdit, user_model, OutstandingToken, BlacklistedToken)
     }
 
 
@@ -105,11 +135,11 @@ def world(make_user):
             )
     services.remove_member(actor_id=mallory.id, chat_id=left.id, user_id=mallory.id)
     # Mallory's own chat with a friend: she is a legitimate user, just not of the victims' chats.
-    services.open_direct_chat(user_id=mallory.id, other_user_id=friend.id)
+    own = services.open_direct_chat(user_id=mallory.id, other_user_id=friend.id).chat
     missing = max(Chat.objects.order_by("-id").values_list("id", flat=True)[:1] or [0]) + 1000
     return {
         "users": {"alice": alice, "bob": bob, "carol": carol, "mallory": mallory, "friend": friend},
-        "chats": {"direct": direct.id, "group": group.id, "left_group": left.id, MISSING: missing},
+        "chats": {"direct": direct.id, "group": group.id, "left_group": left.id, MISSING: missing, "own": own.id},
     }
 
 
@@ -124,7 +154,7 @@ def test_the_matrix_covers_every_chat_operation():
         if method in {"get", "post", "put", "patch", "delete"}
     }
     assert documented == set(REST_MATRIX)
-    assert set(ChatConsumer.HANDLERS) == set(WS_MATRIX) | WS_WITHOUT_CHAT
+    assert set(ChatConsumer.HANDLERS) == {kind.removesuffix(".own") for kind in WS_MATRIX} | WS_WITHOUT_CHAT
 
 
 def _rest_answers(client: APIClient, names: dict, chat_id: int) -> list[tuple]:
@@ -150,6 +180,7 @@ def test_rest_foreign_chats_answer_exactly_like_a_missing_chat(world, settings):
         "victim": users["bob"].id,
         "friend": users["friend"].id,
         "client_id": f"probe-{uuid.uuid4().hex}",
+        "own": chats["own"],
     }
     before = _snapshot()
     expected = _rest_answers(mallory, names, chats[MISSING])
@@ -177,8 +208,13 @@ async def test_socket_frames_on_foreign_chats_answer_exactly_like_a_missing_chat
         for target in TARGETS:
             answers[target] = []
             for kind, extra in WS_MATRIX.items():
-                names = {"client_id": f"probe-{kind}"}
-                frame = {"type": kind, "chat_id": chats[target], "ref": f"{kind}", **_fill(extra, names)}
+                names = {"client_id": f"probe-{kind}", "chat": chats[target], "own": chats["own"]}
+                frame = {
+                    "type": kind.removesuffix(".own"),
+                    "chat_id": chats[target],
+                    "ref": f"{kind}",
+                    **_fill(extra, names),
+                }
                 await mallory.send_json_to(frame)
                 reply = await mallory.receive_json_from(timeout=5)
                 answers[target].append(reply)

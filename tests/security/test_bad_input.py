@@ -175,6 +175,9 @@ class Context:
             "user_id": self.friend["id"],
             "member_ids": [self.friend["id"]],
             "up_to_seq": 0,
+            "from_chat_id": self.chat_id,
+            "seqs": [1],
+            "client_ids": [fresh],
         }.get(name, "x" if prop.get("type") == "string" else 1)
 
     def path(self, template: str, values: dict[str, str] | None = None) -> str:
@@ -182,6 +185,8 @@ class Context:
             "id": str(self.chat_id),
             "chat_id": str(self.chat_id),
             "user_id": str(self.friend["id"]),
+            "seq": "1",
+            "emoji": percent("👍"),
             **(values or {}),
         }
         return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
@@ -375,6 +380,17 @@ def test_every_field_of_every_frame_type_survives_bad_strings_wrong_types_and_de
         "message.send": {"chat_id": context.chat_id, "client_id": "c", "text": "hello"},
         "message.read": {"chat_id": context.chat_id, "up_to_seq": 0},
         "typing": {"chat_id": context.chat_id},
+        "message.edit": {"chat_id": context.chat_id, "seq": 1, "text": "hello"},
+        "message.delete": {"chat_id": context.chat_id, "seqs": [1]},
+        "message.forward": {
+            "from_chat_id": context.chat_id,
+            "seqs": [1],
+            "to_chat_id": context.chat_id,
+            "client_ids": ["f"],
+        },
+        "reaction.add": {"chat_id": context.chat_id, "seq": 1, "emoji": "👍"},
+        "reaction.remove": {"chat_id": context.chat_id, "seq": 1, "emoji": "👍"},
+        "message.pin": {"chat_id": context.chat_id, "seq": 1, "pinned": True},
         "ping": {},
         "auth.refresh": {"token": context.access},
     }
