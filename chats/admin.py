@@ -2,22 +2,27 @@
 
 List pages cost a fixed number of queries however many rows there are (pinned by
 tests/ops/test_admin.py): foreign keys come with ``select_related``, a chat's message count is
-``last_seq`` (seq is gap-free and messages are never deleted, so no ``COUNT``), its member count
-is a correlated subquery evaluated for the page's rows only, and big unfiltered tables are
-counted from the planner's estimate (:class:`EstimatedCountPaginator`).
+``last_seq`` (seq is gap-free: a message deleted for everyone stays as a tombstone row, so no
+``COUNT``), its member count is a correlated subquery evaluated for the page's rows only, and big
+unfiltered tables are counted from the planner's estimate (:class:`EstimatedCountPaginator`).
+A message's "pinned" and reaction total come from columns already on the page (the chat's
+``pinned_seqs``, the message's ``reactions`` cache); its page shows the edit history and the
+reactions inline, read-only, in one query each.
 
 Nothing here writes domain rows behind the services' back: renaming a group goes through
 ``services.rename_group`` (the system message and ``chat.updated`` the API writes); chats cannot
 be added (a chat needs its members, owner and first message -- the API does that) or deleted
-(members would get no event), and memberships and messages are read-only (adding a member or a
-message needs seq, system messages and events). Deactivating and deleting a user go through
-``accounts.services`` (accounts/admin.py).
+(members would get no event), and memberships, messages, their edit history and reactions are
+read-only (each change needs the chat lock, a version, system messages and events: editing,
+deleting for everyone, reacting and pinning are the API's). Deactivating and deleting a user go
+through ``accounts.services`` (accounts/admin.py).
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import reverse
@@ -27,25 +32,84 @@ from ops.admin_tools import EstimatedCountPaginator
 
 from . import services
 from .exceptions import InvalidInput
-from .models import Chat, Membership, Message
+from .models import Chat, Membership, Message, MessageEdit, Reaction
 from .validation import clean_title
 
 
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 0
-    fields = ("user", "role", "joined_at", "last_read_seq")
-    readonly_fields = fields
-    can_delete = False
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown on their parent's page that only the services write: no add, change or delete."""
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user")
+    extra = 0
+    can_delete = False
 
     def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class MembershipInline(ReadOnlyInline):
+    model = Membership
+    fields = ("user", "role", "joined_at", "last_read_seq")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user")
+
+
+class MessageEditInline(ReadOnlyInline):
+    """The edit history: each earlier text and when it was replaced, oldest first."""
+
+    model = MessageEdit
+    verbose_name = "earlier text"
+    verbose_name_plural = "edit history"
+    fields = ("text", "edited_at")
+    readonly_fields = fields
+    ordering = ("id",)
+
+
+class ReactionInline(ReadOnlyInline):
+    """Who reacted with what; the counts shown elsewhere are the message's ``reactions`` cache."""
+
+    model = Reaction
+    fields = ("emoji", "user", "created_at")
+    readonly_fields = fields
+    ordering = ("id",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user")
+
+
+class _IsSetFilter(admin.SimpleListFilter):
+    """Yes / no on whether a nullable column is set."""
+
+    field: str
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Yes"), ("no", "No"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(**{f"{self.field}__isnull": False})
+        if self.value() == "no":
+            return queryset.filter(**{f"{self.field}__isnull": True})
+        return queryset
+
+
+class EditedFilter(_IsSetFilter):
+    title = "edited"
+    parameter_name = "edited"
+    field = "edited_at"
+
+
+class DeletedFilter(_IsSetFilter):
+    title = "deleted for everyone"
+    parameter_name = "deleted"
+    field = "deleted_at"
 
 
 class ChatIdFilter(admin.SimpleListFilter):
@@ -105,13 +169,20 @@ class ChatAdmin(admin.ModelAdmin):
         "members_total",
         "messages",
         "read_all_seq",
+        "version",
         "last_activity_at",
     )
     list_filter = ("kind",)
     search_fields = ("title",)
     list_select_related = ("created_by",)
-    fields = ("kind", "title", "created_by", "last_seq", "read_all_seq", "direct_key", "created_at", "last_activity_at")
-    readonly_fields = ("kind", "created_by", "last_seq", "read_all_seq", "direct_key", "created_at", "last_activity_at")
+    fields = (
+        "kind", "title", "created_by", "last_seq", "read_all_seq", "version", "pinned_seqs", "direct_key",
+        "created_at", "last_activity_at",
+    )  # fmt: skip
+    readonly_fields = (
+        "kind", "created_by", "last_seq", "read_all_seq", "version", "pinned_seqs", "direct_key",
+        "created_at", "last_activity_at",
+    )  # fmt: skip
     inlines = (MembershipInline,)
     ordering = ("-id",)
     show_full_result_count = False
@@ -156,20 +227,84 @@ class ChatAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "chat", "seq", "sender", "kind", "short_text", "created_at")
-    list_filter = ("kind", ChatIdFilter)
+    list_display = (
+        "id", "chat", "seq", "sender", "kind", "short_text", "version", "edited", "deleted", "pinned",
+        "reactions_total", "created_at",
+    )  # fmt: skip
+    list_filter = ("kind", EditedFilter, DeletedFilter, ChatIdFilter)
     search_fields = ("text", "=client_id")
     list_select_related = ("chat", "sender")
     ordering = ("-id",)
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+    fieldsets = (
+        (None, {"fields": ("chat", "seq", "sender", "kind", "text", "client_id", "created_at")}),
+        ("Changes", {"fields": ("version", "edited_at", "deleted_at", "pinned", "reactions_summary")}),
+        ("Reply and forward", {"fields": ("reply_to_seq", "forwarded_from")}),
+    )
+    readonly_fields = ("pinned", "reactions_summary", "forwarded_from")
+    inlines = (MessageEditInline, ReactionInline)
+
+    def get_object(self, request, object_id, from_field=None):
+        # The message page shows its chat, sender and forward origin: one query, not four.
+        queryset = self.get_queryset(request).select_related("chat", "sender", "forward_chat")
+        try:
+            return queryset.get(pk=self.model._meta.pk.to_python(object_id))
+        except (self.model.DoesNotExist, ValidationError, ValueError):
+            return None
 
     @admin.display(description="text")
     def short_text(self, obj):
+        if obj.deleted_at is not None:
+            return "(deleted)"
         return obj.text if len(obj.text) <= 80 else obj.text[:77] + "..."
 
-    # Messages are written through the services only (seq, dedup, events) and never deleted
-    # (history offsets and counts rely on gap-free seq): the admin only views them.
+    @admin.display(description="edited", boolean=True, ordering="edited_at")
+    def edited(self, obj):
+        return obj.edited_at is not None
+
+    @admin.display(description="deleted", boolean=True, ordering="deleted_at")
+    def deleted(self, obj):
+        return obj.deleted_at is not None
+
+    @admin.display(description="pinned", boolean=True)
+    def pinned(self, obj):
+        """From the chat row already joined in: no query."""
+        return obj.seq in (obj.chat.pinned_seqs or ())
+
+    @admin.display(description="reactions")
+    def reactions_total(self, obj):
+        """The total of the ``reactions`` cache (counts per emoji), not a count of Reaction rows."""
+        return sum(count for _, count in obj.reactions or ())
+
+    @admin.display(description="reactions (cached counts)")
+    def reactions_summary(self, obj):
+        return ", ".join(f"{emoji} {count}" for emoji, count in obj.reactions or ()) or "-"
+
+    @admin.display(description="forwarded from")
+    def forwarded_from(self, obj):
+        """The first origin: its chat (linked to its messages), seq and sender's name at the time."""
+        if obj.forward_seq is None and obj.forward_sender_username is None:
+            return "-"
+        sender = obj.forward_sender_username or "(unknown)"
+        when = f" at {obj.forward_created_at:%Y-%m-%d %H:%M:%S %Z}" if obj.forward_created_at else ""
+        if obj.forward_chat_id is None:  # the origin chat was deleted since
+            return f"a deleted chat, #{obj.forward_seq} by {sender}{when}"
+        url = reverse("admin:chats_message_changelist")
+        return format_html(
+            '<a href="{}?{}={}">{}</a>, #{} by {}{}',
+            url,
+            ChatIdFilter.parameter_name,
+            obj.forward_chat_id,
+            obj.forward_chat,
+            obj.forward_seq,
+            sender,
+            when,
+        )
+
+    # Messages are written through the services only (seq, version, dedup, events); a delete
+    # for everyone leaves a tombstone (history offsets and counts rely on gap-free seq): the
+    # admin only views them.
     def has_add_permission(self, request):
         return False
 

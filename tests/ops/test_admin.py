@@ -1,6 +1,8 @@
 """The admin as an operator's console: every list page costs the same number of queries at any
-size, chats show member and message counts, messages filter by chat id, deactivation closes sockets;
-every add/change/delete form goes through the services or is refused as read-only, never a 500."""
+size, chats show member and message counts, messages filter by chat id, edited and deleted and
+show their version, pin, reactions, reply and forward origin, with the edit history and reactions
+inline and read-only; deactivation closes sockets; every add/change/delete form goes through the
+services or is refused as read-only, never a 500."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from chats import services
-from chats.models import Chat, Membership, Message
+from chats.models import Chat, Membership, Message, MessageEdit, Reaction
 from ops import admin_tools
 from tests.conftest import receive_until, ws_connect
 
@@ -46,17 +48,25 @@ def populate(n: int) -> None:
     Group.objects.bulk_create([Group(name=f"group-{uuid.uuid4().hex[:8]}") for _ in range(n)])
     for owner, other in zip(users, users[1:] + users[:1], strict=True):
         chat = Chat.objects.create(
-            kind=Chat.Kind.GROUP, title=f"chat of {owner.username}", created_by=owner, last_seq=2
+            kind=Chat.Kind.GROUP,
+            title=f"chat of {owner.username}",
+            created_by=owner,
+            last_seq=2,
+            version=2,
+            pinned_seqs=[1],
         )
         Membership.objects.bulk_create(
             [Membership(chat=chat, user=owner, role="owner"), Membership(chat=chat, user=other)]
         )
+        # Rows as the services leave them: seq 1 pinned with a reaction, seq 2 an edited reply.
         Message.objects.bulk_create(
             [
-                Message(chat=chat, seq=seq, sender=owner, text=f"text {seq}", client_id=uuid.uuid4().hex)
-                for seq in (1, 2)
+                Message(chat=chat, seq=1, sender=owner, text="text 1", client_id=uuid.uuid4().hex, version=1,
+                        reactions=[["👍", 1]]),
+                Message(chat=chat, seq=2, sender=other, text="text 2", client_id=uuid.uuid4().hex, version=2,
+                        reply_to_seq=1, edited_at=chat.created_at),
             ]
-        )
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -101,6 +111,9 @@ def test_filtered_and_searched_changelists_cost_the_same_queries_at_n_and_3n_row
         f"/admin/chats/message/?chat_id={chat.id}",
         "/admin/chats/message/?q=text",
         "/admin/chats/message/?kind__exact=text",
+        "/admin/chats/message/?edited=yes",
+        "/admin/chats/message/?deleted=no&edited=no",
+        f"/admin/chats/message/?deleted=yes&chat_id={chat.id}",
         "/admin/chats/chat/?kind__exact=group&q=chat",
         "/admin/accounts/user/?q=ops&is_active__exact=1",
     ]
@@ -170,6 +183,139 @@ def test_messages_are_read_only_in_the_admin(operator):
     message.refresh_from_db()
     assert message.text != "rewritten"
     assert operator.get(reverse("admin:chats_message_delete", args=[message.id])).status_code == 403
+
+
+# --- messages that change: version, edits, tombstones, reactions, pins, replies, forwards ---------
+
+
+@pytest.fixture
+def changed_chat(make_user, settings):
+    """A group whose messages went through every change the services make, and its members."""
+    settings.SEND_RATE_LIMIT = 0
+    settings.MESSAGE_CHANGE_RATE_LIMIT = 0
+    owner, member = make_user(), make_user()
+    group = services.create_group(user_id=owner.id, title="changes", member_ids=[member.id])
+    first = services.send_message(user_id=owner.id, chat_id=group.id, client_id="c-1", text="first").message
+    reply = services.send_message(
+        user_id=member.id, chat_id=group.id, client_id="c-2", text="a reply", reply_to_seq=first.seq
+    ).message
+    gone = services.send_message(user_id=member.id, chat_id=group.id, client_id="c-3", text="oops").message
+    services.edit_message(user_id=owner.id, chat_id=group.id, seq=first.seq, text="first, edited")
+    services.set_reaction(user_id=member.id, chat_id=group.id, seq=first.seq, emoji="👍", add=True)
+    services.set_pin(user_id=owner.id, chat_id=group.id, seq=first.seq, pinned=True)
+    services.delete_messages(user_id=member.id, chat_id=group.id, seqs=[gone.seq])
+    other = services.open_direct_chat(user_id=owner.id, other_user_id=member.id).chat
+    forward = services.forward_messages(
+        user_id=owner.id, from_chat_id=group.id, seqs=[reply.seq], to_chat_id=other.id, client_ids=["c-f"]
+    ).messages[0]
+    return {
+        "group": group,
+        "owner": owner,
+        "member": member,
+        "first": Message.objects.get(chat=group, seq=first.seq),
+        "reply": Message.objects.get(chat=group, seq=reply.seq),
+        "gone": Message.objects.get(chat=group, seq=gone.seq),
+        "forward": Message.objects.get(chat=other, seq=forward.seq),
+    }
+
+
+def _row(page: str, message: Message) -> str:
+    """The changelist row of ``message``."""
+    start = page.index(f"/admin/chats/message/{message.id}/change/")
+    return page[start : page.index("</tr>", start)]
+
+
+@pytest.mark.django_db
+def test_message_list_shows_version_edited_deleted_pinned_and_reactions(operator, changed_chat):
+    """Each row carries its version, whether it was edited, deleted (a tombstone) or pinned, and
+    its reaction total from the cache; the filters pick edited and deleted messages."""
+    first, reply, gone = changed_chat["first"], changed_chat["reply"], changed_chat["gone"]
+    page = operator.get(f"/admin/chats/message/?chat_id={changed_chat['group'].id}").content.decode()
+    row = _row(page, first)
+    assert f'<td class="field-version">{first.version}</td>' in row
+    assert 'field-edited"><img src="/static/admin/img/icon-yes.svg"' in row
+    assert 'field-deleted"><img src="/static/admin/img/icon-no.svg"' in row
+    assert 'field-pinned"><img src="/static/admin/img/icon-yes.svg"' in row
+    assert '<td class="field-reactions_total">1</td>' in row
+    tombstone = _row(page, gone)
+    assert 'field-deleted"><img src="/static/admin/img/icon-yes.svg"' in tombstone
+    assert "(deleted)" in tombstone
+    assert 'field-pinned"><img src="/static/admin/img/icon-no.svg"' in _row(page, reply)
+
+    def listed(query: str) -> set[int]:
+        page = operator.get(f"/admin/chats/message/?chat_id={changed_chat['group'].id}&{query}").content.decode()
+        return {m.id for m in (first, reply, gone) if f"/admin/chats/message/{m.id}/change/" in page}
+
+    assert listed("edited=yes") == {first.id}
+    assert listed("deleted=yes") == {gone.id}
+    assert listed("deleted=no&edited=no") == {reply.id}
+
+
+@pytest.mark.django_db
+def test_message_page_shows_the_changes_reply_and_forward_origin(operator, changed_chat):
+    """The detail page shows version, edit and delete times, the pin, cached reaction counts,
+    the answered seq and where a forward came from (origin chat, seq, sender's name)."""
+    first, reply, forward = changed_chat["first"], changed_chat["reply"], changed_chat["forward"]
+    group, member = changed_chat["group"], changed_chat["member"]
+    page = operator.get(reverse("admin:chats_message_change", args=[first.id])).content.decode()
+    assert "first, edited" in page and "👍 1" in page
+    assert f'<div class="readonly">{first.version}</div>' in page
+    assert "field-pinned" in page and "icon-yes.svg" in page
+    page = operator.get(reverse("admin:chats_message_change", args=[reply.id])).content.decode()
+    assert f'<div class="readonly">{first.seq}</div>' in page  # reply_to_seq
+    page = operator.get(reverse("admin:chats_message_change", args=[forward.id])).content.decode()
+    assert f'/admin/chats/message/?chat_id={group.id}">changes</a>, #{reply.seq} by {member.username}' in page
+
+
+@pytest.mark.django_db
+def test_message_page_shows_edit_history_and_reactions_read_only_at_a_fixed_query_cost(
+    operator, make_user, changed_chat
+):
+    """The edit history and the reactions are inline, read-only (no add, change or delete: those
+    are the services'), and cost the same queries at n and 3n rows."""
+    first, group, owner = changed_chat["first"], changed_chat["group"], changed_chat["owner"]
+    url = reverse("admin:chats_message_change", args=[first.id])
+    step = itertools.count()
+
+    def change(n: int) -> None:
+        for _ in range(n):
+            services.edit_message(user_id=owner.id, chat_id=group.id, seq=first.seq, text=f"edit {next(step)}")
+            reactor = make_user()
+            services.add_member(actor_id=owner.id, chat_id=group.id, user_id=reactor.id)
+            services.set_reaction(user_id=reactor.id, chat_id=group.id, seq=first.seq, emoji="🎉", add=True)
+
+    change(3)
+    small = queries_for(operator, url)
+    change(6)
+    assert queries_for(operator, url) == small
+    page = operator.get(url).content.decode()
+    edits, reactions = MessageEdit.objects.filter(message=first), Reaction.objects.filter(message=first)
+    assert (edits.count(), reactions.count()) == (10, 10)
+    assert "Edit history" in page and "first, edited" in page  # the oldest earlier text
+    assert page.count("🎉") >= 9
+    assert not any(
+        f'name="{prefix}-0-{name}"' in page
+        for prefix in ("edits", "reaction_rows")
+        for name in ("text", "emoji", "DELETE")
+    )
+    for prefix in ("edits", "reaction_rows"):  # no room for an added row
+        assert f'name="{prefix}-MAX_NUM_FORMS" value="0"' in page
+    response = operator.post(url, {**submitted(operator.get(url).content, Message), "edits-0-DELETE": "on"})
+    assert response.status_code == 403
+    assert (edits.count(), reactions.count()) == (10, 10)
+
+
+@pytest.mark.django_db
+def test_chat_page_shows_version_and_pins_read_only(operator, changed_chat):
+    """The change counter and the pins are the services'; the chat page shows them, never as inputs."""
+    group = Chat.objects.get(id=changed_chat["group"].id)
+    assert group.pinned_seqs == [changed_chat["first"].seq] and group.version > 0
+    page = operator.get(reverse("admin:chats_chat_change", args=[group.id])).content.decode()
+    assert f'<div class="readonly">{group.version}</div>' in page
+    assert f'<div class="readonly">{changed_chat["first"].seq}</div>' in page
+    assert 'name="version"' not in page and 'name="pinned_seqs"' not in page
+    listing = operator.get("/admin/chats/chat/").content.decode()
+    assert f'<td class="field-version">{group.version}</td>' in listing
 
 
 @pytest.mark.django_db
