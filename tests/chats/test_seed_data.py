@@ -1,4 +1,5 @@
-"""``manage.py seed_data``: the demo stays small and idempotent; load mode builds data the services accept.
+"""``manage.py seed_data``: the demo stays small and idempotent and shows messages that changed;
+load mode builds data the services accept, versions included.
 
 Load mode is the development tool ``devtools.loadgen`` (COPY into PostgreSQL); without the
 ``devtools`` app, as in the production image, its options are refused and the demo still works.
@@ -16,7 +17,7 @@ from django.db.models import Count, Max, Min
 
 from chats import services
 from chats.management.commands.seed_data import LOAD_OPTIONS
-from chats.models import Chat, Membership, Message
+from chats.models import Chat, Membership, Message, MessageEdit, Reaction
 from devtools.loadgen import LOAD_PASSWORD, LoadPlan, username
 from devtools.loadgen.plan import watermarks
 
@@ -46,12 +47,25 @@ def counts() -> dict[str, int]:
     }
 
 
+def changes() -> dict[str, object]:
+    """What the message changes left: every version, the edit history, reactions and pins."""
+    return {
+        "chats": sorted(Chat.objects.values_list("id", "version", "pinned_seqs")),
+        "messages": sorted(Message.objects.values_list("id", "version", "text", "edited_at", "reactions")),
+        "edits": sorted(MessageEdit.objects.values_list("message_id", "text", "edited_at")),
+        "reactions": sorted(Reaction.objects.values_list("message_id", "user_id", "emoji")),
+    }
+
+
 def assert_invariants() -> None:
     """What the services maintain, checked over every chat in the database."""
     for chat in Chat.objects.annotate(
         n=Count("messages"), low=Min("messages__seq"), high=Max("messages__seq"), newest=Max("messages__created_at")
     ):
         assert chat.n == chat.last_seq, chat  # with unique (chat, seq): 1..last_seq, no gaps
+        # Every change stamps the changed messages with the chat's new version.
+        assert chat.version == (chat.messages.aggregate(v=Max("version"))["v"] or 0), chat
+        assert chat.messages.filter(version__gt=chat.version).count() == 0, chat
         if chat.last_seq:
             assert (chat.low, chat.high) == (1, chat.last_seq), chat
             assert chat.last_activity_at == chat.newest, chat
@@ -79,8 +93,41 @@ def test_demo_is_idempotent():
     # Six scripted messages plus whatever system messages the services add (group created, ...).
     assert {**first, "messages": None} == {"users": 4, "chats": 2, "memberships": 6, "messages": None}
     assert first["messages"] >= 6
+    changed = changes()
     seed()
     assert counts() == first
+    assert changes() == changed  # no edit, reaction, pin or version moved either
+    assert_invariants()
+
+
+def test_demo_has_messages_that_changed():
+    """The demo shows each change the services make: an edit with its history, replies,
+    reactions whose cached counts match their rows, a forward, a pin; versions add up."""
+    seed()
+    edited = Message.objects.filter(edited_at__isnull=False)
+    assert edited.count() == 2
+    for message in edited:
+        history = list(MessageEdit.objects.filter(message=message).values_list("text", flat=True))
+        assert len(history) == 1 and history[0] != message.text
+    replies = Message.objects.filter(reply_to_seq__isnull=False)
+    assert replies.count() == 2
+    for reply in replies:
+        assert Message.objects.filter(chat_id=reply.chat_id, seq=reply.reply_to_seq, kind="text").exists()
+    reacted = Message.objects.exclude(reactions=[])
+    assert reacted.count() == 3
+    for message in reacted:
+        rows = Counter(Reaction.objects.filter(message=message).values_list("emoji", flat=True))
+        assert dict(message.reactions) == rows
+    group = Chat.objects.get(title="Demo group")
+    assert group.messages.get(client_id="seed-group-1").reactions == [["👍", 2], ["🎉", 1]]
+    forward = Message.objects.get(client_id="seed-forward-1")
+    origin = Message.objects.get(client_id="seed-direct-2")
+    assert (forward.chat_id, forward.forward_chat_id, forward.forward_seq) == (group.id, origin.chat_id, origin.seq)
+    assert forward.forward_sender_username == "bob" and forward.text == origin.text
+    assert group.pinned_seqs == [group.messages.get(client_id="seed-group-1").seq]
+    assert group.messages.filter(kind="system", text__startswith="alice pinned").count() == 1
+    for chat in Chat.objects.all():
+        assert chat.version == chat.messages.aggregate(v=Max("version"))["v"] > 0
     assert_invariants()
 
 

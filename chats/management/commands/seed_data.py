@@ -1,8 +1,11 @@
 """``manage.py seed_data``: a small demo data set, or a bulk load data set for benchmarks.
 
-Without options: the demo -- four users, a direct chat, a group and a few messages, all
-made through the services so they look exactly like real ones. Idempotent. Works
-everywhere, the production image included.
+Without options: the demo -- four users, a direct chat, a group and a few messages, with
+replies, edits, reactions, a forward and a pin, all made through the services so they look
+exactly like real ones (versions, edit history, reaction counts, system messages). Idempotent
+and deterministic: every step is one the services make a no-op on a repeat (a send or forward
+by its ``client_id``, the same edit, a reaction or pin already there). Works everywhere, the
+production image included.
 
 With ``--users N --chats M --messages K`` (plus the optional shape options): the load
 data set of :mod:`devtools.loadgen` -- deterministic, idempotent and resumable, written
@@ -26,7 +29,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from chats import services
-from chats.models import Chat, Membership
+from chats.exceptions import EditWindowExpired
+from chats.models import Chat, Membership, Message
 
 DEMO_PASSWORD = "messenger-demo-1"
 DEMO_USERS = ["alice", "bob", "carol", "dave"]
@@ -42,6 +46,24 @@ GROUP_SCRIPT = [
     ("carol", "Hello everyone!"),
     ("bob", "Read receipts tell the sender when all of us have read."),
 ]
+# What changes after the scripts, by the client_id of the message concerned.
+REPLIES = [  # (chat, client_id, author, client_id answered, text)
+    ("direct", "seed-direct-reply-1", "bob", "seed-direct-1", "Replies quote the message they answer."),
+    ("group", "seed-group-reply-1", "carol", "seed-group-1", "Thanks, Alice!"),
+]
+EDITS = [  # (chat, client_id, new text): by the message's sender; the old text goes to the edit history
+    ("direct", "seed-direct-3", "And they are stored in the database first, then sent."),
+    ("group", "seed-group-3", "Read receipts tell the sender when all of us have read it."),
+]
+REACTIONS = [  # (chat, client_id, user, emoji)
+    ("direct", "seed-direct-2", "alice", "👍"),
+    ("group", "seed-group-1", "bob", "🎉"),
+    ("group", "seed-group-1", "carol", "👍"),
+    ("group", "seed-group-1", "dave", "👍"),
+    ("group", "seed-group-reply-1", "alice", "😄"),
+]
+FORWARD = ("alice", "direct", "seed-direct-2", "group", "seed-forward-1")  # (user, from, client_id, to, new client_id)
+PIN = ("alice", "group", "seed-group-1")  # (user, chat, client_id)
 
 
 LOAD_OPTIONS = ("users", "chats", "messages", "group_size", "groups", "big_chat_messages")
@@ -64,7 +86,7 @@ def bulk_loader() -> ModuleType:
 class Command(BaseCommand):
     help = (
         "Without options: create demo users (printed with their password), a direct chat, a group and a few "
-        "messages. With --users/--chats/--messages: bulk-load a benchmark data set with COPY (development tool: "
+        "messages with replies, edits, reactions, a forward and a pin. With --users/--chats/--messages: bulk-load a benchmark data set with COPY (development tool: "
         "needs the devtools app, which the production image leaves out)."
     )
 
@@ -135,9 +157,45 @@ class Command(BaseCommand):
             for n, (author, text) in enumerate(script, start=1):
                 # client_id makes a second run a duplicate send, which stores nothing.
                 services.send_message(user_id=users[author].id, chat_id=chat.id, client_id=f"{prefix}-{n}", text=text)
+        self._changes(users, {"direct": direct, "group": group})
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in with any of these:"))
         for name in DEMO_USERS:
             self.stdout.write(f"  username={name}  password={DEMO_PASSWORD}")
+
+    def _changes(self, users, chats: dict[str, Chat]) -> None:
+        """Replies, edits, reactions, a forward and a pin, each a no-op when already made."""
+
+        def seq(chat: str, client_id: str) -> int:
+            return Message.objects.values_list("seq", flat=True).get(chat=chats[chat], client_id=client_id)
+
+        for chat, client_id, author, answered, text in REPLIES:
+            services.send_message(
+                user_id=users[author].id,
+                chat_id=chats[chat].id,
+                client_id=client_id,
+                text=text,
+                reply_to_seq=seq(chat, answered),
+            )
+        for chat, client_id, text in EDITS:
+            message = Message.objects.get(chat=chats[chat], client_id=client_id)
+            try:
+                services.edit_message(user_id=message.sender_id, chat_id=message.chat_id, seq=message.seq, text=text)
+            except EditWindowExpired:
+                pass  # demo data from before the edit window: left as it is
+        for chat, client_id, name, emoji in REACTIONS:
+            services.set_reaction(
+                user_id=users[name].id, chat_id=chats[chat].id, seq=seq(chat, client_id), emoji=emoji, add=True
+            )
+        name, source, client_id, target, new_client_id = FORWARD
+        services.forward_messages(
+            user_id=users[name].id,
+            from_chat_id=chats[source].id,
+            seqs=[seq(source, client_id)],
+            to_chat_id=chats[target].id,
+            client_ids=[new_client_id],
+        )
+        name, chat, client_id = PIN
+        services.set_pin(user_id=users[name].id, chat_id=chats[chat].id, seq=seq(chat, client_id), pinned=True)
 
     def _user(self, name: str):
         User = get_user_model()
