@@ -3,7 +3,8 @@
 ``prepare`` (on the bench database): migrate, create users ``bench000001..`` and the
 chats the scenarios use (1:1 pairs via ``services.open_direct_chat``, groups via
 ``services.create_group``), give the read-ack group and the history chat their messages
-with one ``INSERT ... SELECT generate_series`` each (once; later runs reuse them), and
+with one ``INSERT ... SELECT generate_series`` each (once; later runs reuse them; each takes
+the next version of the chat's change counter, as a send would), and
 mint an access token per user. ``history`` (on any database, e.g. ``messenger_load``):
 find the chat with the most messages and mint a token for one of its members.
 Both print one JSON object on stdout. Idempotent: run it twice and nothing doubles.
@@ -77,18 +78,24 @@ def fill_messages(*, chat: Chat, sender_id: int, upto_seq: int) -> int:
     log(f"inserting messages {start}..{upto_seq} into chat {chat.id}")
     t0 = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cur:
+        # Under the chat's row lock, as a send: each message takes the next version (the chat's
+        # change counter), so /changes and version checks hold on bench data too. The other
+        # columns of messages that change keep their defaults (no reactions: '[]').
+        cur.execute("SELECT last_seq, version FROM chats_chat WHERE id = %s FOR UPDATE", [chat.id])
+        last_seq, version = cur.fetchone()
+        start, offset = last_seq + 1, version - last_seq
         cur.execute(
             """
-            INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at)
+            INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at, version)
             SELECT %(chat)s, g, %(sender)s, 'text', 'bench history message number ' || g, NULL,
-                   now() - make_interval(secs => %(upto)s - g)
+                   now() - make_interval(secs => %(upto)s - g), %(offset)s + g
             FROM generate_series(%(start)s, %(upto)s) AS g
             """,
-            {"chat": chat.id, "sender": sender_id, "start": start, "upto": upto_seq},
+            {"chat": chat.id, "sender": sender_id, "start": start, "upto": upto_seq, "offset": offset},
         )
         cur.execute(
-            "UPDATE chats_chat SET last_seq = %s, last_activity_at = now() WHERE id = %s",
-            [upto_seq, chat.id],
+            "UPDATE chats_chat SET last_seq = %s, version = %s, last_activity_at = now() WHERE id = %s",
+            [upto_seq, offset + upto_seq, chat.id],
         )
         cur.execute(
             "UPDATE chats_membership SET last_read_seq = %s WHERE chat_id = %s",

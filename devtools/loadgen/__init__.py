@@ -10,7 +10,9 @@ Everything the services maintain holds for the loaded rows: ``seq`` runs 1..last
 without gaps, ``last_activity_at`` is the newest message's time, every member's
 ``last_read_seq`` lies between the seq of their own newest message and ``last_seq``,
 ``read_all_seq`` is the lowest watermark, direct chats carry ``direct_key`` and two
-memberships, every group has one owner, its creator.
+memberships, every group has one owner, its creator. The change counter is what sends alone
+leave: message ``version = seq``, chat ``version = last_seq``; no message is edited, deleted,
+a reply or a forward, none has reactions, no chat has pins.
 
 Idempotent and resumable: users are found by username; a chat is written together
 with its memberships and all its messages in one transaction, so a chat that exists

@@ -4,6 +4,12 @@ Two phases, each resumable: users in batches of ``USER_BATCH`` (one transaction 
 then chats in batches of about ``CHAT_BATCH_MESSAGES`` messages, each batch one
 transaction holding its chats' rows, memberships and messages. A crash loses at most
 the batch in flight; the next run finds everything else and continues.
+
+Rows are what the services would have left after sends only: message ``version`` = ``seq`` and
+the chat's ``version`` = ``last_seq`` (each send bumps the change counter by one), so
+``/changes`` and version checks are right on loaded data. The other columns of messages that
+change are left to their database defaults -- not edited, not deleted, no reply or forward,
+no reactions (``'[]'``), no pins (``'{}'``) -- so nothing here writes Reaction or MessageEdit rows.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ USER_COLUMNS = (
 )  # fmt: skip
 CHAT_COLUMNS = (
     "id", "kind", "title", "created_by_id", "created_at", "last_seq", "read_all_seq", "last_activity_at", "direct_key",
+    "version",
 )  # fmt: skip
 MEMBERSHIP_COLUMNS = ("chat_id", "user_id", "role", "joined_at", "last_read_seq")
-MESSAGE_COLUMNS = ("chat_id", "seq", "sender_id", "kind", "text", "client_id", "created_at")
+MESSAGE_COLUMNS = ("chat_id", "seq", "sender_id", "kind", "text", "client_id", "created_at", "version")
 TABLES = ("accounts_user", "chats_chat", "chats_membership", "chats_message")
 
 
@@ -200,6 +207,7 @@ class Loader:
         return (
             chat.id, kind, self.plan.title(chat.number), chat.member_ids[0], self.clock(created),
             chat.messages, min(chat.watermarks), self.clock(created + chat.messages), key,
+            chat.messages,  # version: one per send
         )  # fmt: skip
 
     def _membership_rows(self, chats: list[_PlannedChat]) -> Iterator[tuple]:
@@ -218,4 +226,5 @@ class Loader:
             prefix = shape.client_id_prefix(number)
             for seq in range(1, chat.messages + 1):
                 sender = member_ids[sender_position(number, seq, size)]
-                yield (chat_id, seq, sender, "text", text(number, seq), prefix + str(seq), clock(created + seq))
+                # version = seq: the chat's change counter after this message's send.
+                yield (chat_id, seq, sender, "text", text(number, seq), prefix + str(seq), clock(created + seq), seq)

@@ -13,9 +13,9 @@ from collections import Counter
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.db.models import Count, Max, Min
+from django.db.models import Count, F, Max, Min, Q
 
-from chats import services
+from chats import selectors, services
 from chats.management.commands.seed_data import LOAD_OPTIONS
 from chats.models import Chat, Membership, Message, MessageEdit, Reaction
 from devtools.loadgen import LOAD_PASSWORD, LoadPlan, username
@@ -63,8 +63,9 @@ def assert_invariants() -> None:
         n=Count("messages"), low=Min("messages__seq"), high=Max("messages__seq"), newest=Max("messages__created_at")
     ):
         assert chat.n == chat.last_seq, chat  # with unique (chat, seq): 1..last_seq, no gaps
-        # Every change stamps the changed messages with the chat's new version.
+        # Every change stamps the changed messages with the chat's new version; each send is one.
         assert chat.version == (chat.messages.aggregate(v=Max("version"))["v"] or 0), chat
+        assert chat.version >= chat.last_seq, chat
         assert chat.messages.filter(version__gt=chat.version).count() == 0, chat
         if chat.last_seq:
             assert (chat.low, chat.high) == (1, chat.last_seq), chat
@@ -153,6 +154,28 @@ def test_load_mode_builds_the_planned_data_and_is_idempotent():
     assert "Created 0 users, 0 chats, 0 memberships, 0 messages" in output
 
 
+def test_loaded_rows_are_what_sends_alone_leave():
+    """Loaded messages have version = seq and each chat version = last_seq, as if each had been
+    sent; none is edited, deleted, a reply or a forward; no reactions, edit history or pins."""
+    seed(*SMALL)
+    assert Message.objects.exclude(version=F("seq")).count() == 0
+    assert Chat.objects.exclude(version=F("last_seq")).count() == 0
+    assert Chat.objects.exclude(pinned_seqs=[]).count() == 0
+    assert Message.objects.exclude(reactions=[]).count() == 0
+    assert (
+        Message.objects.filter(
+            Q(edited_at__isnull=False)
+            | Q(deleted_at__isnull=False)
+            | Q(reply_to_seq__isnull=False)
+            | Q(forward_seq__isnull=False)
+            | Q(forward_chat__isnull=False)
+            | Q(forward_sender_username__isnull=False)
+        ).count()
+        == 0
+    )
+    assert (MessageEdit.objects.count(), Reaction.objects.count()) == (0, 0)
+
+
 def test_load_mode_resumes_missing_chats_and_keeps_other_data():
     """A chat lost mid-run (or never written) is recreated whole; demo data and existing chats stay as they are."""
     seed()
@@ -187,6 +210,14 @@ def test_loaded_chats_work_with_the_services():
         services.mark_read(user_id=membership.user_id, chat_id=big.id, up_to_seq=big.last_seq)
     big.refresh_from_db()
     assert big.read_all_seq == big.last_seq
+    # Changes to loaded messages take the next version; /changes after the loaded version finds them.
+    services.edit_message(user_id=sender.id, chat_id=big.id, seq=big.last_seq, text="Edited")
+    reacted = services.set_reaction(user_id=sender.id, chat_id=big.id, seq=1, emoji="👍", add=True)
+    assert reacted.version == last_seq + 3 and reacted.reactions == [["👍", 1]]
+    big.refresh_from_db()
+    assert big.version == last_seq + 3
+    changed = selectors.changes_after(chat=big, reader=sender.id, after_version=last_seq, limit=10)
+    assert [m.seq for m in changed.results] == [big.last_seq, 1] and changed.version == big.version
     # A loaded client_id repeated by its sender is a duplicate, not a new message.
     first = big.messages.get(seq=1)
     repeat = services.send_message(user_id=first.sender_id, chat_id=big.id, client_id="load-1-1", text="again")
