@@ -246,10 +246,11 @@ class MessageAdmin(admin.ModelAdmin):
     inlines = (MessageEditInline, ReactionInline)
 
     def get_object(self, request, object_id, from_field=None):
-        # The message page shows its chat, sender and forward origin: one query, not four.
+        # The message page shows its chat, sender and forward origin: joined in, not a query each.
         queryset = self.get_queryset(request).select_related("chat", "sender", "forward_chat")
+        field = self.model._meta.pk if from_field is None else self.model._meta.get_field(from_field)
         try:
-            return queryset.get(pk=self.model._meta.pk.to_python(object_id))
+            return queryset.get(**{field.name: field.to_python(object_id)})
         except (self.model.DoesNotExist, ValidationError, ValueError):
             return None
 
