@@ -6,9 +6,11 @@ missing chat and a chat the user is not a member of raise the same ``ChatNotFoun
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
@@ -201,17 +203,32 @@ def changes_after(*, chat: Chat, reader: int, after_version: int, limit: int) ->
     version is a safe cursor for the next page; with ``has_more`` false the client holds
     ``version``, read in the same snapshot as the rows.
     """
-    state = fetch(sql.CHAT_VERSION.one(chat=chat.id))
-    rows = fetch(sql.CHANGES.all(chat=chat.id, after=after_version, limit=limit + 1, reader=reader))
-    has_more = len(rows) > limit
-    if has_more:
-        last = rows[limit - 1]
-        rows = [row for row in rows[:limit] if row.version != last.version] + fetch(
-            sql.CHANGES_OF_VERSION.all(chat=chat.id, version=last.version, reader=reader)
-        )
-        return ChangesPage(rows, last.version, state.pinned_seqs, True)
-    version = max(state.version, rows[-1].version) if rows else state.version
-    return ChangesPage(rows, version, state.pinned_seqs, False)
+    with _one_snapshot():
+        state = fetch(sql.CHAT_VERSION.one(chat=chat.id))
+        rows = fetch(sql.CHANGES.all(chat=chat.id, after=after_version, limit=limit + 1, reader=reader))
+        has_more = len(rows) > limit
+        if has_more:
+            last = rows[limit - 1]
+            rows = [row for row in rows[:limit] if row.version != last.version] + fetch(
+                sql.CHANGES_OF_VERSION.all(chat=chat.id, version=last.version, reader=reader)
+            )
+            return ChangesPage(rows, last.version, state.pinned_seqs, True)
+    return ChangesPage(rows, state.version, state.pinned_seqs, False)
+
+
+@contextlib.contextmanager
+def _one_snapshot():
+    """A read-only REPEATABLE READ transaction: the chat's version and pins and the changed rows
+    are read in one snapshot, so the version a client takes is exactly what the rows show, and
+    the pins are the pins at that version. (Inside an outer transaction, e.g. a test's, the outer
+    one's isolation applies.)"""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
 
 
 def edit_history(*, chat: Chat, seq: object) -> list[sql.EditEntry]:

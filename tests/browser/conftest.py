@@ -175,3 +175,36 @@ def browser(daphne_server, transactional_db):
             chromium.close()
     finally:
         playwright.stop()
+
+
+DESKTOP = {"width": 1280, "height": 800}
+
+
+@pytest.fixture
+def open_page(browser, daphne_server: LiveServer):
+    """``open_page(user=None, viewport=DESKTOP)`` -> a page in a fresh context, logged in as ``user``.
+
+    Uncaught JavaScript errors on any page fail the test.
+    """
+    errors: list[str] = []
+    contexts = []
+
+    def _open(user: User | None = None, *, viewport=None):
+        context = browser.new_context(viewport=viewport or DESKTOP, base_url=daphne_server.url)
+        contexts.append(context)
+        page = context.new_page()
+        page.on(
+            "pageerror",
+            lambda error: errors.append(f"{user.username if user else '-'}: {error}"),
+        )
+        page.goto("/")
+        if user is not None:
+            from .pages import login
+
+            login(page, user)
+        return page
+
+    yield _open
+    for context in contexts:
+        context.close()
+    assert not errors, f"JavaScript errors: {errors}"

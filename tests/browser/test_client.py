@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 import pytest
 
 try:
-    from playwright.sync_api import Browser, Page, WebSocketRoute, expect
+    from playwright.sync_api import WebSocketRoute, expect
 except ImportError:
     if os.environ.get("REQUIRE_SERVICES") == "1":
         raise
@@ -25,99 +24,21 @@ except ImportError:
         allow_module_level=True,
     )
 
-from .conftest import ApiCallError, LiveServer, User
+from .conftest import ApiCallError, LiveServer
+from .pages import (
+    PHONE,
+    chat_item,
+    expect_online,
+    login,
+    message,
+    messages,
+    screenshot,
+    send,
+    shown_seqs,
+    tick,
+)
 
 pytestmark = pytest.mark.browser
-
-expect.set_options(timeout=15_000)
-
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 375, "height": 740}
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
-
-# --- helpers --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def open_page(browser: Browser, daphne_server: LiveServer):
-    """``open_page(user=None, viewport=DESKTOP)`` -> a page in a fresh context, logged in as ``user``.
-
-    Uncaught JavaScript errors on any page fail the test.
-    """
-    errors: list[str] = []
-    contexts = []
-
-    def _open(user: User | None = None, *, viewport=DESKTOP) -> Page:
-        context = browser.new_context(viewport=viewport, base_url=daphne_server.url)
-        contexts.append(context)
-        page = context.new_page()
-        page.on(
-            "pageerror",
-            lambda error: errors.append(f"{user.username if user else '-'}: {error}"),
-        )
-        page.goto("/")
-        if user is not None:
-            login(page, user)
-        return page
-
-    yield _open
-    for context in contexts:
-        context.close()
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-def login(page: Page, user: User) -> None:
-    form = page.locator("#login-form")
-    form.get_by_label("Username").fill(user.username)
-    form.get_by_label("Password").fill(user.password)
-    form.get_by_role("button", name="Log in").click()
-    expect(page.locator("#me-name")).to_have_text(user.username)
-    expect_online(page)
-
-
-def expect_online(page: Page) -> None:
-    expect(page.locator("body")).to_have_attribute("data-connection", "online")
-    expect(page.locator("#conn-status")).to_be_hidden()
-
-
-def chat_item(page: Page, title: str):
-    return page.locator("#chat-list .chat-item").filter(
-        has=page.locator(".chat-item-title").get_by_text(title, exact=True)
-    )
-
-
-def messages(page: Page):
-    return page.locator("#message-list > li.msg")
-
-
-def message(page: Page, text: str):
-    return messages(page).filter(has=page.locator(".text").get_by_text(text, exact=True))
-
-
-def tick(page: Page, text: str):
-    return message(page, text).locator(".tick")
-
-
-def send(page: Page, text: str) -> None:
-    box = page.get_by_label("Message", exact=True)
-    box.fill(text)
-    box.press("Enter")
-    expect(box).to_have_value("")
-
-
-def shown_seqs(page: Page) -> list[int]:
-    return [
-        int(seq)
-        for seq in page.locator("#message-list > li[data-seq]").evaluate_all("els => els.map(e => e.dataset.seq)")
-    ]
-
-
-def screenshot(page: Page, name: str) -> None:
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-
 
 # --- tests ----------------------------------------------------------------------------------------
 
@@ -398,9 +319,9 @@ def test_history_scrolls_back_page_by_page(open_page, daphne_server: LiveServer)
     # The catch-up that follows the first page is held back, so the reader scrolls up while the
     # chat is still loading: its arrival must not throw them back to the bottom.
     held: list = []
-    catch_up = re.compile(r"/messages\?after_seq=")
+    catch_up = re.compile(r"/changes\?after_version=")
     alice.route(catch_up, lambda route: held.append(route))
-    with alice.expect_request(lambda request: "after_seq=" in request.url):
+    with alice.expect_request(lambda request: "after_version=" in request.url):
         chat_item(alice, "bob").click()
     expect(message(alice, f"Message number {total}")).to_be_in_viewport()
     first_seq = shown_seqs(alice)[0]
@@ -417,7 +338,7 @@ def test_history_scrolls_back_page_by_page(open_page, daphne_server: LiveServer)
         kept = alice.locator(f'#message-list > li[data-seq="{previous_first}"]')
         expect(kept).to_be_in_viewport()
         if held:
-            with alice.expect_response(lambda response: "after_seq=" in response.url):
+            with alice.expect_response(lambda response: "after_version=" in response.url):
                 for route in held:
                     route.continue_()
             held.clear()

@@ -6,17 +6,22 @@
 import { ApiError, Session } from "./api.js";
 import { setupDialogs } from "./dialogs.js";
 import { $, announce, bidiSafe, showToast } from "./dom.js";
-import { LiveSocket } from "./socket.js";
+import { openMessageMenu } from "./menu.js";
+import { LiveSocket, Requests } from "./socket.js";
 import { Chat, newClientId } from "./store.js";
 import {
+  canChange,
   chatButton,
   chatTitle,
+  flashMessage,
   initView,
   openChat,
   renderChatHeader,
   renderChatList,
   renderChatPane,
+  renderComposerContext,
   renderMessages,
+  renderPinned,
   renderTyping,
   resetView,
   usernameOf,
@@ -30,6 +35,7 @@ const PHONE_QUERY = window.matchMedia("(max-width: 720px)");
 
 const session = new Session();
 const socket = new LiveSocket(session);
+const requests = new Requests(socket);
 
 const state = {
   me: null,
@@ -42,6 +48,8 @@ const state = {
   lastTypingSent: new Map(), // chat id -> ms
   catchUps: new Map(), // chat id -> running promise
   loadingOlder: false,
+  composing: null, // {kind: "reply" | "edit", chatId, seq} while the composer answers or edits
+  pinIndex: new Map(), // chat id -> which pin the pinned bar shows (0 = the newest)
 };
 
 // --- small helpers -----------------------------------------------------------------------------
@@ -217,7 +225,7 @@ async function fetchChat(chatId) {
   try {
     const raw = await session.request("GET", `/api/chats/${chatId}`);
     const chat = upsertChat(raw);
-    if (chat.missingNewer) catchUp(chat);
+    if (chat.behind) catchUp(chat);
   } catch (error) {
     if (error.status === 404) dropChat(chatId);
   }
@@ -225,7 +233,11 @@ async function fetchChat(chatId) {
   renderChatPane();
 }
 
-/** Fetches everything past the gap-free window (after_seq=high), page by page. One at a time per chat. */
+/**
+ * Brings a loaded chat up to date from /changes?after_version=<held version>, page by page: new
+ * messages and every edit, delete, reaction and pin since (PROTOCOL.md §9). One at a time per
+ * chat; a gap noticed while it runs makes it go round once more.
+ */
 function catchUp(chat) {
   const running = state.catchUps.get(chat.id);
   if (running) {
@@ -240,11 +252,11 @@ function catchUp(chat) {
       while (hasMore && state.chats.get(chat.id) === chat) {
         const page = await session.request(
           "GET",
-          `/api/chats/${chat.id}/messages?after_seq=${chat.high}&limit=${CATCH_UP_PAGE}`,
+          `/api/chats/${chat.id}/changes?after_version=${chat.version}&limit=${CATCH_UP_PAGE}`,
         );
-        const before = chat.high;
-        chat.merge(page.results);
-        hasMore = page.has_more && chat.high > before;
+        const before = chat.version;
+        chat.applyChanges(page);
+        hasMore = page.has_more && chat.version > before;
       }
     } while (control.again);
   })();
@@ -256,7 +268,10 @@ function catchUp(chat) {
     .finally(() => {
       state.catchUps.delete(chat.id);
       renderChatList();
-      if (state.openChatId === chat.id) renderMessages();
+      if (state.openChatId === chat.id) {
+        renderMessages();
+        renderPinned();
+      }
       maybeMarkRead();
     });
   return job.catch(() => {});
@@ -265,12 +280,34 @@ function catchUp(chat) {
 // --- server frames -----------------------------------------------------------------------------
 
 function handleFrame(frame) {
+  applyFrame(frame);
+  // The reply to one of our own requests (ops.js): the event above, plus `ref` and `changed`.
+  if (frame.type !== "error" && frame.ref) requests.answer(frame.ref, frame);
+}
+
+function applyFrame(frame) {
   switch (frame.type) {
     case "message.new":
       return onMessage(frame.message, { live: true });
     case "message.ack":
       state.outbox.delete(frame.client_id);
       return onMessage(frame.message, { live: false });
+    case "message.forwarded":
+      for (const message of frame.messages) onMessage(message, { live: false });
+      return;
+    case "message.edited":
+      return onChange(frame.message.chat_id, frame.message.version, (chat) =>
+        chat.merge([frame.message], { fromEvent: true }),
+      );
+    case "message.deleted":
+      return onChange(frame.chat_id, frame.version, (chat) => {
+        chat.applyDeleted(frame.seqs, frame.version);
+        if (chat.id === state.openChatId) composer.forget(frame.seqs);
+      });
+    case "message.reactions":
+      return onChange(frame.chat_id, frame.version, (chat) => chat.applyReactions(frame, state.me.id));
+    case "chat.pins":
+      return onChange(frame.chat_id, frame.version, (chat) => chat.applyPins(frame.pinned_seqs, frame.version));
     case "chat.read": {
       const chat = state.chats.get(frame.chat_id);
       if (!chat || frame.user_id !== state.me.id) return;
@@ -334,8 +371,14 @@ function onMessage(message, { live }) {
     return;
   }
   if (message.sender_id) chat.typing.delete(message.sender_id);
-  const added = chat.merge([message]);
-  if (chat.missingNewer) catchUp(chat); // seq > high + 1: fetch the hole
+  const verdict = chat.admit(message.version);
+  let added = 0;
+  if (verdict === "apply" || verdict === "unloaded") added = chat.merge([message], { fromEvent: true });
+  else if (verdict === "gap") {
+    chat.noteLastMessage(message);
+    catchUp(chat); // a change before this one was missed: /changes brings both
+  }
+  if (chat.behind) catchUp(chat);
   renderChatList();
   if (chat.id === state.openChatId) {
     renderMessages({ stick: message.sender_id === state.me.id });
@@ -347,6 +390,24 @@ function onMessage(message, { live }) {
     maybeMarkRead();
   } else if (live && message.sender_id !== state.me.id) {
     announce(`New message in ${bidiSafe(chatTitle(chat))}`);
+  }
+}
+
+/**
+ * A change event with the chat's next version is applied by `apply(chat)`; an old one is
+ * ignored; after a jump nothing is applied and /changes repairs the chat (PROTOCOL.md §9).
+ */
+function onChange(chatId, version, apply) {
+  const chat = state.chats.get(chatId);
+  if (!chat) return;
+  const verdict = chat.admit(version);
+  if (verdict === "old") return;
+  if (verdict === "gap") return void catchUp(chat);
+  apply(chat);
+  renderChatList();
+  if (chat.id === state.openChatId) {
+    renderMessages();
+    renderPinned();
   }
 }
 
@@ -364,6 +425,7 @@ function onTyping(frame) {
 
 function onError(frame) {
   const ref = frame.ref ?? "";
+  if (requests.fail(ref, frame)) return;
   if (ref.startsWith("send:")) {
     const pending = state.outbox.get(ref.slice(5));
     if (!pending) return;
@@ -386,11 +448,12 @@ function onError(frame) {
 
 // --- sending, reading, typing ------------------------------------------------------------------------
 
-function sendMessage(chat, text) {
+function sendMessage(chat, text, replyToSeq = null) {
   const pending = {
     client_id: newClientId(),
     chat_id: chat.id,
     text,
+    reply_to_seq: replyToSeq,
     created_at: new Date().toISOString(),
     failed: null,
   };
@@ -409,6 +472,7 @@ function transmit(pending) {
     chat_id: pending.chat_id,
     client_id: pending.client_id,
     text: pending.text,
+    ...(pending.reply_to_seq ? { reply_to_seq: pending.reply_to_seq } : {}),
   });
 }
 
@@ -444,23 +508,191 @@ composerInput.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     $("composer").requestSubmit();
+  } else if (event.key === "Escape" && state.composing) {
+    event.preventDefault();
+    composer.cancel();
+  } else if (event.key === "ArrowUp" && !composerInput.value && !state.composing) {
+    // ↑ in an empty composer edits your last message, as in Telegram and Slack.
+    const chat = openChat();
+    const last = chat?.sortedMessages().findLast((message) => canChange(chat, message).edit);
+    if (last) {
+      event.preventDefault();
+      composer.edit(chat, last.seq);
+    }
   }
 });
 composerInput.addEventListener("input", () => {
   autosize();
   const chat = openChat();
-  if (chat && composerInput.value.trim()) noteTyping(chat);
+  if (chat && composerInput.value.trim() && state.composing?.kind !== "edit") noteTyping(chat);
 });
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const chat = openChat();
   const text = composerInput.value.trim();
   if (!chat || !text) return;
-  sendMessage(chat, text);
-  composerInput.value = "";
-  autosize();
-  composerInput.focus();
+  const mode = state.composing?.chatId === chat.id ? state.composing : null;
+  if (mode?.kind === "edit") {
+    const message = chat.message(mode.seq);
+    if (message && message.text !== text) run(ops.edit(chat, mode.seq, text), "Could not edit");
+  } else sendMessage(chat, text, mode?.kind === "reply" ? mode.seq : null);
+  composer.cancel({ clear: true });
 });
+$("composer-context-cancel").addEventListener("click", () => composer.cancel());
+
+/** The composer answers a message (reply) or rewrites one (edit); Escape or × goes back. */
+const composer = {
+  reply(chat, seq) {
+    const wasEditing = state.composing?.kind === "edit";
+    state.composing = { kind: "reply", chatId: chat.id, seq };
+    if (wasEditing) composerInput.value = "";
+    this._show();
+  },
+  edit(chat, seq) {
+    state.composing = { kind: "edit", chatId: chat.id, seq };
+    composerInput.value = chat.message(seq)?.text ?? "";
+    this._show();
+    composerInput.setSelectionRange(composerInput.value.length, composerInput.value.length);
+  },
+  cancel({ clear = false } = {}) {
+    const wasEditing = state.composing?.kind === "edit";
+    state.composing = null;
+    if (clear || wasEditing) composerInput.value = "";
+    this._show();
+  },
+  /** The messages were deleted: stop answering or editing them. */
+  forget(seqs) {
+    if (state.composing && seqs.includes(state.composing.seq)) this.cancel();
+  },
+  _show() {
+    renderComposerContext();
+    autosize();
+    composerInput.focus();
+  },
+};
+
+// --- changing messages: edit, delete, react, pin, forward (PROTOCOL.md §6) ------------------------
+
+/** Shows a refused change as a toast. */
+function run(promise, what) {
+  return promise.catch((error) => {
+    showToast(`${what}: ${error.message}`);
+    return null;
+  });
+}
+
+/** Each one is a socket request; its reply is applied as the event it carries (handleFrame). */
+const ops = {
+  edit: (chat, seq, text) => requests.send({ type: "message.edit", chat_id: chat.id, seq, text }),
+  delete: (chat, seqs) => requests.send({ type: "message.delete", chat_id: chat.id, seqs }),
+  react(chat, message, emoji) {
+    const mine = message.reactions?.find((reaction) => reaction.emoji === emoji)?.me;
+    const type = mine ? "reaction.remove" : "reaction.add";
+    return requests.send({ type, chat_id: chat.id, seq: message.seq, emoji });
+  },
+  pin: (chat, seq, pinned) => requests.send({ type: "message.pin", chat_id: chat.id, seq, pinned }),
+  forward: (chat, seqs, target) =>
+    requests.send({
+      type: "message.forward",
+      from_chat_id: chat.id,
+      seqs,
+      to_chat_id: target.id,
+      client_ids: seqs.map(() => newClientId()),
+    }),
+};
+
+const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
+
+/** The message's menu: quick reactions and what the reader may do with it. */
+function showMessageMenu(chat, message, anchor, point) {
+  const may = canChange(chat, message);
+  const items = [
+    may.reply && { label: "Reply", run: () => composer.reply(chat, message.seq) },
+    may.forward && { label: "Forward", run: () => forwardMessage(chat, message) },
+    may.edit && { label: "Edit", run: () => composer.edit(chat, message.seq) },
+    may.pin && {
+      label: message.pinned ? "Unpin" : "Pin",
+      run: () => run(ops.pin(chat, message.seq, !message.pinned), "Could not pin"),
+    },
+    may.delete && { label: "Delete", danger: true, run: () => deleteMessage(chat, message) },
+  ].filter(Boolean);
+  openMessageMenu({
+    anchor,
+    point,
+    items,
+    reactions: may.react ? QUICK_REACTIONS : null,
+    onReact: (emoji) => react(chat, message.seq, emoji),
+  });
+}
+
+function react(chat, seq, emoji) {
+  const message = chat.message(seq);
+  if (message) run(ops.react(chat, message, emoji), "Could not react");
+}
+
+async function deleteMessage(chat, message) {
+  if (!(await dialogs.confirm({ title: "Delete message?", text: "It will be deleted for everyone in this chat.", action: "Delete" }))) return;
+  await run(ops.delete(chat, [message.seq]), "Could not delete");
+}
+
+async function forwardMessage(chat, message) {
+  const target = await dialogs.pickChat({ title: "Forward to…", chats: [...state.chats.values()] });
+  if (!target) return;
+  const reply = await run(ops.forward(chat, [message.seq], target), "Could not forward");
+  if (reply) {
+    announce(`Forwarded to ${bidiSafe(chatTitle(target))}`);
+    navigateToChat(target.id);
+  }
+}
+
+async function showEdits(chat, message) {
+  try {
+    const edits = await session.request("GET", `/api/chats/${chat.id}/messages/${message.seq}/edits`);
+    dialogs.showEdits({ edits, current: message });
+  } catch (error) {
+    showToast(`Could not load the edit history: ${error.message}`);
+  }
+}
+
+/** Scrolls to a message (a reply's original, a pin), loading older pages until it is held. */
+async function jumpTo(chat, seq) {
+  while (state.openChatId === chat.id && chat.loaded && seq < chat.low && chat.hasOlder) {
+    const low = chat.low;
+    try {
+      const page = await session.request("GET", `/api/chats/${chat.id}/messages?before_seq=${low}&limit=${CATCH_UP_PAGE}`);
+      chat.addOlder(page.results, page.has_more);
+    } catch (error) {
+      showToast(`Could not load the message: ${error.message}`);
+      return;
+    }
+    if (chat.low === low) break;
+    renderMessages();
+  }
+  if (state.openChatId === chat.id) flashMessage(seq);
+}
+
+/** The pinned bar shows one pin at a time; a click jumps to it and moves on to the next. */
+function onPinnedClick(chat) {
+  const seqs = chat.pinned_seqs;
+  if (!seqs.length) return;
+  const index = Math.min(state.pinIndex.get(chat.id) ?? 0, seqs.length - 1);
+  jumpTo(chat, seqs[index]);
+  state.pinIndex.set(chat.id, (index + 1) % seqs.length);
+  renderPinned();
+}
+
+/** A pinned message outside the held window: fetched once, kept in chat.loose. */
+async function needMessage(chat, seq) {
+  if (chat.loose.has(seq)) return;
+  chat.loose.set(seq, null);
+  try {
+    chat.keepLoose(await session.request("GET", `/api/chats/${chat.id}/messages/${seq}`));
+  } catch {
+    chat.loose.delete(seq);
+    return;
+  }
+  if (state.openChatId === chat.id) renderPinned();
+}
 
 function autosize() {
   composerInput.style.height = "auto";
@@ -513,6 +745,8 @@ async function selectChat(chatId) {
   renderChatPane();
   if (switching) {
     composerInput.value = "";
+    state.composing = null;
+    renderComposerContext();
     autosize();
     // On a phone the keyboard would cover the conversation; there, focus the message list.
     (PHONE_QUERY.matches ? $("messages") : composerInput).focus({ preventScroll: true });
@@ -521,8 +755,9 @@ async function selectChat(chatId) {
     $("history-status").textContent = "Loading…";
     try {
       const before = chat.last_seq + 1;
+      const version = chat.serverVersion; // the page has everything up to it; /changes the rest
       const page = await session.request("GET", `/api/chats/${chat.id}/messages?before_seq=${before}&limit=${PAGE_SIZE}`);
-      if (!chat.loaded) chat.loadInitial(page.results, page.has_more, before);
+      if (!chat.loaded) chat.loadInitial(page.results, page.has_more, before, version);
     } catch (error) {
       $("history-status").textContent = `Could not load messages: ${error.message}`;
       return;
@@ -530,7 +765,7 @@ async function selectChat(chatId) {
     if (state.openChatId === chat.id) renderMessages({ toBottom: true });
     await catchUp(chat);
     if (state.openChatId === chat.id) await fillViewport(chat);
-  } else if (chat.missingNewer) {
+  } else if (chat.behind) {
     catchUp(chat);
   }
   // No forced scroll here: the reader may have scrolled up while the history was loading.
@@ -571,9 +806,19 @@ async function fillViewport(chat) {
 
 // --- start ------------------------------------------------------------------------------------------
 
-initView(state, { open: navigateToChat, retry });
+initView(state, {
+  open: navigateToChat,
+  retry,
+  menu: showMessageMenu,
+  react,
+  jump: jumpTo,
+  edits: showEdits,
+  pinned: onPinnedClick,
+  unpin: (chat, seq) => run(ops.pin(chat, seq, false), "Could not unpin"),
+  needMessage,
+});
 
-setupDialogs({
+const dialogs = setupDialogs({
   session,
   state,
   openChat,

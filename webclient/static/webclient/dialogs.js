@@ -1,11 +1,14 @@
-// The dialogs: start a direct chat, create a group, add a member to the open group. Native
-// <dialog> elements: modal, focus kept inside, Escape closes them.
+// The dialogs: start a direct chat, create a group, add a member to the open group, confirm a
+// delete, pick the chat to forward to, show a message's edit history. Native <dialog>
+// elements: modal, focus kept inside, Escape closes them.
 
-import { $, el, showToast } from "./dom.js";
+import { $, el, formatTime, showToast } from "./dom.js";
+import { chatTitle } from "./view.js";
 
 /**
  * Wires the dialogs. `chatCreated(raw)` gets a chat object the user just opened or created;
- * `memberAdded(raw, user)` the open group after `user` was added.
+ * `memberAdded(raw, user)` the open group after `user` was added. Returns the dialogs the app
+ * opens itself: `confirm`, `pickChat`, `showEdits`.
  */
 export function setupDialogs({ session, state, openChat, chatCreated, memberAdded }) {
 
@@ -167,4 +170,74 @@ export function setupDialogs({ session, state, openChat, chatCreated, memberAdde
     $("member-error").textContent = "";
     openDialog($("member-dialog"), $("member-search"));
   });
+
+  /** Resolves true when the user confirms `action`, false on Cancel or Escape. */
+  function confirm({ title, text, action }) {
+    const dialog = $("confirm-dialog");
+    $("confirm-title").textContent = title;
+    $("confirm-text").textContent = text;
+    $("confirm-ok").textContent = action;
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      openDialog(dialog, $("confirm-cancel"));
+    });
+  }
+
+  /** Resolves with the chat picked from `chats` (filtered as the user types), or null. */
+  function pickChat({ title, chats }) {
+    const dialog = $("pick-chat-dialog");
+    const search = $("pick-chat-search");
+    const results = $("pick-chat-results");
+    $("pick-chat-title").textContent = title;
+    search.value = "";
+    let picked = null;
+    const show = () => {
+      const query = search.value.trim().toLowerCase();
+      const shown = chats.filter((chat) => chatTitle(chat).toLowerCase().includes(query));
+      results.replaceChildren(
+        ...(shown.length
+          ? shown.map((chat) =>
+              el(
+                "li",
+                {},
+                el("button", {
+                  type: "button",
+                  className: "user-option",
+                  text: chatTitle(chat),
+                  onclick: () => {
+                    picked = chat;
+                    dialog.close();
+                  },
+                }),
+              ),
+            )
+          : [el("li", { className: "empty", text: "No chats found." })]),
+      );
+    };
+    search.oninput = show;
+    show();
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(picked), { once: true });
+      openDialog(dialog, search);
+    });
+  }
+
+  /** The earlier texts of a message (oldest first), then the current one. */
+  function showEdits({ edits, current }) {
+    const entry = (text, time, label) =>
+      el(
+        "li",
+        {},
+        el("p", { className: "edit-text", text }),
+        el("time", { datetime: time, text: `${label} ${formatTime(time)}` }),
+      );
+    $("edits-list").replaceChildren(
+      ...edits.map((edit, index) => entry(edit.text, index ? edits[index - 1].edited_at : current.created_at, index ? "Edited" : "Sent")),
+      entry(current.text, current.edited_at, "Now, edited"),
+    );
+    openDialog($("edits-dialog"), $("edits-close"));
+  }
+
+  return { confirm, pickChat, showEdits };
 }

@@ -187,3 +187,69 @@ export class LiveSocket extends EventTarget {
     clearTimeout(this._pongTimer);
   }
 }
+
+/**
+ * Requests over the socket that expect a reply: each frame gets a `ref`; the reply (the event the
+ * other sockets get, plus `ref` and `changed`) or an `error` frame with that ref settles it.
+ * Requests still open when the connection goes are refused (the caller may repeat them: every
+ * change is safe to repeat, PROTOCOL.md §9).
+ */
+export class Requests {
+  constructor(socket, { timeoutMs = 15_000 } = {}) {
+    this.socket = socket;
+    this.timeoutMs = timeoutMs;
+    this.open = new Map(); // ref -> {resolve, reject, timer}
+    this.counter = 0;
+    socket.addEventListener("status", (event) => {
+      if (event.detail.status !== "online") this._failAll({ code: "network_error", detail: "The connection was lost. Try again." });
+    });
+  }
+
+  /** Sends `frame`; resolves with the reply frame, rejects with an ApiError-like {code, detail}. */
+  send(frame) {
+    return new Promise((resolve, reject) => {
+      const ref = `op:${++this.counter}`;
+      if (!this.socket.send({ ...frame, ref })) {
+        reject(new RequestError({ code: "network_error", detail: "You are offline. Try again when connected." }));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.open.delete(ref);
+        reject(new RequestError({ code: "timeout", detail: "The server did not answer. Try again." }));
+      }, this.timeoutMs);
+      this.open.set(ref, { resolve, reject, timer });
+    });
+  }
+
+  /** Settles the request `ref` with its reply; false if it is not one of ours. */
+  answer(ref, frame) {
+    const request = this.open.get(ref);
+    if (!request) return false;
+    this.open.delete(ref);
+    clearTimeout(request.timer);
+    request.resolve(frame);
+    return true;
+  }
+
+  /** Refuses the request `ref` with an error frame; false if it is not one of ours. */
+  fail(ref, frame) {
+    const request = this.open.get(ref);
+    if (!request) return false;
+    this.open.delete(ref);
+    clearTimeout(request.timer);
+    request.reject(new RequestError(frame));
+    return true;
+  }
+
+  _failAll(frame) {
+    for (const ref of [...this.open.keys()]) this.fail(ref, frame);
+  }
+}
+
+export class RequestError extends Error {
+  constructor(frame) {
+    super(typeof frame.detail === "string" ? frame.detail : frame.code);
+    this.code = frame.code;
+    this.detail = frame.detail;
+  }
+}

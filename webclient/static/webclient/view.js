@@ -6,9 +6,13 @@ import { $, bdi, bidiSafe, el, formatTime } from "./dom.js";
 import { compareChats } from "./store.js";
 
 let state = null;
-let actions = { open: () => {}, retry: () => {} };
+let actions = {};
 
-/** `appState` is the app's state object; `handlers.open(chatId)` and `handlers.retry(pending)` are user actions. */
+/**
+ * `appState` is the app's state object; `handlers` are the user actions: open(chatId),
+ * retry(pending), menu(chat, message, anchor, point), react(chat, seq, emoji), jump(chat, seq),
+ * edits(chat, message), pinned(chat), unpin(chat, seq), needMessage(chat, seq).
+ */
 export function initView(appState, handlers) {
   state = appState;
   actions = handlers;
@@ -146,6 +150,28 @@ export function renderChatPane() {
   }
   renderChatHeader();
   renderMessages();
+  renderPinned();
+  renderComposerContext();
+}
+
+/**
+ * What the reader may do with a held message (the server decides; this only hides what it
+ * would refuse): PROTOCOL.md §6, "Changing messages".
+ */
+export function canChange(chat, message) {
+  const none = { reply: false, forward: false, edit: false, delete: false, pin: false, react: false };
+  if (message.seq === undefined || message.kind === "system" || message.deleted) return none;
+  const mine = message.sender_id === state.me.id;
+  const role = chat.roleOf(state.me.id);
+  const admin = chat.kind === "group" && (role === "owner" || role === "admin");
+  return {
+    reply: true,
+    forward: true,
+    edit: mine && !message.forwarded_from,
+    delete: mine || admin,
+    pin: chat.kind === "direct" || admin,
+    react: true,
+  };
 }
 
 export function renderChatHeader() {
@@ -246,16 +272,124 @@ function buildMessage(chat, message) {
     "li",
     { className: `msg ${mine ? "mine" : "theirs"}` },
     !mine && chat.kind === "group" ? el("span", { className: "sender", text: usernameOf(message.sender_id) }) : null,
-    el("p", { className: "text", text: message.text }),
-    el("span", { className: "meta" }, el("time", { datetime: message.created_at, text: formatTime(message.created_at) })),
+    el("span", { className: "forwarded", hidden: true }),
+    el("button", { type: "button", className: "reply-quote", hidden: true }),
+    el("p", { className: "text" }),
+    el("ul", { className: "reactions", "aria-label": "Reactions", hidden: true }),
+    el(
+      "span",
+      { className: "meta" },
+      el("button", { type: "button", className: "edited link", text: "edited", hidden: true, title: "Show the edit history" }),
+      el("time", { datetime: message.created_at, text: formatTime(message.created_at) }),
+    ),
   );
   if (mine) item.querySelector(".meta").append(el("span", { className: "tick" }));
+  if (message.seq !== undefined) {
+    const seq = message.seq;
+    const current = () => chat.messages.get(seq);
+    const openMenu = (anchor, point) => {
+      const held = current();
+      if (held && !held.deleted) actions.menu(chat, held, anchor, point);
+    };
+    const menuButton = el("button", {
+      type: "button",
+      className: "msg-menu-btn",
+      "aria-label": "Message actions",
+      "aria-haspopup": "menu",
+      text: "⋯",
+      onclick: (event) => openMenu(event.currentTarget),
+    });
+    item.append(menuButton);
+    // A right click, or a long press on a touch screen (which browsers report as contextmenu).
+    item.addEventListener("contextmenu", (event) => {
+      if (event.target.closest("a, .reactions")) return;
+      event.preventDefault();
+      openMenu(menuButton, { x: event.clientX, y: event.clientY });
+    });
+    item.querySelector(".reply-quote").addEventListener("click", () => {
+      const replyTo = current()?.reply_to;
+      if (replyTo) actions.jump(chat, replyTo.seq);
+    });
+    item.querySelector(".edited").addEventListener("click", () => {
+      const held = current();
+      if (held) actions.edits(chat, held);
+    });
+  }
   return item;
 }
 
 function updateMessage(chat, item, message) {
   if (message.seq !== undefined) item.dataset.seq = message.seq;
   else item.dataset.clientId = message.client_id;
+  if (message.kind === "system") {
+    const text = item.querySelector(".system-text");
+    if (text.textContent !== bidiSafe(message.text)) text.textContent = bidiSafe(message.text);
+    return;
+  }
+  // The quoted message as it is now, if we hold it (its edits and deletion show in the quote).
+  const replySeq = message.reply_to?.seq ?? message.reply_to_seq;
+  const quoted = replySeq ? (chat.messages.get(replySeq) ?? message.reply_to ?? null) : null;
+  if (item.shownMessage !== message || item.shownQuote !== quoted) {
+    item.shownMessage = message;
+    item.shownQuote = quoted;
+    renderContent(chat, item, message, quoted);
+  }
+  renderTick(chat, item, message);
+}
+
+/** The parts of a message that change: text or tombstone, quote, forward header, reactions, "edited". */
+function renderContent(chat, item, message, quoted) {
+  item.classList.toggle("deleted", Boolean(message.deleted));
+  item.classList.toggle("pinned", Boolean(message.pinned));
+  const text = item.querySelector(".text");
+  text.textContent = message.deleted ? "Message deleted" : bidiSafe(message.text);
+
+  const forwarded = item.querySelector(".forwarded");
+  const origin = message.forwarded_from;
+  forwarded.hidden = !origin;
+  if (origin) forwarded.replaceChildren("Forwarded from ", bdi(origin.sender_username ?? usernameOf(origin.sender_id)));
+
+  const quote = item.querySelector(".reply-quote");
+  quote.hidden = !quoted;
+  if (quoted) {
+    const who = quoted.sender_id === null || quoted.sender_id === undefined ? "System" : usernameOf(quoted.sender_id);
+    const gist = quoted.deleted ? "Message deleted" : bidiSafe(quoted.text).slice(0, 100);
+    quote.replaceChildren(el("span", { className: "quote-sender", text: who }), el("span", { className: "quote-text", text: gist }));
+    quote.classList.toggle("deleted", Boolean(quoted.deleted));
+    quote.setAttribute("aria-label", `Reply to ${bidiSafe(who)}: ${gist}. Show the message.`);
+  }
+
+  const edited = item.querySelector(".edited");
+  edited.hidden = !message.edited_at || message.deleted;
+
+  const reactions = item.querySelector(".reactions");
+  const list = message.deleted ? [] : (message.reactions ?? []);
+  reactions.hidden = list.length === 0;
+  reactions.replaceChildren(
+    ...list.map((reaction) =>
+      el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            className: `reaction${reaction.me ? " me" : ""}`,
+            "aria-pressed": String(Boolean(reaction.me)),
+            "aria-label": `${reaction.emoji} ${reaction.count}${reaction.me ? ", you reacted" : ""}`,
+            onclick: () => actions.react(chat, message.seq, reaction.emoji),
+          },
+          el("span", { className: "reaction-emoji", text: reaction.emoji }),
+          el("span", { className: "reaction-count", text: String(reaction.count) }),
+        ),
+      ),
+    ),
+  );
+  const menuButton = item.querySelector(".msg-menu-btn");
+  if (menuButton) menuButton.hidden = Boolean(message.deleted);
+}
+
+function renderTick(chat, item, message) {
   const tick = item.querySelector(".tick");
   if (!tick) return;
   let mark;
@@ -291,4 +425,55 @@ function updateMessage(chat, item, message) {
       item.append(el("button", { type: "button", className: "retry link", text: "Retry", onclick: () => actions.retry(message) }));
     }
   }
+}
+
+/** Scrolls a rendered message into view and highlights it for a moment. */
+export function flashMessage(seq) {
+  const item = renderedMessages.get(`s${seq}`);
+  if (!item) return;
+  item.scrollIntoView({ block: "center", behavior: "smooth" });
+  item.classList.remove("flash");
+  void item.offsetWidth; // restart the animation
+  item.classList.add("flash");
+  item.querySelector(".msg-menu-btn, .system-text")?.focus?.({ preventScroll: true });
+}
+
+// --- pinned bar and composer context ------------------------------------------------------------
+
+/** The bar under the header: one pinned message at a time (newest first), a click moves on. */
+export function renderPinned() {
+  const chat = openChat();
+  const bar = $("pinned-bar");
+  const seqs = chat?.pinned_seqs ?? [];
+  bar.hidden = seqs.length === 0;
+  if (!chat || !seqs.length) return;
+  const index = Math.min(state.pinIndex.get(chat.id) ?? 0, seqs.length - 1);
+  const seq = seqs[index];
+  const message = chat.message(seq);
+  if (!message) actions.needMessage(chat, seq);
+  $("pinned-label").textContent = seqs.length > 1 ? `Pinned message ${index + 1} of ${seqs.length}` : "Pinned message";
+  $("pinned-text").textContent = message ? bidiSafe(message.text) : "…";
+  $("pinned-open").setAttribute("aria-label", `${$("pinned-label").textContent}: ${$("pinned-text").textContent}. Show it.`);
+  $("pinned-open").onclick = () => actions.pinned(chat);
+  const unpin = $("pinned-unpin");
+  unpin.hidden = !(message && canChange(chat, message).pin);
+  unpin.onclick = () => actions.unpin(chat, seq);
+}
+
+/** The bar over the composer while it answers ("Reply to …") or edits ("Edit message") one. */
+export function renderComposerContext() {
+  const chat = openChat();
+  const mode = chat && state.composing?.chatId === chat.id ? state.composing : null;
+  const bar = $("composer-context");
+  bar.hidden = !mode;
+  if (!mode) {
+    $("composer").dataset.mode = "send";
+    return;
+  }
+  const message = chat.message(mode.seq);
+  $("composer").dataset.mode = mode.kind;
+  $("composer-context-label").replaceChildren(
+    ...(mode.kind === "edit" ? ["Edit message"] : ["Reply to ", bdi(message ? usernameOf(message.sender_id) : "…")]),
+  );
+  $("composer-context-text").textContent = message ? bidiSafe(message.text).slice(0, 100) : "";
 }
