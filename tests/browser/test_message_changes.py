@@ -27,7 +27,7 @@ except ImportError:
     )
 
 from .conftest import LiveServer, User
-from .pages import chat_item, expect_online, login, message, messages, screenshot, send, shown_seqs
+from .pages import PHONE, chat_item, expect_online, login, message, messages, screenshot, send, shown_seqs
 
 pytestmark = pytest.mark.browser
 
@@ -307,3 +307,24 @@ def test_a_lost_change_event_is_repaired_from_the_change_log(open_page, daphne_s
     assert dropped, "the route did not drop the edit, so no gap was tested"
     expect_converged(alice, daphne_server, alice_user, chat_id)
     assert len(messages(alice).all()) == 1
+
+
+def test_phone_long_press_opens_the_menu_inside_the_screen(open_page, daphne_server: LiveServer):
+    """At phone width a long press (contextmenu) opens the menu, and the menu fits on the screen."""
+    alice_user = daphne_server.register("alice")
+    bob_user = daphne_server.register("bob")
+    chat = daphne_server.direct_chat(bob_user, alice_user)
+    daphne_server.send(bob_user, chat["id"], "Tap and hold me", "hold-1")
+    alice = open_page(alice_user, viewport=PHONE)
+    chat_item(alice, "bob").click()
+    bubble = message(alice, "Tap and hold me")
+    box = bubble.bounding_box()
+    bubble.dispatch_event("contextmenu", {"clientX": box["x"] + box["width"] - 4, "clientY": box["y"] + 4})
+    menu = alice.get_by_role("menu", name="Message actions")
+    expect(menu).to_be_visible()
+    placed = menu.bounding_box()
+    assert placed["x"] >= 0 and placed["x"] + placed["width"] <= PHONE["width"]
+    assert placed["y"] >= 0 and placed["y"] + placed["height"] <= PHONE["height"]
+    menu.get_by_role("menuitem", name="React 👍").click()
+    expect(bubble.locator(".reaction")).to_have_attribute("aria-pressed", "true")
+    screenshot(alice, "phone-reactions")

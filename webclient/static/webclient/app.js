@@ -6,7 +6,7 @@
 import { ApiError, Session } from "./api.js";
 import { setupDialogs } from "./dialogs.js";
 import { $, announce, bidiSafe, showToast } from "./dom.js";
-import { openMessageMenu } from "./menu.js";
+import { closeMessageMenu, openMessageMenu } from "./menu.js";
 import { LiveSocket, Requests } from "./socket.js";
 import { Chat, newClientId } from "./store.js";
 import {
@@ -744,6 +744,7 @@ async function selectChat(chatId) {
   renderChatList();
   renderChatPane();
   if (switching) {
+    closeMessageMenu();
     composerInput.value = "";
     state.composing = null;
     renderComposerContext();
@@ -775,6 +776,7 @@ async function selectChat(chatId) {
 
 // Infinite scroll upward: load the page before the oldest held message near the top.
 $("messages").addEventListener("scroll", () => {
+  closeMessageMenu();
   const chat = openChat();
   if (chat && $("messages").scrollTop < 150) loadOlder(chat);
 });

@@ -119,7 +119,7 @@ function updateChatItem(item, chat) {
           : chat.kind === "group"
             ? [bdi(usernameOf(message.sender_id)), ": "]
             : [];
-    parts = [...who, bdi(message.text)];
+    parts = [...who, message.deleted ? "Message deleted" : bdi(message.text)];
   } else parts = ["No messages yet"];
   preview.replaceChildren(...parts);
   const previewText = preview.textContent;
@@ -305,6 +305,20 @@ function buildMessage(chat, message) {
       if (event.target.closest("a, .reactions")) return;
       event.preventDefault();
       openMenu(menuButton, { x: event.clientX, y: event.clientY });
+    });
+    // Browsers that report no contextmenu for a long press (iOS Safari): time it ourselves.
+    let press = null;
+    let pressAt = null;
+    item.addEventListener("pointerdown", (event) => {
+      if (event.pointerType !== "touch" || event.target.closest("button")) return;
+      pressAt = { x: event.clientX, y: event.clientY };
+      clearTimeout(press);
+      press = setTimeout(() => openMenu(menuButton, pressAt), 550);
+    });
+    const cancelPress = () => clearTimeout(press);
+    for (const type of ["pointerup", "pointercancel", "contextmenu"]) item.addEventListener(type, cancelPress);
+    item.addEventListener("pointermove", (event) => {
+      if (pressAt && Math.hypot(event.clientX - pressAt.x, event.clientY - pressAt.y) > 10) cancelPress();
     });
     item.querySelector(".reply-quote").addEventListener("click", () => {
       const replyTo = current()?.reply_to;
