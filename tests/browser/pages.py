@@ -72,3 +72,20 @@ def screenshot(page: Page, name: str) -> None:
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def open_pair_in_chat(open_page, server, first_text: str):
+    """Alice and Bob in a direct chat holding Bob's ``first_text``, each with it open.
+
+    Returns ``(alice_page, bob_page, alice_user, bob_user, chat)``.
+    """
+    alice_user = server.register("alice")
+    bob_user = server.register("bob")
+    chat = server.direct_chat(bob_user, alice_user)
+    server.send(bob_user, chat["id"], first_text, "first-1")
+    alice = open_page(alice_user)
+    bob = open_page(bob_user)
+    chat_item(alice, "bob").click()
+    chat_item(bob, "alice").click()
+    expect(message(alice, first_text)).to_be_visible()
+    return alice, bob, alice_user, bob_user, chat

@@ -32,6 +32,7 @@ from .pages import (
     login,
     message,
     messages,
+    open_pair_in_chat,
     screenshot,
     send,
     shown_seqs,
@@ -142,15 +143,7 @@ def test_two_users_chat_live_with_typing_and_read_ticks(open_page, daphne_server
 
 def test_killed_socket_reconnects_and_catches_up_without_duplicates(open_page, daphne_server: LiveServer):
     """A dropped socket shows "Reconnecting…", comes back, fetches what was sent meanwhile once, and sends what was queued."""
-    alice_user = daphne_server.register("alice")
-    bob_user = daphne_server.register("bob")
-    chat = daphne_server.direct_chat(bob_user, alice_user)
-    daphne_server.send(bob_user, chat["id"], "Before the outage", "pre-1")
-    alice = open_page(alice_user)
-    bob = open_page(bob_user)
-    chat_item(alice, "bob").click()
-    chat_item(bob, "alice").click()
-    expect(message(alice, "Before the outage")).to_be_visible()
+    alice, bob, *_ = open_pair_in_chat(open_page, daphne_server, "Before the outage")
 
     # The network goes away and the socket dies with it.
     alice.context.set_offline(True)

@@ -27,7 +27,18 @@ except ImportError:
     )
 
 from .conftest import LiveServer, User
-from .pages import PHONE, chat_item, expect_online, login, message, messages, screenshot, send, shown_seqs
+from .pages import (
+    PHONE,
+    chat_item,
+    expect_online,
+    login,
+    message,
+    messages,
+    open_pair_in_chat,
+    screenshot,
+    send,
+    shown_seqs,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -114,15 +125,7 @@ def rest_change(server: LiveServer, user: User, method: str, path: str, body=Non
 
 def test_reply_edit_react_pin_and_delete_converge_live(open_page, daphne_server: LiveServer):
     """Alice and Bob change messages through the menu; both screens show the same result at once."""
-    alice_user = daphne_server.register("alice")
-    bob_user = daphne_server.register("bob")
-    chat = daphne_server.direct_chat(bob_user, alice_user)
-    daphne_server.send(bob_user, chat["id"], "Lunch at noon?", "lunch-1")
-    alice = open_page(alice_user)
-    bob = open_page(bob_user)
-    chat_item(alice, "bob").click()
-    chat_item(bob, "alice").click()
-    expect(message(alice, "Lunch at noon?")).to_be_visible()
+    alice, bob, alice_user, bob_user, chat = open_pair_in_chat(open_page, daphne_server, "Lunch at noon?")
 
     # Reply: the composer says what it answers; Escape drops it, the menu brings it back.
     menu_action(alice, "Lunch at noon?", "Reply")
