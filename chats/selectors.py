@@ -6,9 +6,11 @@ missing chat and a chat the user is not a member of raise the same ``ChatNotFoun
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
@@ -201,17 +203,35 @@ def changes_after(*, chat: Chat, reader: int, after_version: int, limit: int) ->
     version is a safe cursor for the next page; with ``has_more`` false the client holds
     ``version``, read in the same snapshot as the rows.
     """
-    state = fetch(sql.CHAT_VERSION.one(chat=chat.id))
-    rows = fetch(sql.CHANGES.all(chat=chat.id, after=after_version, limit=limit + 1, reader=reader))
-    has_more = len(rows) > limit
-    if has_more:
-        last = rows[limit - 1]
-        rows = [row for row in rows[:limit] if row.version != last.version] + fetch(
-            sql.CHANGES_OF_VERSION.all(chat=chat.id, version=last.version, reader=reader)
-        )
-        return ChangesPage(rows, last.version, state.pinned_seqs, True)
+    with _one_snapshot():
+        state = fetch(sql.CHAT_VERSION.one(chat=chat.id))
+        rows = fetch(sql.CHANGES.all(chat=chat.id, after=after_version, limit=limit + 1, reader=reader))
+        has_more = len(rows) > limit
+        if has_more:
+            last = rows[limit - 1]
+            rows = [row for row in rows[:limit] if row.version != last.version] + fetch(
+                sql.CHANGES_OF_VERSION.all(chat=chat.id, version=last.version, reader=reader)
+            )
+            return ChangesPage(rows, last.version, state.pinned_seqs, True)
     version = max(state.version, rows[-1].version) if rows else state.version
     return ChangesPage(rows, version, state.pinned_seqs, False)
+
+
+@contextlib.contextmanager
+def _one_snapshot():
+    """Several reads that must see one snapshot: a REPEATABLE READ transaction (read-only work).
+
+    Without it a change committing between two reads (a pin between the chat's version and
+    pins and the changed messages) yields a page whose ``version`` covers the change but whose
+    ``pinned_seqs`` predates it. Inside an outer transaction (tests) it can only join that one.
+    """
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
 
 
 def edit_history(*, chat: Chat, seq: object) -> list[sql.EditEntry]:

@@ -650,3 +650,42 @@ def test_changes_pages_never_split_a_delete_batch(make_user, api):
     # The batch shares one version and fills the page that holds it.
     for batch in batches:
         assert len(set(Message.objects.filter(chat_id=chat.id, seq__in=batch).values_list("version", flat=True))) == 1
+
+
+def test_a_pin_committing_while_changes_is_read_cannot_leave_the_client_with_stale_pins(make_user, api, monkeypatch):
+    """A pin that commits between the two reads of /changes (the chat's version and pins, then the
+    changed messages) must not hand out a page whose ``version`` covers the pin but whose
+    ``pinned_seqs`` predates it: the client would ignore the later chat.pins event (version <= K)
+    and keep the wrong pins. Both reads see one snapshot, so the page agrees with itself."""
+    from chats import selectors, sql
+
+    owner, other = make_user(), make_user()
+    chat = services.open_direct_chat(user_id=owner.id, other_user_id=other.id).chat
+    sent = services.send_message(user_id=owner.id, chat_id=chat.id, client_id="p", text="pin me").message
+    real_fetch = selectors.fetch
+    injected = []
+
+    def fetch_then_pin(step):
+        answer = real_fetch(step)
+        if step.statement is sql.CHAT_VERSION and not injected:
+            # Another connection pins and commits right after the version was read.
+            injected.append(
+                Workers([lambda: services.set_pin(user_id=other.id, chat_id=chat.id, seq=sent.seq, pinned=True)]).run()
+            )
+        return answer
+
+    monkeypatch.setattr(selectors, "fetch", fetch_then_pin)
+    page = api(owner).get(f"/api/chats/{chat.id}/changes?after_version=0").json()
+    assert injected, "the pin was not injected"
+    pin_version = injected[0][0].version
+    assert page["has_more"] is False
+    by_seq = {m["seq"]: m for m in page["results"]}
+    assert (sent.seq in page["pinned_seqs"]) == (page["version"] >= pin_version)
+    assert by_seq[sent.seq]["pinned"] == (sent.seq in page["pinned_seqs"])
+    assert page["version"] == max(m["version"] for m in page["results"])
+    # Holding that page's version, the rest comes through /changes and agrees with the chat.
+    monkeypatch.setattr(selectors, "fetch", real_fetch)
+    state = dict(by_seq)
+    held, pages = _catch_up(api(owner), chat.id, page["version"], 50, state)
+    assert held == Chat.objects.get(id=chat.id).version
+    assert pages[-1]["pinned_seqs"] == [sent.seq] and state[sent.seq]["pinned"] is True
