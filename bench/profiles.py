@@ -80,7 +80,7 @@ QUICK = Profile(
     s7_messages=10,
     s7_rate=300,
     s7_s=3.0,
-    s8_passes=1,
+    s8_passes=3,
     deadline_s=2.0,
     abort_backlog_s=1.0,
 )
@@ -108,7 +108,7 @@ FULL = Profile(
     s7_messages=10,
     s7_rate=1000,
     s7_s=10.0,
-    s8_passes=3,
+    s8_passes=10,
     deadline_s=5.0,
     abort_backlog_s=2.0,
 )

@@ -231,8 +231,10 @@ def summary_rows(results: dict) -> list[list[str]]:
                 lost = r.get("missing_acks", 0) + r.get("lost_deliveries", 0)
                 errors = sum((r.get("errors") or {}).values())
                 exact = r.get("exact")
+                stopped = f" (sends stopped: {r.get('aborted')})" if r.get("aborted") else ""
                 figure = (
-                    f"{r.get('acks')} reaction acks @ {r.get('offered_rate')}/s over {r.get('chats')} chats; "
+                    f"{r.get('acks')} of {r.get('scheduled')} reaction acks @ {r.get('offered_rate')}/s over "
+                    f"{r.get('chats')} chats{stopped}; "
                     f"counts **{'exact' if exact else 'NOT exact' if exact is not None else '?'}**"
                 )
                 rows.append(
@@ -262,7 +264,7 @@ def summary_rows(results: dict) -> list[list[str]]:
                         scenario,
                         label,
                         f"catch-up on {r.get('changes')} changes: **{r.get('pages')}** pages in "
-                        f"**{r.get('total_s')}** s (n={(r.get('page_latency') or {}).get('count', 0)} pages); "
+                        f"**{r.get('total_s')}** s (median of {len(r.get('passes') or [])}; n={(r.get('page_latency') or {}).get('count', 0)} pages); "
                         f"{'exact' if exact else 'NOT exact'}",
                         *_lat(r.get("page_latency")),
                         str(bad),

@@ -145,12 +145,14 @@ def history_change_plan(*, reactions: int, edits: int, stride: int) -> tuple[lis
     """S8's changes, in order: a reaction on every ``stride``-th message from seq 2, and after
     every ``reactions // edits`` of them an edit of the first of those (changed twice: its reaction,
     then its text). Returns (the reacted seqs, [("react" | "edit", seq), ...])."""
+    if reactions % edits:
+        raise ValueError("reactions must be a multiple of edits")
     every = reactions // edits
     seqs = [2 + k * stride for k in range(reactions)]
     steps: list[tuple[str, int]] = []
     for k, seq in enumerate(seqs):
         steps.append(("react", seq))
-        if (k + 1) % every == 0 and len(steps) < reactions + edits:
+        if (k + 1) % every == 0:
             steps.append(("edit", seqs[k + 1 - every]))
     return seqs, steps
 
@@ -159,36 +161,56 @@ S8_EMOJI = "👍"
 
 
 def ensure_history_changes(
-    *, chat: Chat, reactor_id: int, editor_id: int, reactions: int, edits: int, stride: int = 100
+    *,
+    chat: Chat,
+    reactor_id: int,
+    editor_id: int,
+    reactions: int,
+    edits: int,
+    stride: int = 100,
+    batch_groups: int = 100,
 ) -> dict:
     """S8: make the history chat's ``reactions + edits`` changes once, through the services
-    (``set_reaction`` by ``reactor_id``, ``edit_message`` by the messages' sender ``editor_id``), in
-    one transaction: all of them or none. Each bumps the chat's version by one and stamps its
-    message, as over the socket. Returns the version before them, the chat's version, the changed
-    seqs and the edited ones; ``error`` when the chat's changes are not exactly these."""
+    (``set_reaction`` by ``reactor_id``, ``edit_message`` by the messages' sender ``editor_id``),
+    each bumping the chat's version by one and stamping its message, as over the socket.
+
+    They are committed ``batch_groups`` groups (``reactions // edits`` reactions and their edit)
+    at a time -- one transaction for all of them would make every update of the chat row walk
+    the chain of its earlier versions in that transaction -- so an interrupted setup leaves a
+    prefix of whole batches, and the next run goes on from there (the reactor's reaction count
+    says how far). Returns the version before them, the chat's version, the changed seqs and the
+    edited ones; ``error`` when the chat's changes are not exactly these."""
     seqs, steps = history_change_plan(reactions=reactions, edits=edits, stride=stride)
     edited = [seq for kind, seq in steps if kind == "edit"]
+    every = reactions // edits
     chat.refresh_from_db()
     if chat.last_seq < seqs[-1]:
         return {"error": f"history chat {chat.id} has {chat.last_seq} messages, needs {seqs[-1]}"}
     have = Reaction.objects.filter(message__chat_id=chat.id, user_id=reactor_id, emoji=S8_EMOJI).count()
-    if have == 0:
-        log(f"making {len(steps)} changes to chat {chat.id} through the services")
+    if have % every or have > reactions:
+        return {"error": f"history chat {chat.id} has {have} {S8_EMOJI} reactions of user {reactor_id}: not a batch"}
+    done = have // every * (every + 1)
+    if done < len(steps):
+        log(f"making {len(steps) - done} of {len(steps)} changes to chat {chat.id} through the services")
         t0 = time.perf_counter()
-        with override_settings(EDIT_WINDOW_HOURS=0, MESSAGE_CHANGE_RATE_LIMIT=0), transaction.atomic():
-            for kind, seq in steps:
-                if kind == "react":
-                    services.set_reaction(user_id=reactor_id, chat_id=chat.id, seq=seq, emoji=S8_EMOJI, add=True)
-                else:
-                    services.edit_message(
-                        user_id=editor_id, chat_id=chat.id, seq=seq, text=f"bench history message number {seq}, edited"
-                    )
+        size = batch_groups * (every + 1)
+        with override_settings(EDIT_WINDOW_HOURS=0, MESSAGE_CHANGE_RATE_LIMIT=0):
+            for start in range(done, len(steps), size):
+                with transaction.atomic():
+                    for kind, seq in steps[start : start + size]:
+                        if kind == "react":
+                            services.set_reaction(
+                                user_id=reactor_id, chat_id=chat.id, seq=seq, emoji=S8_EMOJI, add=True
+                            )
+                        else:
+                            services.edit_message(
+                                user_id=editor_id,
+                                chat_id=chat.id,
+                                seq=seq,
+                                text=f"bench history message number {seq}, edited",
+                            )
         log(f"changed in {time.perf_counter() - t0:.1f} s")
         chat.refresh_from_db()
-    elif have != reactions:
-        return {
-            "error": f"history chat {chat.id} has {have} {S8_EMOJI} reactions of user {reactor_id}, not {reactions}"
-        }
     before = chat.version - len(steps)
     changed = list(
         Message.objects.filter(chat_id=chat.id, version__gt=before).order_by("seq").values_list("seq", flat=True)
