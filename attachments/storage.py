@@ -51,3 +51,42 @@ def remove(*names: str) -> None:
     for name in names:
         if name:
             storage().delete(name)
+
+
+try:
+    from storages.backends.s3 import S3Storage
+except ImportError:  # pragma: no cover - django-storages is in requirements.txt
+    S3Storage = object  # type: ignore[assignment,misc]
+
+
+class PublicS3Storage(S3Storage):
+    """S3Storage whose presigned URLs name ``public_endpoint_url`` when one is set: the app
+    reaches the object store at one address (``http://minio:9000`` inside Compose), browsers at
+    another (``http://localhost:8000`` through nginx). boto3 signs for the host in the URL, so
+    the URL is signed by a client configured with the public address; the store checks the
+    signature against the Host it receives (nginx passes the browser's)."""
+
+    def __init__(self, *, public_endpoint_url: str | None = None, **options):
+        self.public_endpoint_url = public_endpoint_url
+        super().__init__(**options)
+        self._public_client = None
+
+    def url(self, name, parameters=None, expire=None, http_method=None):
+        if not self.public_endpoint_url:
+            return super().url(name, parameters=parameters, expire=expire, http_method=http_method)
+        if self._public_client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._public_client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.public_endpoint_url,
+                region_name=self.region_name,
+                aws_access_key_id=self.access_key,
+                aws_secret_access_key=self.secret_key,
+                config=Config(signature_version=self.signature_version or "s3v4", s3={"addressing_style": "path"}),
+            )
+        params = {"Bucket": self.bucket_name, "Key": self._normalize_name(self._clean_name(name)), **(parameters or {})}
+        return self._public_client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expire or self.querystring_expire, HttpMethod=http_method
+        )

@@ -312,17 +312,16 @@ if ATTACHMENTS_STORAGE not in ("local", "s3"):
 ATTACHMENTS_DIR = Path(os.environ.get("ATTACHMENTS_DIR") or BASE_DIR / ".data" / "attachments")
 _attachments_storage = (
     {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "attachments.storage.PublicS3Storage",
         "OPTIONS": {
             "bucket_name": os.environ.get("AWS_STORAGE_BUCKET_NAME", "messenger-attachments"),
             "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+            # Where browsers reach the store, if not where the app does (Compose: through nginx).
+            "public_endpoint_url": os.environ.get("AWS_S3_PUBLIC_ENDPOINT_URL") or None,
             "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
             "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
             "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
             "addressing_style": os.environ.get("AWS_S3_ADDRESSING_STYLE") or None,
-            # Browsers fetch presigned URLs from this address (e.g. MinIO's public one).
-            "custom_domain": os.environ.get("AWS_S3_CUSTOM_DOMAIN") or None,
-            "url_protocol": os.environ.get("AWS_S3_URL_PROTOCOL", "https:"),
             "querystring_auth": True,
             "querystring_expire": env_int("FILE_URL_MAX_AGE_SECONDS", 3600),
             "file_overwrite": False,

@@ -125,15 +125,52 @@ HEADERS_TOO_LARGE = (
 )
 
 
-class HeaderBoundHTTPChannel(HTTPChannel):
-    """Twisted's HTTP channel answering 431 (JSON) to a header block over ``MAX_HEADER_BYTES``.
+_BODY_TOO_LARGE_BODY = b'{"code": "too_large", "detail": "The request body is over the upload limit."}'
+BODY_TOO_LARGE = (
+    b"HTTP/1.1 413 Content Too Large\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: " + str(len(_BODY_TOO_LARGE_BODY)).encode() + b"\r\n"
+    b"Connection: close\r\n\r\n" + _BODY_TOO_LARGE_BODY
+)
+# Multipart framing around the largest file (boundaries, part headers, other fields).
+_BODY_SLACK = 1024 * 1024
 
-    Upstream checks the same two limits (each line ``MAX_LENGTH``, all of them
-    ``totalHeadersSize``) but answers a bare 400, or nothing for a single long line.
+
+def max_body_bytes() -> int:
+    """The largest request body read at all: the largest upload plus its framing. Twisted would
+    otherwise take any body whole (to a temporary file) before the app could refuse it."""
+    from django.conf import settings
+
+    return getattr(settings, "MAX_UPLOAD_BYTES", 50 * 1024 * 1024) + _BODY_SLACK
+
+
+class HeaderBoundHTTPChannel(HTTPChannel):
+    """Twisted's HTTP channel answering 431 (JSON) to a header block over ``MAX_HEADER_BYTES``,
+    and 413 (JSON) to a body over :func:`max_body_bytes` -- at once when ``Content-Length`` says
+    so, else when that many bytes arrived (chunked bodies).
+
+    Upstream checks the same two header limits (each line ``MAX_LENGTH``, all of them
+    ``totalHeadersSize``) but answers a bare 400, or nothing for a single long line; it has no
+    body limit.
     """
 
     MAX_LENGTH = MAX_HEADER_BYTES
     totalHeadersSize = MAX_HEADER_BYTES
+    _body_bytes = 0
+
+    def allHeadersReceived(self):
+        self._body_bytes = 0
+        if self.length is not None and self.length > max_body_bytes():
+            self._refuse(BODY_TOO_LARGE)
+            return
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data):
+        self._body_bytes += len(data)
+        if self._body_bytes > max_body_bytes() + _BODY_SLACK:  # chunk framing included
+            self._refuse(BODY_TOO_LARGE)
+            return
+        super().rawDataReceived(data)
 
     def lineReceived(self, line):
         if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
@@ -145,9 +182,12 @@ class HeaderBoundHTTPChannel(HTTPChannel):
         self._refuse_headers()
 
     def _refuse_headers(self) -> None:
+        self._refuse(HEADERS_TOO_LARGE)
+
+    def _refuse(self, answer: bytes) -> None:
         # Nothing more is read from this connection.
-        self.dataReceived = self.lineReceived = lambda *args: None
-        self.transport.write(HEADERS_TOO_LARGE)
+        self.dataReceived = self.lineReceived = self.rawDataReceived = lambda *args: None
+        self.transport.write(answer)
         self.loseConnection()
 
 

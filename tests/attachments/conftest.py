@@ -51,10 +51,12 @@ def s3_storages(endpoint: str) -> dict:
     return {
         **settings.STORAGES,
         "attachments": {
-            "BACKEND": "storages.backends.s3.S3Storage",
+            "BACKEND": "attachments.storage.PublicS3Storage",
             "OPTIONS": {
                 "bucket_name": BUCKET,
                 "endpoint_url": endpoint,
+                # Presigned URLs name another spelling of the address, as browsers behind nginx would.
+                "public_endpoint_url": endpoint.replace("127.0.0.1", "localhost"),
                 "region_name": "us-east-1",
                 "access_key": "testing",
                 "secret_key": "testing",

@@ -321,3 +321,20 @@ def test_purge_removes_uploads_nobody_sent(storage_backend, pair):
     assert set(Upload.objects.values_list("id", flat=True)) == {kept["id"], fresh["id"]}
     assert Blob.objects.count() == 2 and len(stored_names()) == 4
     assert "1 upload" in out.getvalue()
+
+
+def test_the_admin_shows_uploads_their_references_and_the_owners_storage(storage_backend, pair, make_user):
+    from django.test import Client
+
+    _, _, chat_id, as_alice, _ = pair
+    photo = upload(as_alice, samples.png(), "shown.png").json()
+    send(as_alice, chat_id, [photo["id"]], "in a message")
+    operator = make_user("operator", is_staff=True, is_superuser=True)
+    console = Client()
+    console.force_login(operator)
+    listing = console.get("/admin/attachments/upload/").content.decode()
+    assert "shown.png" in listing and photo["sha256"][:12] in listing
+    page = console.get(f"/admin/attachments/upload/{photo['id']}/change/").content.decode()
+    assert "no quota" in page or "GB" in page
+    assert console.post(f"/admin/attachments/upload/{photo['id']}/delete/").status_code == 403
+    assert console.get("/admin/attachments/blob/").status_code == 200
