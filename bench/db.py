@@ -111,3 +111,46 @@ def seq_gaps(base: str, db: str, chat_ids: list[int]) -> list[tuple[int, int, in
         for cid, last, n, mx, mn in rows
         if not (n == last == mx and mn == 1) and not (n == 0 and last == 0)
     ]
+
+
+def reaction_state(base: str, db: str, chat_ids: list[int]) -> dict:
+    """S7: the chats' text messages, their reaction rows and cached counts, and the chats' versions.
+
+    ``messages`` [(chat_id, seq, message_id)] by chat and seq; ``rows`` {(message_id, emoji): COUNT
+    of chats_reaction rows}; ``cached`` {(message_id, emoji): count in chats_message.reactions};
+    ``mine`` {(message_id, user_id, emoji)}; ``versions`` {chat_id: version}.
+    """
+    with connect(base, db) as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        messages = conn.execute(
+            """SELECT chat_id, seq, id FROM chats_message
+               WHERE chat_id = ANY(%s) AND kind = 'text' AND deleted_at IS NULL ORDER BY chat_id, seq""",
+            [chat_ids],
+        ).fetchall()
+        mine = conn.execute(
+            """SELECT r.message_id, r.user_id, r.emoji FROM chats_reaction r
+               JOIN chats_message m ON m.id = r.message_id WHERE m.chat_id = ANY(%s)""",
+            [chat_ids],
+        ).fetchall()
+        cached = conn.execute(
+            """SELECT m.id, e->>0, (e->>1)::int FROM chats_message m, jsonb_array_elements(m.reactions) AS e
+               WHERE m.chat_id = ANY(%s)""",
+            [chat_ids],
+        ).fetchall()
+        versions = dict(conn.execute("SELECT id, version FROM chats_chat WHERE id = ANY(%s)", [chat_ids]).fetchall())
+    rows: dict[tuple[int, str], int] = {}
+    for message_id, _user, emoji in mine:
+        rows[(message_id, emoji)] = rows.get((message_id, emoji), 0) + 1
+    return {
+        "messages": messages,
+        "rows": rows,
+        "cached": {(m, e): n for m, e, n in cached},
+        "mine": {tuple(r) for r in mine},
+        "versions": versions,
+    }
+
+
+def chat_version(base: str, db: str, chat_id: int) -> int | None:
+    with connect(base, db) as conn:
+        row = conn.execute("SELECT version FROM chats_chat WHERE id = %s", [chat_id]).fetchone()
+    return row[0] if row else None

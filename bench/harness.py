@@ -17,16 +17,16 @@ import sys
 import time
 from pathlib import Path
 
-from . import db, history, procs, scenarios
-from .profiles import PROFILES
+from . import changes, db, history, procs, scenarios
+from .profiles import PROFILES, S8_EDITS, S8_REACTIONS
 from .scenarios import Context
 
 ROOT = procs.ROOT
 RESULTS = ROOT / "bench" / "results"
 ALL_SERVERS = ("raw", "floor", "ours")
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8")
 # Run order: S5 restarts ours and stops it at the end (row counters), S4 needs its own server.
-RUN_ORDER = ("S1", "S2", "S3", "S6", "S5", "S4")
+RUN_ORDER = ("S1", "S2", "S3", "S6", "S7", "S8", "S5", "S4")
 # Which scenarios mean something for which server: the references have no database.
 APPLIES = {
     "S1": ALL_SERVERS,
@@ -35,6 +35,8 @@ APPLIES = {
     "S4": ("ours",),
     "S5": ("ours",),
     "S6": ("ours",),
+    "S7": ("ours",),
+    "S8": ("ours",),
 }
 LABELS = {"raw": "raw websockets relay", "floor": "Channels floor", "ours": "messenger"}
 SCENARIOS = {
@@ -42,6 +44,7 @@ SCENARIOS = {
     "S2": scenarios.s2_fanout,
     "S3": scenarios.s3_idle,
     "S6": scenarios.s6_dedup,
+    "S7": scenarios.s7_reactions,
 }
 SECRET = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-not-for-production"
 READ_GROUP_MESSAGES = 1000
@@ -66,6 +69,7 @@ def ours_env(args, database: str, run_id: str) -> dict[str, str]:
         "CACHE_PREFIX": f"bench-{run_id}",
         "SEND_RATE_LIMIT": "0",
         "CHAT_CHANGE_RATE_LIMIT": "0",
+        "MESSAGE_CHANGE_RATE_LIMIT": "0",
         "GROUP_CREATE_DAILY_LIMIT": "0",
         "AUTH_THROTTLE_RATE": "",
         "SOCKET_CONNECTS_PER_USER": "0",
@@ -298,8 +302,17 @@ async def _run(
         "pairs": max(profile.s1_pairs, profile.s6_users),
         "groups": {"fanout": profile.s2_group},
         "read_group": {"size": profile.s5_group, "messages": READ_GROUP_MESSAGES},
-        "history_messages": HISTORY_MESSAGES if ("S4" in wanted and history_fixture is None) else 0,
+        # S8 always uses the bench database's own history chat (its changes are made there once).
+        "history_messages": HISTORY_MESSAGES if (("S4" in wanted and history_fixture is None) or "S8" in wanted) else 0,
     }
+    if "S7" in wanted:
+        spec["reactions"] = {
+            "chats": profile.s7_chats,
+            "members": profile.s7_members,
+            "messages": profile.s7_messages,
+        }
+    if "S8" in wanted:
+        spec["changes"] = {"reactions": S8_REACTIONS, "edits": S8_EDITS}
     log(f"preparing {args.bench_db} ({profile.users} users)")
     fixture = django_setup(args, args.bench_db, ["prepare", "--spec", json.dumps(spec)], run_id)
     if history_fixture:
@@ -341,6 +354,15 @@ async def _run(
                     results["log_problems"][name] = results["log_problems"].get(name, []) + server.log_problems()
                     servers[name] = server = start_servers(args, [name], run_id, log_dir / "S5")[name]
                     out = await scenarios.s5_reads(ctx, server, stop_server=server.stop)
+                elif scenario == "S8":
+                    out = await asyncio.to_thread(
+                        changes.run,
+                        server,
+                        fixture=fixture.get("changes"),
+                        profile=profile,
+                        pg_base=args.pg,
+                        bench_db=args.bench_db,
+                    )
                 else:
                     out = await SCENARIOS[scenario](ctx, server)
             except Exception as exc:
@@ -349,6 +371,8 @@ async def _run(
             out["elapsed_s"] = round(time.perf_counter() - t0, 1)
             out.setdefault("alive_after", server.alive())
             touched_chats.update(out.pop("chat_ids", []))
+            for check, verdict in out.pop("checks", {}).items():
+                results["checks"][f"{scenario} {check}"] = verdict
             results["scenarios"].setdefault(scenario, {})[name] = out
     if "S4" in wanted and "ours" in wanted_servers:
         h = fixture.get("history")

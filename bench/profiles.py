@@ -31,6 +31,15 @@ class Profile:
     # S6: users with two sockets each, closed loop, s6_s per phase.
     s6_users: int
     s6_s: float
+    # S7: reaction.add/remove at s7_rate for s7_s, over s7_chats groups of s7_members members
+    # (one socket each), toggling S7_EMOJI on s7_messages messages per chat.
+    s7_chats: int
+    s7_members: int
+    s7_messages: int
+    s7_rate: int
+    s7_s: float
+    # S8: /changes catch-up over the history chat's S8_REACTIONS + S8_EDITS changes, s8_passes times.
+    s8_passes: int
     # How long after the last scheduled send a message may still arrive before it is lost.
     deadline_s: float
     # Stop a step's sends once the oldest undelivered message is this old (it has failed anyway).
@@ -44,6 +53,7 @@ class Profile:
             self.s5_group,
             2 * self.s1_pairs,
             2 * self.s6_users,
+            self.s7_chats * self.s7_members,
         )
 
 
@@ -65,6 +75,12 @@ QUICK = Profile(
     s5_s=3.0,
     s6_users=8,
     s6_s=3.0,
+    s7_chats=100,
+    s7_members=3,
+    s7_messages=10,
+    s7_rate=300,
+    s7_s=3.0,
+    s8_passes=3,
     deadline_s=2.0,
     abort_backlog_s=1.0,
 )
@@ -87,6 +103,12 @@ FULL = Profile(
     s5_s=10.0,
     s6_users=16,
     s6_s=10.0,
+    s7_chats=100,
+    s7_members=3,
+    s7_messages=10,
+    s7_rate=1000,
+    s7_s=10.0,
+    s8_passes=10,
     deadline_s=5.0,
     abort_backlog_s=2.0,
 )
@@ -108,6 +130,15 @@ S3_TARGET_CONNECTS = 800
 S4_P99_MS = 20.0
 S5_P99_MS = 10.0
 S6_MAX_OVERHEAD_PCT = 20.0
+S7_P99_MS = 25.0
+# Fully-qualified already (the server stores that form), so the replies name them as sent.
+S7_EMOJI = ("👍", "🔥")
+S8_P99_MS = 20.0
+# S8's fixture: changes made once to the history chat (reactions, then edits of some of the
+# reacted messages: 10 000 versions, S8_REACTIONS distinct messages), paged S8_PAGE at a time.
+S8_REACTIONS = 8000
+S8_EDITS = 2000
+S8_PAGE = 200
 # A "rows per ack" above this is not O(1).
 S5_MAX_ROWS_PER_ACK = 3.0
 

@@ -13,6 +13,8 @@ from .profiles import (
     S5_MAX_ROWS_PER_ACK,
     S5_P99_MS,
     S6_MAX_OVERHEAD_PCT,
+    S7_P99_MS,
+    S8_P99_MS,
 )
 
 
@@ -222,6 +224,53 @@ def summary_rows(results: dict) -> list[list[str]]:
                             ours,
                             over is not None and over <= S6_MAX_OVERHEAD_PCT and not r.get("bad_pairs"),
                         ),
+                    ]
+                )
+            elif scenario == "S7":
+                p99 = (r.get("ack_latency") or {}).get("p99_ms")
+                lost = r.get("missing_acks", 0) + r.get("lost_deliveries", 0)
+                errors = sum((r.get("errors") or {}).values())
+                exact = r.get("exact")
+                stopped = f" (sends stopped: {r.get('aborted')})" if r.get("aborted") else ""
+                figure = (
+                    f"{r.get('acks')} of {r.get('scheduled')} reaction acks @ {r.get('offered_rate')}/s over "
+                    f"{r.get('chats')} chats{stopped}; "
+                    f"counts **{'exact' if exact else 'NOT exact' if exact is not None else '?'}**"
+                )
+                rows.append(
+                    [
+                        scenario,
+                        label,
+                        figure,
+                        *_lat(r.get("ack_latency")),
+                        _loss(
+                            {
+                                "missing_acks": r.get("missing_acks", 0),
+                                "lost_deliveries": r.get("lost_deliveries", 0),
+                                "errors": r.get("errors"),
+                            }
+                        ),
+                        *_srv(r.get("server")),
+                        f"ack p99 <= {S7_P99_MS:.0f} ms, exact counts",
+                        _met(ours, p99 is not None and p99 <= S7_P99_MS and not lost and not errors and bool(exact)),
+                    ]
+                )
+            elif scenario == "S8":
+                p99 = (r.get("page_latency") or {}).get("p99_ms")
+                bad = sum((r.get("bad_responses") or {}).values())
+                exact = r.get("exact")
+                rows.append(
+                    [
+                        scenario,
+                        label,
+                        f"catch-up on {r.get('changes')} changes: **{r.get('pages')}** pages in "
+                        f"**{r.get('total_s')}** s (median of {len(r.get('passes') or [])}; n={(r.get('page_latency') or {}).get('count', 0)} pages); "
+                        f"{'exact' if exact else 'NOT exact'}",
+                        *_lat(r.get("page_latency")),
+                        str(bad),
+                        *_srv(r.get("server")),
+                        f"p99 per page <= {S8_P99_MS:.0f} ms",
+                        _met(ours, p99 is not None and p99 <= S8_P99_MS and not bad and bool(exact)),
                     ]
                 )
     return rows

@@ -5,7 +5,9 @@ chats the scenarios use (1:1 pairs via ``services.open_direct_chat``, groups via
 ``services.create_group``), give the read-ack group and the history chat their messages
 with one ``INSERT ... SELECT generate_series`` each (once; later runs reuse them; each takes
 the next version of the chat's change counter, as a send would), and
-mint an access token per user. ``history`` (on any database, e.g. ``messenger_load``):
+mint an access token per user; for S7 the reaction groups (``ensure_reaction_groups``), for S8
+the history chat's changes, made once through the services (``ensure_history_changes``).
+``history`` (on any database, e.g. ``messenger_load``):
 find the chat with the most messages and mint a token for one of its members.
 Both print one JSON object on stdout. Idempotent: run it twice and nothing doubles.
 """
@@ -27,10 +29,11 @@ django.setup()
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.test.utils import override_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from chats import services
-from chats.models import Chat, Membership
+from chats.models import Chat, Membership, Message, Reaction
 
 User = get_user_model()
 PREFIX = "bench"
@@ -69,13 +72,15 @@ def ensure_group(*, title: str, user_ids: list[int]) -> Chat:
     return chat
 
 
-def fill_messages(*, chat: Chat, sender_id: int, upto_seq: int) -> int:
-    """Give ``chat`` messages up to ``upto_seq`` (one INSERT ... SELECT), once."""
+def fill_messages(*, chat: Chat, sender_id: int, upto_seq: int, analyze: bool = True, quiet: bool = False) -> int:
+    """Give ``chat`` messages up to ``upto_seq`` (one INSERT ... SELECT), once; ``analyze``: then
+    ANALYZE chats_message (after a big fill)."""
     chat.refresh_from_db()
     if chat.last_seq >= upto_seq:
         return chat.last_seq
     start = chat.last_seq + 1
-    log(f"inserting messages {start}..{upto_seq} into chat {chat.id}")
+    if not quiet:
+        log(f"inserting messages {start}..{upto_seq} into chat {chat.id}")
     t0 = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cur:
         # Under the chat's row lock, as a send: each message takes the next version (the chat's
@@ -102,10 +107,129 @@ def fill_messages(*, chat: Chat, sender_id: int, upto_seq: int) -> int:
             [upto_seq, chat.id],
         )
         cur.execute("UPDATE chats_chat SET read_all_seq = %s WHERE id = %s", [upto_seq, chat.id])
-    with connection.cursor() as cur:
-        cur.execute("ANALYZE chats_message")
-    log(f"inserted in {time.perf_counter() - t0:.1f} s")
+    if analyze:
+        with connection.cursor() as cur:
+            cur.execute("ANALYZE chats_message")
+    if not quiet:
+        log(f"inserted in {time.perf_counter() - t0:.1f} s")
     return upto_seq
+
+
+def ensure_reaction_groups(*, user_ids: list[int], chats: int, members: int, messages: int) -> list[dict]:
+    """S7: ``chats`` groups of ``members`` consecutive ``user_ids`` (through ``services.create_group``),
+    each with ``messages`` text messages after its creation message (seq 2..messages + 1), once."""
+    groups = [user_ids[k * members : (k + 1) * members] for k in range(chats)]
+    if len(groups[-1]) < members:
+        raise SystemExit(f"S7 needs {chats * members} users, has {len(user_ids)}")
+    titles = [f"{PREFIX}-react-{members}-{group[0]}" for group in groups]
+    existing = {
+        (chat.title, chat.created_by_id): chat
+        for chat in Chat.objects.filter(
+            kind=Chat.Kind.GROUP, title__in=titles, created_by_id__in=[g[0] for g in groups]
+        )
+    }
+    if len(existing) < chats:
+        log(f"creating {chats - len(existing)} groups of {members} with {messages} messages each")
+    out = []
+    for title, group in zip(titles, groups, strict=True):
+        chat = existing.get((title, group[0]))
+        if chat is None:
+            chat = services.create_group(user_id=group[0], title=title, member_ids=group[1:])
+        if chat.last_seq < messages + 1:
+            fill_messages(chat=chat, sender_id=group[0], upto_seq=messages + 1, analyze=False, quiet=True)
+        out.append({"chat_id": chat.id, "members": group})
+    return out
+
+
+def history_change_plan(*, reactions: int, edits: int, stride: int) -> tuple[list[int], list[tuple[str, int]]]:
+    """S8's changes, in order: a reaction on every ``stride``-th message from seq 2, and after
+    every ``reactions // edits`` of them an edit of the first of those (changed twice: its reaction,
+    then its text). Returns (the reacted seqs, [("react" | "edit", seq), ...])."""
+    if reactions % edits:
+        raise ValueError("reactions must be a multiple of edits")
+    every = reactions // edits
+    seqs = [2 + k * stride for k in range(reactions)]
+    steps: list[tuple[str, int]] = []
+    for k, seq in enumerate(seqs):
+        steps.append(("react", seq))
+        if (k + 1) % every == 0:
+            steps.append(("edit", seqs[k + 1 - every]))
+    return seqs, steps
+
+
+S8_EMOJI = "👍"
+
+
+def ensure_history_changes(
+    *,
+    chat: Chat,
+    reactor_id: int,
+    editor_id: int,
+    reactions: int,
+    edits: int,
+    stride: int = 100,
+    batch_groups: int = 100,
+) -> dict:
+    """S8: make the history chat's ``reactions + edits`` changes once, through the services
+    (``set_reaction`` by ``reactor_id``, ``edit_message`` by the messages' sender ``editor_id``),
+    each bumping the chat's version by one and stamping its message, as over the socket.
+
+    They are committed ``batch_groups`` groups (``reactions // edits`` reactions and their edit)
+    at a time -- one transaction for all of them would make every update of the chat row walk
+    the chain of its earlier versions in that transaction -- so an interrupted setup leaves a
+    prefix of whole batches, and the next run goes on from there (the reactor's reaction count
+    says how far). Returns the version before them, the chat's version, the changed seqs and the
+    edited ones; ``error`` when the chat's changes are not exactly these."""
+    seqs, steps = history_change_plan(reactions=reactions, edits=edits, stride=stride)
+    edited = [seq for kind, seq in steps if kind == "edit"]
+    every = reactions // edits
+    chat.refresh_from_db()
+    if chat.last_seq < seqs[-1]:
+        return {"error": f"history chat {chat.id} has {chat.last_seq} messages, needs {seqs[-1]}"}
+    have = Reaction.objects.filter(message__chat_id=chat.id, user_id=reactor_id, emoji=S8_EMOJI).count()
+    if have % every or have > reactions:
+        return {"error": f"history chat {chat.id} has {have} {S8_EMOJI} reactions of user {reactor_id}: not a batch"}
+    done = have // every * (every + 1)
+    if done < len(steps):
+        log(f"making {len(steps) - done} of {len(steps)} changes to chat {chat.id} through the services")
+        t0 = time.perf_counter()
+        size = batch_groups * (every + 1)
+        with override_settings(EDIT_WINDOW_HOURS=0, MESSAGE_CHANGE_RATE_LIMIT=0):
+            for start in range(done, len(steps), size):
+                with transaction.atomic():
+                    for kind, seq in steps[start : start + size]:
+                        if kind == "react":
+                            services.set_reaction(
+                                user_id=reactor_id, chat_id=chat.id, seq=seq, emoji=S8_EMOJI, add=True
+                            )
+                        else:
+                            services.edit_message(
+                                user_id=editor_id,
+                                chat_id=chat.id,
+                                seq=seq,
+                                text=f"bench history message number {seq}, edited",
+                            )
+        log(f"changed in {time.perf_counter() - t0:.1f} s")
+        chat.refresh_from_db()
+    before = chat.version - len(steps)
+    changed = list(
+        Message.objects.filter(chat_id=chat.id, version__gt=before).order_by("seq").values_list("seq", flat=True)
+    )
+    out = {
+        "chat_id": chat.id,
+        "user_id": reactor_id,
+        "version_before": before,
+        "version": chat.version,
+        "seqs": seqs,
+        "edited_seqs": sorted(edited),
+        "database": connection.settings_dict["NAME"],
+    }
+    if changed != seqs:
+        out["error"] = (
+            f"chat {chat.id}: {len(changed)} messages changed after version {before}, expected the {len(seqs)} "
+            "S8 made (the chat changed since?)"
+        )
+    return out
 
 
 def token(user_id: int) -> str:
@@ -139,7 +263,16 @@ def prepare(spec: dict) -> dict:
             "members": users[: s5["size"]],
             "last_seq": last_seq,
         }
-    history = None
+    s7 = spec.get("reactions")
+    reaction_groups = None
+    if s7:
+        reaction_groups = ensure_reaction_groups(
+            user_ids=users[-s7["chats"] * s7["members"] :],
+            chats=s7["chats"],
+            members=s7["members"],
+            messages=s7["messages"],
+        )
+    history = changes = None
     if spec.get("history_messages"):
         chat = ensure_group(title=f"{PREFIX}-history", user_ids=users[:2])
         last_seq = fill_messages(chat=chat, sender_id=users[0], upto_seq=spec["history_messages"] + 1)
@@ -150,6 +283,12 @@ def prepare(spec: dict) -> dict:
             "token": token(users[1]),
             "database": connection.settings_dict["NAME"],
         }
+        s8 = spec.get("changes")
+        if s8:
+            changes = ensure_history_changes(
+                chat=chat, reactor_id=users[1], editor_id=users[0], reactions=s8["reactions"], edits=s8["edits"]
+            )
+            changes["token"] = history["token"]
     tokens = tokens_for(users)
     log(f"prepared in {time.perf_counter() - t0:.1f} s")
     return {
@@ -157,6 +296,8 @@ def prepare(spec: dict) -> dict:
         "pairs": pairs,
         "groups": groups,
         "history": history,
+        "reaction_groups": reaction_groups,
+        "changes": changes,
         "tokens": tokens,
     }
 

@@ -220,16 +220,18 @@ def changes_after(*, chat: Chat, reader: int, after_version: int, limit: int) ->
 
 @contextlib.contextmanager
 def _one_snapshot():
-    """A read-only REPEATABLE READ transaction: the chat's version and pins and the changed rows
-    are read in one snapshot, so the version a client takes is exactly what the rows show, and
-    the pins are the pins at that version. (Inside an outer transaction, e.g. a test's, the outer
-    one's isolation applies.)"""
+    """Several reads that must see one snapshot: a REPEATABLE READ transaction (read-only work).
+
+    Without it a change committing between two reads (a pin between the chat's version and
+    pins and the changed messages) yields a page whose ``version`` covers the change but whose
+    ``pinned_seqs`` predates it. Inside an outer transaction (tests) it can only join that one.
+    """
     if connection.in_atomic_block:
         yield
         return
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         yield
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
@@ -224,3 +225,123 @@ def test_bad_token_on_a_real_server_closes_4401(daphnes, make_user, tokens_not_l
         with pytest.raises(ConnectionClosed) as closed:
             connection.recv(timeout=TIMEOUT)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+# --- reactions racing over both processes ------------------------------------------------------
+
+EMOJI = ["👍", "❤️", "😂", "🔥", "🎉"]
+
+
+class VersionedClient:
+    """One socket that keeps one message's reactions by the protocol's version rule (§3, §9).
+
+    ``version <= K``: ignore; ``K + 1``: apply; a jump: fetch ``/changes?after_version=K`` from the
+    same server and apply that. Records every version a live frame carried, and every repair.
+    """
+
+    def __init__(self, server: Daphne, token: str, stack: ExitStack, *, chat_id: int, seq: int, version: int):
+        self.server, self.token, self.chat_id, self.seq = server, token, chat_id, seq
+        self.connection = server.ws(token, stack)
+        self.held = version
+        self.reactions: list[dict] = []
+        self.delivered: list[int] = []
+        self.repairs = 0
+
+    @staticmethod
+    def _counts(reactions: list[dict]) -> list[dict]:
+        return [{"emoji": r["emoji"], "count": r["count"]} for r in reactions]
+
+    def _on(self, frame: dict) -> None:
+        if frame.get("type") != "message.reactions" or frame["chat_id"] != self.chat_id:
+            raise AssertionError(f"unexpected frame {frame}")
+        version = frame["version"]
+        self.delivered.append(version)
+        if version <= self.held:
+            return
+        if version == self.held + 1:
+            self.reactions, self.held = self._counts(frame["reactions"]), version
+            return
+        self.repairs += 1
+        after = self.held
+        while True:
+            page = self.server.get(f"/api/chats/{self.chat_id}/changes?after_version={after}&limit=200", self.token)
+            for message in page["results"]:
+                assert message["seq"] == self.seq
+                self.reactions = self._counts(message["reactions"])
+            after = page["version"]
+            if not page["has_more"]:
+                break
+        self.held = after
+
+    def call(self, frame: dict, ref: str) -> dict:
+        send(self.connection, {**frame, "ref": ref})
+        while True:
+            answer = recv(self.connection)
+            self._on(answer)
+            if answer.get("ref") == ref:
+                assert answer["changed"] is True, answer
+                return answer
+
+    def wait_for(self, version: int, first: int) -> None:
+        """Until it holds ``version`` and was delivered every version from ``first`` (a repair may
+        have run ahead of events still on their way); a lost event fails on the receive timeout."""
+        while self.held < version or not set(range(first, version + 1)) <= set(self.delivered):
+            self._on(recv(self.connection))
+
+
+def test_fifty_reactors_on_two_processes_converge_on_every_socket(daphnes, make_user):
+    """50 members react at once over WebSocket, half on each process, while the owner watches from
+    both: every socket ends with the stored reactions and the chat's version, every socket was
+    delivered every version exactly once (its own changes as replies, the others' as events: none
+    lost, none doubled), and a socket that saw a version jump (events of two processes may arrive
+    out of order) repaired it from /changes rather than skipping a change."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chats.models import Chat, Message
+
+    a, b = daphnes
+    owner = make_user()
+    reactors = [make_user() for _ in range(50)]
+    group = services.create_group(user_id=owner.id, title="Across", member_ids=[u.id for u in reactors])
+    sent = services.send_message(user_id=owner.id, chat_id=group.id, client_id="x", text="react").message
+    v0 = Chat.objects.get(id=group.id).version
+
+    def plan(i: int) -> list[tuple[str, str]]:
+        steps = [("reaction.add", EMOJI[i % 5]), ("reaction.add", EMOJI[(i + 1) % 5])]
+        return [*steps, ("reaction.remove", EMOJI[(i + 1) % 5])] if i % 3 == 0 else steps
+
+    total = sum(len(plan(i)) for i in range(50))
+    with ExitStack() as stack:
+        clients = [
+            VersionedClient((a, b)[i % 2], access_token(user), stack, chat_id=group.id, seq=sent.seq, version=v0)
+            for i, user in enumerate(reactors)
+        ]
+        watchers = [
+            VersionedClient(server, access_token(owner), stack, chat_id=group.id, seq=sent.seq, version=v0)
+            for server in (a, b)
+        ]
+        start = threading.Barrier(50)
+
+        def react(i: int) -> None:
+            start.wait(timeout=TIMEOUT * 6)
+            for n, (kind, emoji) in enumerate(plan(i)):
+                clients[i].call({"type": kind, "chat_id": group.id, "seq": sent.seq, "emoji": emoji}, f"r{n}")
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            for future in [pool.submit(react, i) for i in range(50)]:
+                future.result()
+            final = Chat.objects.get(id=group.id).version
+            assert final == v0 + total
+            for future in [pool.submit(c.wait_for, final, v0 + 1) for c in clients + watchers]:
+                future.result()
+
+        stored = Message.objects.get(id=sent.id).reactions
+        expected = [{"emoji": emoji, "count": count} for emoji, count in stored]
+        for client in clients + watchers:
+            assert client.held == final
+            assert client.reactions == expected
+            assert sorted(client.delivered) == list(range(v0 + 1, final + 1)), client.server.name
+        assert sum(c["count"] for c in expected) == sum(2 - (i % 3 == 0) for i in range(50))
+        for client in clients + watchers:
+            assert_silent(client.connection)
+        print(f"repairs: {sum(c.repairs for c in clients + watchers)} of {len(clients) + len(watchers)} sockets")

@@ -6,7 +6,7 @@ import pytest
 from django.db.models import F, Max
 
 from chats import selectors, services
-from chats.models import Chat, Message
+from chats.models import Chat, Message, Reaction
 
 pytestmark = pytest.mark.django_db
 
@@ -36,3 +36,54 @@ def test_filled_messages_take_the_next_versions_as_sends_would(make_user, settin
     assert reacted.version == chat.version + 1
     changes = selectors.changes_after(chat=chat, reader=member.id, after_version=chat.version, limit=10)
     assert [m.seq for m in changes.results] == [20]
+
+
+def test_history_changes_are_made_once_through_the_services_and_found_by_changes(make_user, monkeypatch):
+    """S8's fixture: reactions, then edits of some of the reacted messages, each one version;
+    the jsonb counts are the rows; /changes after the version before them gives exactly the
+    reacted messages once each; an interrupted setup goes on from its last whole batch."""
+    from bench.setup_django import ensure_history_changes, fill_messages
+
+    owner, member = make_user(), make_user()
+    chat = services.create_group(user_id=owner.id, title="bench-history", member_ids=[member.id])
+    fill_messages(chat=chat, sender_id=owner.id, upto_seq=60, analyze=False)
+    make = {
+        "chat": chat,
+        "reactor_id": member.id,
+        "editor_id": owner.id,
+        "reactions": 20,
+        "edits": 5,
+        "stride": 2,
+        "batch_groups": 2,
+    }
+
+    real_edit, calls = services.edit_message, []
+
+    def edit_then_fail(**kwargs):
+        calls.append(kwargs["seq"])
+        if len(calls) == 3:  # in the second batch (2 groups of 4 reactions and 1 edit each)
+            raise RuntimeError("interrupted")
+        return real_edit(**kwargs)
+
+    monkeypatch.setattr(services, "edit_message", edit_then_fail)
+    with pytest.raises(RuntimeError):
+        ensure_history_changes(**make)
+    assert Reaction.objects.filter(message__chat=chat).count() == 8  # the first batch only
+    monkeypatch.setattr(services, "edit_message", real_edit)
+
+    out = ensure_history_changes(**make)
+    assert "error" not in out
+    chat.refresh_from_db()
+    assert out["version"] == chat.version and out["version"] - out["version_before"] == 25
+    assert ensure_history_changes(**make) == out  # once
+    assert Reaction.objects.filter(message__chat=chat, user=member, emoji="👍").count() == 20
+    changed = Message.objects.filter(chat=chat, seq__in=out["seqs"])
+    assert all(m.reactions == [["👍", 1]] for m in changed)
+    assert sorted(changed.filter(edited_at__isnull=False).values_list("seq", flat=True)) == out["edited_seqs"]
+    assert len(out["edited_seqs"]) == 5
+
+    page = selectors.changes_after(chat=chat, reader=member.id, after_version=out["version_before"], limit=200)
+    assert sorted(m.seq for m in page.results) == out["seqs"] and len(page.results) == 20
+    assert page.version == chat.version and not page.has_more
+    versions = [m.version for m in page.results]
+    assert versions == sorted(set(versions)) and versions[-1] == chat.version

@@ -7,6 +7,13 @@ a failed handshake) it reconnects -- to the other server -- and resends the *sam
 ``client_id`` until it gets ``message.ack``. Every device keeps what it has seen per
 chat as ``seq -> message id``; on (re)connect and whenever it notices a hole it fetches
 ``GET /api/chats/{id}/messages?after_seq=N``, exactly as docs/PROTOCOL.md §9 asks.
+
+Sending devices also change messages (issue 12): between sends they edit and delete their
+own messages, react to and unreact from any text message, and pin and unpin in direct chats;
+each change is retried after any failure until it gets its reply (a repeat changes nothing).
+Every device also keeps every message's changing state (text, deleted, reactions, pinned,
+version) by the version rule of §3: ``version <= K`` is ignored, ``K + 1`` applied, a jump
+repaired from ``GET /api/chats/{id}/changes?after_version=K``.
 """
 
 from __future__ import annotations
@@ -110,6 +117,42 @@ class Ack:
     t: float
     duplicate: bool
     device: str
+    version: int = 0
+
+
+@dataclass
+class Change:
+    """One change a device made, as its reply told it (or the refusal that ended it)."""
+
+    device: str
+    user_id: int
+    order: int  # the device's program order
+    op: str  # edit, delete, react, pin
+    chat_id: int
+    seq: int
+    arg: object  # edit: text; react: (emoji, add); pin: pinned
+    t: float
+    version: int = 0
+    changed: bool = False
+    refused: str | None = None
+
+
+# A refusal that ends a change for good (another device's delete raced it, a limit): not retried.
+FINAL_REFUSALS = {"gone", "too_many_reactions", "too_many_pins", "forbidden"}
+EMOJI = ("👍", "❤️", "😂", "🔥")
+
+
+def message_state(message: dict) -> dict:
+    """The part of a message that changes, as the version rule tracks it."""
+    return {
+        "text": message["text"],
+        "deleted": message["deleted"],
+        "reactions": [(r["emoji"], r["count"]) for r in message["reactions"]],
+        "pinned": message["pinned"],
+        "version": message["version"],
+        "kind": message["kind"],
+        "sender_id": message["sender_id"],
+    }
 
 
 @dataclass
@@ -144,6 +187,9 @@ class Stats:
         self.foreign: list[str] = []  # an event for a chat the device's user is not in
         self.order_violations: list[str] = []  # catch-up page not strictly ascending
         self.catchup_failures: Counter = Counter()
+        self.changes: list[Change] = []  # answered changes, refusals included
+        self.change_attempts = 0
+        self.version_repairs = 0  # /changes fetches a version jump caused
 
 
 class Population:
@@ -160,9 +206,12 @@ class Population:
         send_interval: float,
         clock: Clock,
         seed: int = 1,
+        change_ratio: float = 0.45,
     ):
         self.ports = ports
         self.clock = clock
+        self.change_ratio = change_ratio
+        self.direct = {chat["id"] for chat in chats if chat["kind"] == "direct"}
         self.stats = Stats()
         self.rng = random.Random(seed)
         self.sending = True  # False once draining: finish pending sends, start no new ones
@@ -194,7 +243,7 @@ class Population:
             device.task = task
 
     def pending(self) -> int:
-        return sum(1 for d in self.devices if d.pending is not None)
+        return sum(1 for d in self.devices if d.pending is not None or d.pending_change is not None)
 
     async def drain(self, timeout: float) -> bool:
         """Stop creating messages; wait until every sent message is acked."""
@@ -233,6 +282,14 @@ class Device:
         self.probe_hits: dict[str, float] = {}  # probe tag -> first live arrival on any socket
         self.sessions: list[Session] = []
         self.pending: tuple[str, int, str] | None = None  # (client_id, chat, text)
+        self.pending_change: tuple[Change, dict] | None = None  # (the change, its frame without ref)
+        self.changes_made = 0
+        # The version rule's state per chat: the version held, each message's changing state.
+        self.held: dict[int, int] = dict.fromkeys(self.chats, 0)
+        self.vstate: dict[int, dict[int, dict]] = {chat: {} for chat in self.chats}
+        self.version_gaps: set[int] = set()
+        self.own: list[tuple[int, int]] = []  # (chat, seq) of this user's live messages (this device's sends)
+        self.mine: dict[tuple[int, int], set[str]] = {}  # (chat, seq) -> my emoji on it
         self._seq = itertools.count(1)
         self._rng = random.Random(zlib.crc32(self.name.encode()) ^ 0x5EED)
         self._waiter: tuple[str, str, asyncio.Future] | None = None  # (ref, client_id, future)
@@ -314,6 +371,13 @@ class Device:
                     waiter = self._waiter
                     if waiter is not None and frame.get("client_id") == waiter[1] and not waiter[2].done():
                         waiter[2].set_result(frame)
+                elif kind in ("message.edited", "message.deleted", "message.reactions", "chat.pins"):
+                    waiter = self._waiter
+                    if "ref" in frame:  # the reply to this device's change
+                        if waiter is not None and frame["ref"] == waiter[0] and not waiter[2].done():
+                            waiter[2].set_result(frame)
+                    else:
+                        self._on_change(frame)
                 elif kind == "error":
                     self.pop.stats.error_frames.append((self.pop.clock.now(), frame.get("code"), session.server))
                     waiter = self._waiter
@@ -337,6 +401,74 @@ class Device:
             session.probe_hits.setdefault(tag, self.pop.clock.now())
             self.probe_hits.setdefault(tag, self.pop.clock.now())
         self._store(message, source="live")
+        self._versioned(message["chat_id"], message["version"], lambda: self._put(message))
+
+    # --- the version rule (PROTOCOL.md §3) ------------------------------------------------------
+
+    def _put(self, message: dict) -> None:
+        """Keep a message's state unless what is held is newer (a catch-up page can be older
+        than a live event applied while it was in flight)."""
+        state = self.vstate[message["chat_id"]]
+        have = state.get(message["seq"])
+        if have is None or have["version"] <= message["version"]:
+            state[message["seq"]] = message_state(message)
+
+    def _versioned(self, chat: int, version: int, apply) -> None:
+        held = self.held.get(chat)
+        if held is None:
+            self.pop.stats.foreign.append(f"{self.name} got a change of chat {chat}")
+            return
+        if version <= held:
+            return
+        if version == held + 1:
+            apply()
+            self.held[chat] = version
+            return
+        self.version_gaps.add(chat)  # apply nothing: /changes repairs it
+
+    def _on_change(self, frame: dict) -> None:
+        """A change event, or the reply to one of this device's changes that changed something."""
+        kind = frame["type"]
+        if kind == "message.edited":
+            message = frame["message"]
+            self._versioned(message["chat_id"], message["version"], lambda: self._put(message))
+            return
+        chat, version = frame["chat_id"], frame["version"]
+        state = self.vstate.get(chat)
+
+        def apply():
+            if kind == "message.deleted":
+                for seq in frame["seqs"]:
+                    have = state.setdefault(seq, {"kind": "text", "sender_id": None})
+                    have.update(text="", deleted=True, reactions=[], pinned=False, version=version)
+            elif kind == "message.reactions":
+                have = state.setdefault(frame["seq"], {})
+                have.update(reactions=[(r["emoji"], r["count"]) for r in frame["reactions"]], version=version)
+            else:  # chat.pins: the pinned set is absolute; the message that flipped takes the version
+                now = set(frame["pinned_seqs"])
+                for seq, have in state.items():
+                    if have.get("pinned") != (seq in now):
+                        have.update(pinned=seq in now, version=version)
+
+        self._versioned(chat, version, apply)
+
+    async def catch_up_changes(self, port: int, chat: int) -> None:
+        """Fetch the current state of everything changed after the version held (§9 step 3)."""
+        self.version_gaps.discard(chat)
+        after = self.held[chat]
+        for _page in range(10_000):
+            status, body = await http(
+                port, "GET", f"/api/chats/{chat}/changes?after_version={after}&limit=200", self.token
+            )
+            if status != 200:
+                self.version_gaps.add(chat)
+                raise HttpError(status, body)
+            for message in body["results"]:
+                self._put(message)
+            after = body["version"]
+            if not body["has_more"]:
+                break
+        self.held[chat] = max(self.held[chat], after)
 
     def _store(self, message: dict, *, source: str) -> None:
         chat, seq, mid = message["chat_id"], message["seq"], message["id"]
@@ -384,7 +516,7 @@ class Device:
 
     async def _fill_holes(self, port: int, session: Session) -> None:
         """On connect: catch up every chat. Then, every second: any chat with a hole."""
-        todo = list(self.chats)
+        todo, versions = list(self.chats), list(self.chats)
         while session.t_close is None:
             for chat in todo:
                 try:
@@ -392,8 +524,17 @@ class Device:
                 except (HttpError, OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
                     key = f"http:{exc.status}" if isinstance(exc, HttpError) else type(exc).__name__
                     self.pop.stats.catchup_failures[key] += 1
+            for chat in versions:
+                try:
+                    await self.catch_up_changes(port, chat)
+                except (HttpError, OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                    self.version_gaps.add(chat)
+                    key = f"http:{exc.status}" if isinstance(exc, HttpError) else type(exc).__name__
+                    self.pop.stats.catchup_failures[f"changes:{key}"] += 1
             await asyncio.sleep(1.0)
             todo = [chat for chat in self.chats if self.max_seen[chat] > self.contig[chat]]
+            versions = sorted(self.version_gaps)
+            self.pop.stats.version_repairs += len(versions)
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -401,6 +542,16 @@ class Device:
         rng = self._rng
         attempt = 0
         while True:
+            idle = self.pending is None and self.pending_change is None and self.pop.sending
+            if idle and rng.random() < self.pop.change_ratio:
+                self.pending_change = self._next_change(rng)
+            if self.pending_change is not None:
+                attempt += 1
+                await self._change(ws, reader, attempt)
+                if self.interval:
+                    self.state = "pausing"
+                    await asyncio.sleep(rng.uniform(0.5, 1.5) * self.interval)
+                continue
             if self.pending is None:
                 if not self.pop.sending:
                     stop = asyncio.create_task(self.pop.stop.wait())
@@ -440,6 +591,73 @@ class Device:
                 self.state = "pausing"
                 await asyncio.sleep(rng.uniform(0.5, 1.5) * self.interval)
 
+    # --- changing messages --------------------------------------------------------------------
+
+    def _next_change(self, rng: random.Random) -> tuple[Change, dict] | None:
+        """A random change of a message this device knows: edit or delete its own, react, pin."""
+        roll = rng.random()
+        self.changes_made += 1
+        order = self.changes_made
+        now = self.pop.clock.now()
+        if roll < 0.35 and self.own:
+            chat, seq = rng.choice(self.own)
+            if roll < 0.08:
+                change = Change(self.name, self.user_id, order, "delete", chat, seq, None, now)
+                return change, {"type": "message.delete", "chat_id": chat, "seqs": [seq]}
+            text = f"{self.name} edit {order}"
+            change = Change(self.name, self.user_id, order, "edit", chat, seq, text, now)
+            return change, {"type": "message.edit", "chat_id": chat, "seq": seq, "text": text}
+        chat = rng.choice(self.writable)
+        live = [s for s, m in self.vstate[chat].items() if m.get("kind") == "text" and not m.get("deleted")]
+        if not live:
+            return None
+        seq = rng.choice(live)
+        if roll > 0.85 and chat in self.pop.direct:
+            pinned = not self.vstate[chat][seq].get("pinned", False)
+            change = Change(self.name, self.user_id, order, "pin", chat, seq, pinned, now)
+            return change, {"type": "message.pin", "chat_id": chat, "seq": seq, "pinned": pinned}
+        mine = self.mine.get((chat, seq), set())
+        emoji = rng.choice(EMOJI)
+        add = emoji not in mine and len(mine) < 3
+        change = Change(self.name, self.user_id, order, "react", chat, seq, (emoji, add), now)
+        kind = "reaction.add" if add else "reaction.remove"
+        return change, {"type": kind, "chat_id": chat, "seq": seq, "emoji": emoji}
+
+    async def _change(self, ws, reader: asyncio.Task, attempt: int) -> None:
+        """Send the pending change and wait for its reply; any failure reconnects and repeats it."""
+        change, frame = self.pending_change
+        ref = f"{self.name}-c{change.order}#{attempt}"
+        future = asyncio.get_running_loop().create_future()
+        self._waiter = (ref, None, future)
+        self.pop.stats.change_attempts += 1
+        self.state = f"changing ({change.op})"
+        await ws.send(json.dumps({**frame, "ref": ref}))
+        await asyncio.wait({future, reader}, timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        self._waiter = None
+        if not future.done():
+            future.cancel()
+            raise Reconnect("closed" if reader.done() else "change_timeout")
+        reply = future.result()
+        now = self.pop.clock.now()
+        if reply["type"] == "error":
+            if reply.get("code") not in FINAL_REFUSALS:
+                raise Reconnect(f"error:{reply.get('code')}")
+            change.refused = reply["code"]
+        else:
+            change.changed = reply["changed"]
+            change.version = (reply["message"] if change.op == "edit" else reply)["version"]
+            if change.changed:
+                self._on_change(reply)
+            key = (change.chat_id, change.seq)
+            if change.op == "delete":
+                self.own = [own for own in self.own if own != key]
+            elif change.op == "react":
+                self.mine[key] = {r["emoji"] for r in reply["reactions"] if r.get("me")}
+        change.t = now
+        self.pop.stats.changes.append(change)
+        self.pop.stats.ack_log.append((now, self.name))
+        self.pending_change = None
+
     def _on_ack(self, frame: dict, client_id: str, chat: int, text: str) -> None:
         message = frame["message"]
         stats = self.pop.stats
@@ -461,7 +679,12 @@ class Device:
             t=now,
             duplicate=bool(frame.get("duplicate")),
             device=self.name,
+            version=message["version"],
         )
         stats.ack_log.append((now, self.name))
         # The sending device gets the ack instead of message.new: it now has its own message.
         self._store(message, source="ack")
+        if not frame.get("duplicate"):
+            self._versioned(chat, message["version"], lambda: self._put(message))
+        if not message["deleted"]:
+            self.own.append((chat, message["seq"]))

@@ -324,6 +324,7 @@ def child_env(*, database_url: str, redis_url: str, prefix: str) -> dict[str, st
         SECRET_KEY=SECRET_KEY,
         DEBUG="true",
         SEND_RATE_LIMIT="0",
+        MESSAGE_CHANGE_RATE_LIMIT="0",
         CHAT_CHANGE_RATE_LIMIT="0",
         GROUP_CREATE_DAILY_LIMIT="0",
         AUTH_THROTTLE_RATE="",

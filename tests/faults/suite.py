@@ -5,6 +5,12 @@ after another (each followed by a live-delivery probe and a quiet period), stop 
 messages and wait until every sent message is acked, let every device catch up over
 REST, then compare what clients were told with what PostgreSQL holds.
 
+Sending devices also edit, delete, react and pin between sends (``change_ratio`` of their
+actions). The final check compares every device's message state (kept by the version rule and
+/changes) with PostgreSQL, and every change a device was answered with the stored result: no
+change lost (an acknowledged edit, delete, reaction or pin missing from the final state) and none
+doubled (two answers claiming one version, an edit in the history twice).
+
 Faults:
 * ``redis``: SIGTERM the private redis-server, keep it down ``hold`` s, start it again
   (empty: no persistence). Afterwards every socket that stayed open through the restart
@@ -23,6 +29,7 @@ import json
 import logging
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +55,7 @@ class Profile:
     faults: tuple[tuple[str, float], ...]  # (kind, hold seconds)
     drain_timeout: float = 60.0
     probe_timeout: float = 20.0
+    change_ratio: float = 0.45  # of a sending device's actions: edits, deletes, reactions, pins
 
 
 QUICK = Profile(
@@ -251,6 +259,7 @@ class Suite:
             senders_per_user=p.senders_per_user,
             send_interval=p.send_interval,
             clock=self.clock,
+            change_ratio=p.change_ratio,
         )
         self.control = [ControlSocket(d.port, self.user0["token"]) for d in self.daphnes]
         self.pop.start()
@@ -413,6 +422,7 @@ class Suite:
                     t=self.clock.now(),
                     duplicate=status == 200,
                     device="probe",
+                    version=body["version"],
                 )
                 return body
             await asyncio.sleep(0.2)
@@ -500,6 +510,7 @@ class Suite:
                 for _attempt in range(20):
                     try:
                         await device.catch_up(port, chat)
+                        await device.catch_up_changes(port, chat)
                         break
                     except (HttpError, OSError, TimeoutError, asyncio.IncompleteReadError):
                         await asyncio.sleep(0.5)
@@ -518,7 +529,11 @@ class Suite:
 
         with psycopg.connect(host="127.0.0.1", port=self.pg.port, user=infra.PG_USER, dbname=infra.DB_NAME) as conn:
             rows = conn.execute(
-                "SELECT chat_id, seq, id, sender_id, client_id, text FROM chats_message ORDER BY chat_id, seq"
+                # The text as sent: an edited message's first text is its oldest history entry; a
+                # deleted one's is erased (NULL: not compared).
+                "SELECT chat_id, seq, id, sender_id, client_id, CASE WHEN deleted_at IS NULL THEN COALESCE("
+                "(SELECT e.text FROM chats_messageedit e WHERE e.message_id = m.id ORDER BY e.id LIMIT 1), text)"
+                " END FROM chats_message m ORDER BY chat_id, seq"
             ).fetchall()
             last_seq = dict(conn.execute("SELECT id, last_seq FROM chats_chat").fetchall())
             dup_keys = conn.execute(
@@ -528,11 +543,23 @@ class Suite:
             dup_seq = conn.execute(
                 "SELECT count(*) FROM (SELECT 1 FROM chats_message GROUP BY chat_id, seq HAVING count(*) > 1) d"
             ).fetchone()[0]
-        return rows, last_seq, dup_keys, dup_seq
+            changing = conn.execute(
+                "SELECT m.chat_id, m.seq, m.id, m.text, m.deleted_at IS NOT NULL, m.reactions,"
+                " m.seq = ANY(c.pinned_seqs), m.version, m.kind, m.sender_id"
+                " FROM chats_message m JOIN chats_chat c ON c.id = m.chat_id"
+            ).fetchall()
+            versions = dict(conn.execute("SELECT id, version FROM chats_chat").fetchall())
+            edits: dict[int, list[str]] = {}
+            for message_id, text in conn.execute("SELECT message_id, text FROM chats_messageedit ORDER BY id"):
+                edits.setdefault(message_id, []).append(text)
+            reactions = set(conn.execute("SELECT message_id, user_id, emoji FROM chats_reaction").fetchall())
+        changes = {"messages": changing, "versions": versions, "edits": edits, "reactions": reactions}
+        return rows, last_seq, dup_keys, dup_seq, changes
 
     def _verify(self, *, drained: bool, catchup_ok: bool) -> dict:
         stats = self.pop.stats
-        rows, last_seq, dup_keys, dup_seq = self._load_db()
+        rows, last_seq, dup_keys, dup_seq, db_changes = self._load_db()
+        change_report = self._verify_changes(db_changes)
         by_key = {
             (sender, cid): (chat, seq, mid, text) for chat, seq, mid, sender, cid, text in rows if cid is not None
         }
@@ -545,7 +572,7 @@ class Suite:
             row = by_key.get(key)
             if row is None:
                 lost.append(key)
-            elif row != (ack.chat_id, ack.seq, ack.id, ack.text):
+            elif row[:3] != (ack.chat_id, ack.seq, ack.id) or row[3] not in (None, ack.text):
                 wrong.append((key, row, ack))
         unacked_rows = [key for key in by_key if key not in stats.acks]
         unknown_rows = [key for key in by_key if key not in stats.sent]
@@ -640,9 +667,114 @@ class Suite:
                 "order": stats.order_violations[:5],
             },
         }
+        report.update(change_report)
         report["problems"] = problems(report)
         report["ok"] = not report["problems"]
         return report
+
+    def _verify_changes(self, db: dict) -> dict:
+        """Every device's message state against PostgreSQL; every answered change against the result."""
+        stats = self.pop.stats
+        truth: dict[int, dict[int, dict]] = {}
+        ids: dict[tuple[int, int], int] = {}
+        counts_wrong = 0
+        for chat, seq, mid, text, deleted, reactions, pinned, version, kind, sender in db["messages"]:
+            truth.setdefault(chat, {})[seq] = {
+                "text": text,
+                "deleted": deleted,
+                "reactions": [(emoji, count) for emoji, count in reactions],
+                "pinned": pinned,
+                "version": version,
+                "kind": kind,
+                "sender_id": sender,
+            }
+            ids[(chat, seq)] = mid
+            rows = Counter(emoji for m, _u, emoji in db["reactions"] if m == mid)
+            counts_wrong += rows != Counter(dict(reactions))
+
+        converged, state_samples = 0, []
+        for device in self.pop.devices:
+            bad = [
+                chat
+                for chat in device.chats
+                if device.held[chat] != db["versions"][chat] or device.vstate[chat] != truth.get(chat, {})
+            ]
+            converged += not bad
+            if bad and len(state_samples) < 3:
+                chat = bad[0]
+                diff = {
+                    seq: (device.vstate[chat].get(seq), m)
+                    for seq, m in truth.get(chat, {}).items()
+                    if device.vstate[chat].get(seq) != m
+                }
+                state_samples.append(
+                    f"{device.name} chat {chat}: holds {device.held[chat]} of {db['versions'][chat]}; "
+                    f"{len(diff)} differ, e.g. {next(iter(diff.items()), None)}"
+                )
+
+        done = [c for c in stats.changes if c.refused is None]
+        refused = Counter(c.refused for c in stats.changes if c.refused is not None)
+        # Doubled: two answers claiming one version of a chat (a pin also claims its system message's).
+        claims: Counter = Counter()
+        for change in done:
+            if change.changed:
+                claims[(change.chat_id, change.version)] += 1
+                if change.op == "pin" and change.arg:
+                    claims[(change.chat_id, change.version + 1)] += 1
+        for ack in stats.acks.values():
+            if not ack.duplicate:
+                claims[(ack.chat_id, ack.version)] += 1
+        doubled = sum(n - 1 for n in claims.values() if n > 1)
+        doubled += sum(1 for chat, version in claims if version > db["versions"][chat])
+
+        lost, samples = 0, []
+        original = {(a.chat_id, a.seq): a.text for a in stats.acks.values()}
+        by_message: dict[tuple[int, int], list] = {}
+        for change in sorted(done, key=lambda c: (c.device, c.order)):
+            by_message.setdefault((change.chat_id, change.seq), []).append(change)
+        for key, changes in by_message.items():
+            now, mid = truth[key[0]][key[1]], ids[key]
+            history = db["edits"].get(mid, [])
+            own = [c for c in changes if c.op in ("edit", "delete")]
+            if own:
+                edits = [c.arg for c in own if c.op == "edit"]
+                if any(c.op == "delete" for c in own):
+                    wrong = (not now["deleted"]) + len(history)
+                else:
+                    expected = [original[key], *edits[:-1]]
+                    wrong = (now["text"] != (edits[-1] if edits else original[key])) + (history != expected)
+                    doubled += sum((Counter(history) - Counter(expected)).values())
+                lost += wrong
+                if wrong and len(samples) < 5:
+                    samples.append(f"{key}: {[(c.op, c.arg, c.version) for c in own]} -> {now['text']!r} {history}")
+            last_reaction: dict[tuple[int, str], bool] = {}
+            for change in changes:
+                if change.op == "react":
+                    last_reaction[(change.user_id, change.arg[0])] = change.arg[1]
+            for (user, emoji), present in last_reaction.items():
+                if not now["deleted"] and ((mid, user, emoji) in db["reactions"]) != present:
+                    lost += 1
+                    samples.append(f"{key}: user {user} {emoji} should be {'on' if present else 'off'}")
+            pins = [c for c in changes if c.op == "pin"]
+            if pins:
+                last = max(pins, key=lambda c: (c.version, c.changed))
+                expected = bool(last.arg) and not now["deleted"]
+                if now["pinned"] != expected:
+                    lost += 1
+                    samples.append(f"{key}: pinned {now['pinned']}, last pin answered {last.arg} at {last.version}")
+        by_op = Counter(c.op for c in done if c.changed)
+        return {
+            "change_attempts": stats.change_attempts,
+            "changes_answered": len(done),
+            "changes_applied": dict(by_op),
+            "changes_refused": dict(refused),
+            "changes_lost": lost,
+            "changes_doubled": doubled,
+            "reaction_counts_wrong": counts_wrong,
+            "devices_state_converged": converged,
+            "version_repairs": stats.version_repairs,
+            "change_samples": samples[:5] + state_samples,
+        }
 
 
 def _summary(pairs: list) -> dict:
@@ -671,6 +803,17 @@ def problems(report: dict) -> list[str]:
     ):
         if report[key]:
             out.append(f"{key} = {report[key]}")
+    for key in ("changes_lost", "changes_doubled", "reaction_counts_wrong"):
+        if report[key]:
+            out.append(f"{key} = {report[key]}: {report['change_samples']}")
+    if report["devices_state_converged"] != report["devices"]:
+        out.append(
+            f"only {report['devices_state_converged']} of {report['devices']} devices hold the stored message "
+            f"state and version: {report['change_samples']}"
+        )
+    unexpected = set(report["changes_refused"]) - {"gone", "too_many_reactions", "too_many_pins"}
+    if unexpected:
+        out.append(f"changes refused with {sorted(unexpected)}: {report['changes_refused']}")
     if report["sent"] != report["acked"] or not report["drained"]:
         out.append(f"not every sent message was acked ({report['acked']} of {report['sent']})")
     if report["rows_never_acked"]:
@@ -747,6 +890,15 @@ def render(report: dict) -> str:
         "pg_outage_new_socket_4503",
         "redis_live_resumed",
         "redis_outage_message_seen_by_all",
+        "change_attempts",
+        "changes_answered",
+        "changes_applied",
+        "changes_refused",
+        "changes_lost",
+        "changes_doubled",
+        "reaction_counts_wrong",
+        "devices_state_converged",
+        "version_repairs",
     ):
         lines.append(f"| {key} | {report[key]} |")
     lines.append(f"| error frames | {report['error_frames']} |")

@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 def test_faults_lose_nothing_duplicate_nothing_and_every_device_converges():
     """Through a Redis restart, a PostgreSQL outage and a SIGKILLed server: every acked message
     is stored exactly once, seqs have no gaps, every device ends with every message once and in
-    order, outages answer service_unavailable, and live delivery resumes everywhere."""
+    order, outages answer service_unavailable, and live delivery resumes everywhere. Edits,
+    deletes, reactions and pins made meanwhile: none lost or doubled, and every device ends with
+    exactly the stored state of every message and each chat's version."""
     try:
         check_tools()
     except MissingTool as exc:
@@ -34,6 +36,11 @@ def test_faults_lose_nothing_duplicate_nothing_and_every_device_converges():
     assert report["conflicting_deliveries"] == 0, text
     assert report["seq_gaps"] == 0, text
     assert report["devices_converged"] == report["devices"], text
+    assert sum(report["changes_applied"].values()) > 50, text
+    assert set(report["changes_applied"]) == {"edit", "delete", "react", "pin"}, text
+    assert report["changes_lost"] == 0 and report["changes_doubled"] == 0, text
+    assert report["reaction_counts_wrong"] == 0, text
+    assert report["devices_state_converged"] == report["devices"], text
     assert report["pg_outage_rest_503"] and report["pg_outage_socket_error"], text
     assert report["redis_live_resumed"] and report["redis_outage_message_seen_by_all"], text
     assert report["ok"], text
