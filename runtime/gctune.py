@@ -47,8 +47,18 @@ _started: list[float] = []
 
 
 def _time_collections(phase: str, info: dict) -> None:
-    """``gc.callbacks`` hook: each collection's pause into ``messenger_gc_pause_seconds``."""
-    if phase == "start":
-        _started[:] = [time.perf_counter()]
-    elif _started:
-        metrics.GC_PAUSE.labels(generation=str(info.get("generation", 0))).observe(time.perf_counter() - _started[0])
+    """``gc.callbacks`` hook: each collection's pause into ``messenger_gc_pause_seconds``.
+
+    A collection can start anywhere, also at the bottom of a deep recursion (a JSON depth bomb
+    being refused by the decoder): there the few calls of ``labels()`` can exceed the recursion
+    limit. That one observation is dropped; an exception escaping a gc callback would be printed
+    as "Exception ignored" with a traceback on every such collection."""
+    try:
+        if phase == "start":
+            _started[:] = [time.perf_counter()]
+        elif _started:
+            metrics.GC_PAUSE.labels(generation=str(info.get("generation", 0))).observe(
+                time.perf_counter() - _started[0]
+            )
+    except RecursionError:
+        _started.clear()

@@ -68,3 +68,18 @@ async def test_plan_statements_are_timed_by_name(make_user):
         _count(metrics.DB_STATEMENT_SECONDS, statement="after_send"),
     )
     assert after == (before[0] + 1, before[1] + 1)
+
+
+def test_the_gc_pause_hook_never_raises_at_the_recursion_limit(monkeypatch):
+    """A collection can start at the bottom of a deep recursion, where recording the pause
+    itself overflows the stack: the hook drops that one observation instead of raising (an
+    exception from a gc callback is printed as a traceback in the server log)."""
+
+    class Overflowing:
+        def labels(self, **_):
+            raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(gctune.metrics, "GC_PAUSE", Overflowing())
+    gctune._time_collections("start", {"generation": 2})
+    gctune._time_collections("stop", {"generation": 2})  # would raise without the guard
+    assert gctune._started == []
