@@ -34,7 +34,7 @@ class _ReadOnly(admin.ModelAdmin):
 
 def _references():
     # The chats app holds the references (it depends on this one, not the reverse).
-    MessageAttachment = apps.get_model("chats", "MessageAttachment")  # noqa: N806
+    MessageAttachment = apps.get_model("chats", "MessageAttachment")
     return Coalesce(
         Subquery(
             MessageAttachment.objects.filter(upload_id=OuterRef("pk"))
@@ -50,7 +50,17 @@ def _references():
 
 @admin.register(Upload)
 class UploadAdmin(_ReadOnly):
-    list_display = ("id", "name", "owner", "kind", "human_size", "short_sha256", "references", "attached_at", "created_at")
+    list_display = (
+        "id",
+        "name",
+        "owner",
+        "kind",
+        "human_size",
+        "short_sha256",
+        "references",
+        "attached_at",
+        "created_at",
+    )
     list_filter = ("kind",)
     search_fields = ("owner__username", "name", "blob__sha256")
     list_select_related = ("owner", "blob")

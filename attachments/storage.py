@@ -86,7 +86,9 @@ class PublicS3Storage(S3Storage):
                 aws_secret_access_key=self.secret_key,
                 config=Config(signature_version=self.signature_version or "s3v4", s3={"addressing_style": "path"}),
             )
-        params = {"Bucket": self.bucket_name, "Key": self._normalize_name(self._clean_name(name)), **(parameters or {})}
+        from storages.utils import clean_name
+
+        params = {"Bucket": self.bucket_name, "Key": self._normalize_name(clean_name(name)), **(parameters or {})}
         return self._public_client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=expire or self.querystring_expire, HttpMethod=http_method
         )
