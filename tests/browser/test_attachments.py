@@ -182,7 +182,7 @@ def test_files_are_dropped_pasted_cancelled_removed_and_downloaded(
     expect(alice.locator("#attach-tray")).to_be_hidden()
 
     # A dropped file, sent with no caption (Enter in the empty composer).
-    notes = b"Meeting notes\n" + os.urandom(3000)
+    notes = b"Meeting notes\n" + os.urandom(3100)  # 3114 bytes: "3.0 KB"
     dispatch_files(alice, "#messages", "drop", [("notes.txt", "text/plain", notes)])
     expect(alice.locator("#chat-view")).not_to_have_class(re.compile("dropping"))
     expect_uploaded(alice, "notes.txt")
