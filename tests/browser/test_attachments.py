@@ -110,7 +110,7 @@ def test_a_photo_uploads_with_progress_and_the_reader_opens_it_full_size(
     # The local preview is a blob: URL, which the page's CSP allows.
     expect_loaded(alice, tray_item(alice, "sunset.png").locator("img"), 640)
     expect(tray_item(alice, "sunset.png").get_by_role("button", name="Remove sunset.png")).to_be_visible()
-    send = alice.get_by_role("button", name="Send")
+    send = alice.get_by_role("button", name="Send", exact=True)
     expect(send).to_be_enabled()
     alice.get_by_label("Message", exact=True).fill("The view from the balcony")
     send.click()
@@ -153,7 +153,7 @@ def test_files_are_dropped_pasted_cancelled_removed_and_downloaded(
     """A running upload can be cancelled (Send waits for it meanwhile), an uploaded file removed;
     a dropped file goes out without a caption and the reader's chip downloads the same bytes."""
     alice, bob, alice_user, _, chat = open_pair_in_chat(open_page, daphne_server, "Do you have the notes?")
-    send = alice.get_by_role("button", name="Send")
+    send = alice.get_by_role("button", name="Send", exact=True)
 
     # A held upload: uploading, Send disabled, then cancelled.
     held = []

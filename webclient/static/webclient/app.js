@@ -657,8 +657,7 @@ recordButton.addEventListener("click", async () => {
   if (!chat) return;
   if (!recorder.active) {
     try {
-      await recorder.start();
-      announce("Recording a voice message");
+      if (await recorder.start()) announce("Recording a voice message");
     } catch (error) {
       showToast(`Cannot record: ${error.name === "NotAllowedError" ? "the microphone is not allowed." : error.message}`);
     }

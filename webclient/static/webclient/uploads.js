@@ -315,6 +315,7 @@ export class VoiceRecorder extends EventTarget {
     this.startedAt = 0;
     this.timer = null;
     this.starting = false;
+    this.attempt = 0;
   }
 
   static get supported() {
@@ -329,29 +330,44 @@ export class VoiceRecorder extends EventTarget {
     return this.recorder ? Date.now() - this.startedAt : 0;
   }
 
+  /** Asks for the microphone and starts; false if cancelled meanwhile. Rejects if refused. */
   async start() {
-    if (this.active) return;
+    if (this.active) return false;
+    const attempt = ++this.attempt; // cancel() moves it on: a late microphone is then let go
     this.starting = true;
     this._emit("state");
+    let stream;
     try {
-      this.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-      if (!this.starting) return this._release(); // cancelled while the browser asked
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (error) {
+      if (attempt === this.attempt) {
+        this.starting = false;
+        this._emit("state");
+      }
+      throw error;
+    }
+    if (attempt !== this.attempt) {
+      for (const track of stream.getTracks()) track.stop();
+      return false;
+    }
+    this.starting = false;
+    this.stream = stream;
+    try {
       const mimeType = VOICE_TYPES.find((type) => MediaRecorder.isTypeSupported(type));
-      this.recorder = new MediaRecorder(this.stream, mimeType ? { mimeType } : {});
+      this.recorder = new MediaRecorder(stream, mimeType ? { mimeType } : {});
       this.chunks = [];
       this.recorder.ondataavailable = (event) => {
         if (event.data.size) this.chunks.push(event.data);
       };
       this.recorder.start(250);
-      this.startedAt = Date.now();
-      this.timer = setInterval(() => this._emit("tick"), 250);
     } catch (error) {
       this._release();
       throw error;
-    } finally {
-      this.starting = false;
-      this._emit("state");
     }
+    this.startedAt = Date.now();
+    this.timer = setInterval(() => this._emit("tick"), 250);
+    this._emit("state");
+    return true;
   }
 
   /** Stops and resolves with the recording: {blob, type, durationMs}, or null if there was none. */
@@ -374,6 +390,7 @@ export class VoiceRecorder extends EventTarget {
   }
 
   cancel() {
+    this.attempt += 1;
     this.starting = false;
     if (this.recorder) {
       this.recorder.ondataavailable = null;
