@@ -31,7 +31,7 @@ except ImportError:
 from PIL import Image
 
 from .conftest import LiveServer, User
-from .pages import chat_item, message, messages, open_pair_in_chat, screenshot, tick
+from .pages import chat_item, expect_online, message, messages, open_pair_in_chat, screenshot, tick
 
 pytestmark = pytest.mark.browser
 
@@ -277,3 +277,35 @@ def test_a_voice_message_is_recorded_sent_and_shown_with_its_waveform(
     bob.wait_for_function("audio => audio.readyState >= 1", arg=audio)
     player.get_by_role("button", name="Play voice message").click()
     bob.wait_for_function("audio => audio.currentTime > 0 || audio.ended", arg=audio)
+
+
+def test_a_photo_sent_offline_waits_as_pending_and_goes_out_once(open_page, daphne_server: LiveServer, tmp_path: Path):
+    """A message with a file written while the socket is down shows as pending with its picture
+    and is sent once the socket is back, with the same client_id and the same upload."""
+    alice, bob, alice_user, _, chat = open_pair_in_chat(open_page, daphne_server, "Where are you?")
+    photo = tmp_path / "platform.png"
+    photo.write_bytes(picture(640, 480))
+    alice.locator("#attach-input").set_input_files(str(photo))
+    expect_uploaded(alice, "platform.png")
+
+    alice.context.set_offline(True)
+    alice.evaluate("() => window.messenger.socket.drop()")
+    expect(alice.locator("#conn-status")).to_have_text("Reconnecting…")
+    alice.get_by_label("Message", exact=True).fill("On the platform")
+    alice.get_by_label("Message", exact=True).press("Enter")
+    expect(tick(alice, "On the platform")).to_have_attribute("data-status", "pending")
+    expect(message(alice, "On the platform").locator("img[alt='platform.png']")).to_be_attached()
+    pending = alice.evaluate(
+        "() => [...window.messenger.state.outbox.values()].map(p => [p.client_id, p.attachment_ids])"
+    )
+    assert len(pending) == 1 and len(pending[0][1]) == 1
+
+    alice.context.set_offline(False)
+    expect_online(alice)
+    expect(tick(alice, "On the platform")).to_have_attribute("data-status", re.compile("sent|read"))
+    expect_loaded(alice, message(alice, "On the platform").locator("img[alt='platform.png']"), 320)
+    expect_loaded(bob, message(bob, "On the platform").locator("img[alt='platform.png']"), 320)
+    expect(messages(bob)).to_have_count(2)
+    stored = last_message(daphne_server, alice_user, chat["id"])
+    [client_id, attachment_ids] = pending[0]
+    assert (stored["client_id"], [a["id"] for a in stored["attachments"]]) == (client_id, attachment_ids)
