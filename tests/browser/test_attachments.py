@@ -309,3 +309,27 @@ def test_a_photo_sent_offline_waits_as_pending_and_goes_out_once(open_page, daph
     stored = last_message(daphne_server, alice_user, chat["id"])
     [client_id, attachment_ids] = pending[0]
     assert (stored["client_id"], [a["id"] for a in stored["attachments"]]) == (client_id, attachment_ids)
+
+
+def test_an_audio_file_plays_inline_with_its_duration(open_page, daphne_server: LiveServer, tmp_path: Path):
+    """An audio file (not a voice message) shows the browser's player and its duration; the
+    chat list says "🎵 Audio"."""
+    from tests.attachments.samples import tone
+
+    alice, bob, alice_user, _, chat = open_pair_in_chat(open_page, daphne_server, "Play me the tune")
+    song = tmp_path / "tune.webm"
+    song.write_bytes(tone(2.0))
+    alice.locator("#attach-input").set_input_files(str(song))
+    expect_uploaded(alice, "tune.webm")
+    alice.get_by_label("Message", exact=True).press("Enter")
+    expect(alice.locator("#attach-tray")).to_be_hidden()
+    stored = last_message(daphne_server, alice_user, chat["id"])
+    assert [(a["kind"], a["name"]) for a in stored["attachments"]] == [("audio", "tune.webm")]
+
+    player = messages(bob).last.locator(".att-audio")
+    expect(player.locator(".att-name")).to_have_text("🎵 tune.webm")
+    expect(player.locator(".att-duration")).to_have_text("0:02")
+    audio = player.locator("audio[controls]")
+    expect(audio).to_be_visible()
+    bob.wait_for_function("audio => audio.readyState >= 1 && audio.duration > 1.5", arg=audio.element_handle())
+    expect(preview(bob, "alice")).to_have_text("🎵 Audio")
