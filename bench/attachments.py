@@ -200,10 +200,13 @@ def mib(kib: float) -> float:
     return round(kib / 1024, 1)
 
 
-def check_upload(status: int, body: bytes, *, kind: str, size: int | None, problems: Problems) -> dict | None:
-    """The upload's JSON if the answer is a 201 with what this upload must give, else None."""
+def check_upload(
+    status: int, body: bytes, *, kind: str, size: int | None, problems: Problems, what: str = "upload"
+) -> dict | None:
+    """The upload's JSON if the answer is a 201 with what this upload must give, else None (and
+    a problem counted under ``what``)."""
     if status != 201:
-        problems.add(f"upload: HTTP {status}: {body[:120]!r}")
+        problems.add(f"{what}: HTTP {status}: {body[:120]!r}")
         return None
     try:
         data = json.loads(body)
@@ -218,7 +221,7 @@ def check_upload(status: int, body: bytes, *, kind: str, size: int | None, probl
     except (ValueError, KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
-        problems.add(f"upload: an answer that is not the {kind} sent: {body[:160]!r}")
+        problems.add(f"{what}: an answer that is not the {kind} sent: {body[:160]!r}")
         return None
     return data
 
@@ -233,6 +236,8 @@ def image_uploads(server: Server, token: str, profile: Profile, problems: Proble
     # One warm-up upload per client (not recorded), then the timed ones.
     images = noise_jpegs(clients * (per_client + 1), seed=secrets.randbits(32))
     bodies = [multipart(img, filename=f"noise-{i}.jpg", content_type="image/jpeg") for i, img in enumerate(images)]
+    sizes = [len(img) for img in images]
+    del images  # the bodies hold the bytes
     make_s = time.perf_counter() - t_make
     hists = [Histogram() for _ in range(clients)]
     answers: list[list[dict]] = [[] for _ in range(clients)]
@@ -256,8 +261,8 @@ def image_uploads(server: Server, token: str, profile: Profile, problems: Proble
                 answer = check_upload(status, data, kind="image", size=None, problems=problems)
                 if answer is not None:
                     answers[k].append(answer)
-                if i:
-                    hists[k].record_s(elapsed)
+                    if i:  # the timed ones: stored uploads only (failures are counted)
+                        hists[k].record_s(elapsed)
         except threading.BrokenBarrierError:
             pass
         except Exception as exc:  # the thread must not die silently
@@ -301,7 +306,7 @@ def image_uploads(server: Server, token: str, profile: Profile, problems: Proble
     out = {
         "clients": clients,
         "uploads_each": per_client,
-        "image_bytes": {"min": min(map(len, images)), "max": max(map(len, images))},
+        "image_bytes": {"min": min(sizes), "max": max(sizes)},
         "image_side": found[0].get("width") if found else None,
         "images_made_s": round(make_s, 2),
         "uploads": hist.count,
@@ -347,7 +352,7 @@ def big_uploads(
                     continue
             del body
             hist.record_s(elapsed)
-            upload = check_upload(status, answer, kind="file", size=BIG_BYTES, problems=problems)
+            upload = check_upload(status, answer, kind="file", size=BIG_BYTES, problems=problems, what="big upload")
             if upload is not None:
                 made.append(upload["id"])
                 if first is None:
@@ -464,7 +469,7 @@ def signed_vs_token(server: Server, token: str, profile: Profile, problems: Prob
     hists = {"signed": Histogram(), "token": Histogram()}
     try:
         status, _, answer, _ = c.request("POST", "/api/uploads", body=body, headers={"Content-Type": ctype})
-        upload = check_upload(status, answer, kind="file", size=SMALL_BYTES, problems=problems)
+        upload = check_upload(status, answer, kind="file", size=SMALL_BYTES, problems=problems, what="small upload")
         if upload is None:
             return {"error": "the 1 KiB upload failed"}
         made.append(upload["id"])

@@ -336,7 +336,7 @@ def _s10_rows(scenario: str, label: str, r: dict) -> list[list[str]]:
         small,
         f"1 KiB file by signed URL (n={(small.get('signed') or {}).get('count', 0)})",
         small.get("signed"),
-        _fails(r, "small signed", "small:"),
+        _fails(r, "small signed", "small upload", "small:"),
     )
     row(
         small,
