@@ -36,7 +36,8 @@ def check(
     upload_id: int, variant: str, expires: str | None, signature: str | None, *, now: float | None = None
 ) -> bool:
     """Whether the parameters are a valid, unexpired signature for this upload and variant."""
-    if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+    # ASCII digits only: str.isdigit() is also true for "¹" or "٣", which int() refuses.
+    if not expires or not signature or not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
         return False
     now = time.time() if now is None else now
     if int(expires) < now:

@@ -40,6 +40,18 @@ class UploadSerializer(serializers.Serializer):
     url = serializers.CharField(help_text="Signed, short-lived.")
 
 
+class FormBooleanField(serializers.BooleanField):
+    """A boolean form field as the schema states it: exactly "true" or "false"."""
+
+    TRUE_VALUES = {"true", True}
+    FALSE_VALUES = {"false", False}
+    NULL_VALUES: set = set()
+
+
+class UploadOptionsSerializer(serializers.Serializer):
+    voice = FormBooleanField(required=False, help_text="A voice message: it must be audio.")
+
+
 class UploadView(APIView):
     parser_classes = [MultiPartParser]
 
@@ -53,8 +65,8 @@ class UploadView(APIView):
         request={
             "multipart/form-data": inline_serializer(
                 "UploadRequest",
-                {"file": serializers.FileField(), "voice": serializers.BooleanField(required=False)},
-            )
+                {"file": serializers.FileField(), "voice": FormBooleanField(required=False)},
+            )  # the same fields as UploadOptionsSerializer, plus the file
         },
         responses={201: UploadSerializer, 400: E[400], 401: E[401], 413: E[413], 415: E[415], 429: E[429]},
         examples=[
@@ -67,10 +79,21 @@ class UploadView(APIView):
         files = request.FILES
         if handler.too_large:
             raise TooLarge(f"Files are limited to {settings.MAX_UPLOAD_BYTES} bytes.")
-        upload = files.get("file")
-        if upload is None or len(files) != 1:
+        parts = files.getlist("file")
+        if len(parts) != 1 or len(files) != 1:
+            for part in files.values():
+                part.close()
             raise UploadInvalid({"file": ["Send exactly one file, in the part named 'file'."]})
-        voice = str(request.data.get("voice", "")).lower() in ("1", "true", "yes")
+        upload = parts[0]
+        voice_values = request.data.getlist("voice") if hasattr(request.data, "getlist") else []
+        if len(voice_values) > 1:
+            upload.close()
+            raise UploadInvalid({"voice": ["Give it once."]})
+        options = UploadOptionsSerializer(data={"voice": voice_values[0]} if voice_values else {})
+        if not options.is_valid():
+            upload.close()
+            raise UploadInvalid(options.errors)
+        voice = options.validated_data.get("voice", False)
         try:
             created = services.create_upload(
                 owner_id=request.user.id,

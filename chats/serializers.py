@@ -213,7 +213,6 @@ class SendMessageSerializer(serializers.Serializer):
         max_length=settings.MESSAGE_MAX_LENGTH,
         required=False,
         allow_blank=True,
-        trim_whitespace=False,
         help_text="1..4096 characters after trimming, not only invisible characters; optional (a caption) "
         "when attachment_ids are given.",
     )

@@ -338,3 +338,12 @@ def test_the_admin_shows_uploads_their_references_and_the_owners_storage(storage
     assert "no quota" in page or "GB" in page
     assert console.post(f"/admin/attachments/upload/{photo['id']}/delete/").status_code == 403
     assert console.get("/admin/attachments/blob/").status_code == 200
+
+
+@pytest.mark.parametrize("expires", ["¹", "٣٣", "-5", "1e9", "9" * 13, ""])
+def test_a_malformed_expiry_is_a_refused_link(storage_backend, pair, api, expires):
+    _, _, _, as_alice, _ = pair
+    photo = upload(as_alice, samples.png(), "p.png").json()
+    signature = signing.sign(photo["id"])["signature"]
+    response = api().get(f"/api/files/{photo['id']}", {"expires": expires, "signature": signature})
+    assert (response.status_code, response.json()["code"]) == (403, "forbidden")

@@ -187,6 +187,7 @@ class Context:
             "user_id": str(self.friend["id"]),
             "seq": "1",
             "emoji": percent("👍"),
+            "upload_id": "1",
             **(values or {}),
         }
         return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
