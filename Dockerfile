@@ -31,7 +31,12 @@ COPY . .
 # Build-time settings are the development defaults: no secret is needed to collect them.
 RUN python manage.py collectstatic --noinput --verbosity 0
 
-# Code and static files stay root-owned and read-only for the app user.
+# Code and static files stay root-owned and read-only for the app user. With local attachment
+# storage (ATTACHMENTS_STORAGE=local), files go to a volume mounted at /data/attachments, the one
+# place the app user may write; Compose uses S3 (MinIO) instead.
+RUN mkdir -p /data/attachments && chown app /data/attachments
+ENV ATTACHMENTS_DIR=/data/attachments
+VOLUME ["/data/attachments"]
 USER app
 
 EXPOSE 8000

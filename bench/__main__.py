@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         help="server processes for ours and the Channels floor (they share Redis)",
     )
     p.add_argument("--servers", default=",".join(ALL_SERVERS), help="comma list of raw,floor,ours")
-    p.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma list of S1..S8")
+    p.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma list of S1..S8, S10")
     p.add_argument(
         "--floor-layer",
         choices=["pubsub", "core"],

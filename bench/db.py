@@ -1,7 +1,8 @@
 """Direct PostgreSQL access for the harness: create the bench database, read pg_stat counters.
 
 The harness never writes domain rows through SQL while a server runs except to reset
-the read-ack group's watermarks between runs (a fixture reset, not a code path under test).
+the read-ack group's watermarks between runs and to delete S10's uploads after it (fixture
+resets, not code paths under test).
 """
 
 from __future__ import annotations
@@ -154,3 +155,25 @@ def chat_version(base: str, db: str, chat_id: int) -> int | None:
     with connect(base, db) as conn:
         row = conn.execute("SELECT version FROM chats_chat WHERE id = %s", [chat_id]).fetchone()
     return row[0] if row else None
+
+
+def remove_uploads(base: str, db: str, upload_ids: list[int]) -> dict[str, int]:
+    """Delete S10's uploads, release their blobs' references and delete the blobs nothing holds
+    any more (their files go with the run's ``ATTACHMENTS_DIR``): a fixture cleanup after the
+    scenario, not a code path under test."""
+    if not upload_ids:
+        return {"uploads": 0, "blobs": 0}
+    with connect(base, db) as conn, conn.transaction():
+        released = conn.execute(
+            "WITH gone AS (DELETE FROM attachments_upload WHERE id = ANY(%s) RETURNING blob_id),"
+            " counted AS (SELECT blob_id, count(*) AS n FROM gone GROUP BY blob_id)"
+            " UPDATE attachments_blob b SET refs = GREATEST(b.refs - counted.n, 0) FROM counted"
+            " WHERE b.id = counted.blob_id RETURNING b.id, counted.n",
+            [list(upload_ids)],
+        ).fetchall()
+        blobs = conn.execute(
+            "DELETE FROM attachments_blob b WHERE b.id = ANY(%s) AND b.refs = 0"
+            " AND NOT EXISTS (SELECT 1 FROM attachments_upload u WHERE u.blob_id = b.id)",
+            [[blob_id for blob_id, _ in released]],
+        ).rowcount
+    return {"uploads": sum(n for _, n in released), "blobs": blobs}

@@ -12,21 +12,22 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import changes, db, history, procs, scenarios
+from . import attachments, changes, db, history, procs, scenarios
 from .profiles import PROFILES, S8_EDITS, S8_REACTIONS
 from .scenarios import Context
 
 ROOT = procs.ROOT
 RESULTS = ROOT / "bench" / "results"
 ALL_SERVERS = ("raw", "floor", "ours")
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S10")
 # Run order: S5 restarts ours and stops it at the end (row counters), S4 needs its own server.
-RUN_ORDER = ("S1", "S2", "S3", "S6", "S7", "S8", "S5", "S4")
+RUN_ORDER = ("S1", "S2", "S3", "S6", "S7", "S8", "S10", "S5", "S4")
 # Which scenarios mean something for which server: the references have no database.
 APPLIES = {
     "S1": ALL_SERVERS,
@@ -37,6 +38,7 @@ APPLIES = {
     "S6": ("ours",),
     "S7": ("ours",),
     "S8": ("ours",),
+    "S10": ("ours",),
 }
 LABELS = {"raw": "raw websockets relay", "floor": "Channels floor", "ours": "messenger"}
 SCENARIOS = {
@@ -53,6 +55,11 @@ HISTORY_MESSAGES = 1_000_000
 
 def log(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def attachments_dir(run_id: str) -> Path:
+    """Where ours stores S10's files (local storage): one directory per run, removed after it."""
+    return RESULTS / "attachments" / run_id
 
 
 def ours_env(args, database: str, run_id: str) -> dict[str, str]:
@@ -75,6 +82,11 @@ def ours_env(args, database: str, run_id: str) -> dict[str, str]:
         "SOCKET_CONNECTS_PER_USER": "0",
         "SOCKET_CONNECTS_PER_ADDRESS": "0",
         "ACCESS_TOKEN_MINUTES": "240",
+        # S10: local storage in a per-run directory, no upload rate limit or quota.
+        "ATTACHMENTS_STORAGE": "local",
+        "ATTACHMENTS_DIR": str(attachments_dir(run_id)),
+        "UPLOAD_RATE_LIMIT": "0",
+        "UPLOAD_QUOTA_BYTES": "0",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
@@ -170,7 +182,7 @@ def start_servers(
 def source_digest() -> str:
     """A digest of the application's Python files: the working tree may differ from the commit."""
     digest = hashlib.sha1(usedforsecurity=False)
-    for folder in ("messenger", "chats", "accounts"):
+    for folder in ("messenger", "chats", "accounts", "attachments"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             digest.update(str(path.relative_to(ROOT)).encode())
             digest.update(path.read_bytes())
@@ -188,7 +200,7 @@ def git_commit() -> str:
             check=False,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "chats", "accounts", "messenger"],
+            ["git", "status", "--porcelain", "--", "chats", "accounts", "attachments", "messenger"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -263,6 +275,11 @@ async def run(args) -> dict:
         for name, server in servers.items():
             server.stop()
             results["log_problems"][name] = results["log_problems"].get(name, []) + server.log_problems()
+        shutil.rmtree(attachments_dir(run_id), ignore_errors=True)
+        try:
+            attachments_dir(run_id).parent.rmdir()  # only if no other run's files are there
+        except OSError:
+            pass
 
 
 async def _run(
@@ -359,6 +376,16 @@ async def _run(
                         changes.run,
                         server,
                         fixture=fixture.get("changes"),
+                        profile=profile,
+                        pg_base=args.pg,
+                        bench_db=args.bench_db,
+                    )
+                elif scenario == "S10":
+                    uploader = fixture["users"][0]
+                    out = await asyncio.to_thread(
+                        attachments.run,
+                        server,
+                        token=fixture["tokens"][str(uploader)],
                         profile=profile,
                         pg_base=args.pg,
                         bench_db=args.bench_db,

@@ -40,6 +40,15 @@ class Profile:
     s7_s: float
     # S8: /changes catch-up over the history chat's S8_REACTIONS + S8_EDITS changes, s8_passes times.
     s8_passes: int
+    # S10: s10_clients threads each uploading s10_uploads ~1 MiB JPEGs; s10_big_uploads 50 MiB
+    # files; s10_downloads whole downloads and s10_ranges 64 KiB ranges of one; s10_small GETs of
+    # a 1 KiB file by signed URL and as many with the token.
+    s10_clients: int
+    s10_uploads: int
+    s10_big_uploads: int
+    s10_downloads: int
+    s10_ranges: int
+    s10_small: int
     # How long after the last scheduled send a message may still arrive before it is lost.
     deadline_s: float
     # Stop a step's sends once the oldest undelivered message is this old (it has failed anyway).
@@ -81,6 +90,12 @@ QUICK = Profile(
     s7_rate=300,
     s7_s=3.0,
     s8_passes=3,
+    s10_clients=2,
+    s10_uploads=10,
+    s10_big_uploads=1,
+    s10_downloads=3,
+    s10_ranges=500,
+    s10_small=200,
     deadline_s=2.0,
     abort_backlog_s=1.0,
 )
@@ -109,6 +124,12 @@ FULL = Profile(
     s7_rate=1000,
     s7_s=10.0,
     s8_passes=10,
+    s10_clients=2,
+    s10_uploads=50,
+    s10_big_uploads=3,
+    s10_downloads=10,
+    s10_ranges=2000,
+    s10_small=1000,
     deadline_s=5.0,
     abort_backlog_s=2.0,
 )
@@ -139,6 +160,9 @@ S8_P99_MS = 20.0
 S8_REACTIONS = 8000
 S8_EDITS = 2000
 S8_PAGE = 200
+# S10: issue 13 says an upload's body is streamed to disk, so the serving process's RSS during a
+# 50 MiB upload stays "within a few MiB" of idle: peak - idle at most this.
+S10_RSS_GROWTH_MIB = 8.0
 # A "rows per ack" above this is not O(1).
 S5_MAX_ROWS_PER_ACK = 3.0
 

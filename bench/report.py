@@ -15,6 +15,7 @@ from .profiles import (
     S6_MAX_OVERHEAD_PCT,
     S7_P99_MS,
     S8_P99_MS,
+    S10_RSS_GROWTH_MIB,
 )
 
 
@@ -273,7 +274,82 @@ def summary_rows(results: dict) -> list[list[str]]:
                         _met(ours, p99 is not None and p99 <= S8_P99_MS and not bad and bool(exact)),
                     ]
                 )
+            elif scenario == "S10":
+                rows += _s10_rows(scenario, label, r)
     return rows
+
+
+def _fails(r: dict, *prefixes: str) -> str:
+    """Failures counted for one phase of S10 (by the prefix of their kind)."""
+    n = sum(v for k, v in (r.get("bad_responses") or {}).items() if k.startswith(prefixes))
+    return str(n)
+
+
+def _s10_rows(scenario: str, label: str, r: dict) -> list[list[str]]:
+    rows = []
+
+    def row(phase: dict | None, figure: str, latency: dict | None, fails: str, target: str = "", met: str = ""):
+        phase = phase or {}
+        if "error" in phase:
+            figure += f" (error: {phase['error'][:120]})"
+        rows.append([scenario, label, figure, *_lat(latency), fails, *_srv(phase.get("server")), target, met])
+
+    img = r.get("images") or {}
+    sizes = img.get("image_bytes") or {}
+    row(
+        img,
+        f"upload ~1 MiB JPEG ({sizes.get('min', 0) / 1048576:.2f}–{sizes.get('max', 0) / 1048576:.2f} MiB, "
+        f"{img.get('image_side')} px square), {img.get('clients')} clients × {img.get('uploads_each')}: "
+        f"**{img.get('uploads_per_s')}** uploads/s (n={(img.get('latency') or {}).get('count', 0)})",
+        img.get("latency"),
+        _fails(r, "upload", "thumbnail", "images"),
+    )
+    big = r.get("big_upload") or {}
+    growth = big.get("rss_growth_mib")
+    row(
+        big,
+        f"upload 50 MiB file: **{big.get('mib_per_s')}** MiB/s (median of {len(big.get('uploads') or [])}); "
+        f"RSS idle {big.get('rss_idle_mib')} → peak {big.get('rss_peak_mib')} MiB (**+{growth}** MiB)",
+        big.get("latency"),
+        _fails(r, "big upload"),
+        f"peak RSS <= idle + {S10_RSS_GROWTH_MIB:.0f} MiB (streamed)",
+        "" if growth is None else "yes" if growth <= S10_RSS_GROWTH_MIB else "**NO**",
+    )
+    down = r.get("download") or {}
+    row(
+        down,
+        f"download 50 MiB with the token: **{down.get('mib_per_s')}** MiB/s (median of {down.get('downloads')}, "
+        f"best {down.get('mib_per_s_best')}); RSS +{down.get('rss_growth_mib')} MiB",
+        down.get("latency"),
+        _fails(r, "download"),
+    )
+    ranges = r.get("ranges") or {}
+    row(
+        ranges,
+        f"`Range` 64 KiB of the 50 MiB file: **{ranges.get('requests_per_s')}** requests/s (n={ranges.get('requests')})",
+        ranges.get("latency"),
+        _fails(r, "range"),
+    )
+    small = r.get("small") or {}
+    d = small.get("token_minus_signed_ms") or {}
+    row(
+        small,
+        f"1 KiB file by signed URL (n={(small.get('signed') or {}).get('count', 0)})",
+        small.get("signed"),
+        _fails(r, "small signed", "small upload", "small:"),
+    )
+    row(
+        small,
+        f"1 KiB file with `Authorization` (n={(small.get('token') or {}).get('count', 0)}): "
+        f"**{_signed(d.get('p50'))}** ms p50, {_signed(d.get('p99'))} ms p99 vs. the signed URL",
+        small.get("token"),
+        _fails(r, "small token"),
+    )
+    return rows
+
+
+def _signed(value) -> str:
+    return "–" if value is None else f"{value:+.2f}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -417,6 +493,42 @@ def markdown(results: dict) -> str:
                 ],
                 rows,
             ),
+        ]
+    s10 = (results["scenarios"].get("S10") or {}).get("ours") or {}
+    big = s10.get("big_upload") or {}
+    if big.get("uploads"):
+        down = s10.get("download") or {}
+        rows = [
+            [
+                f"upload {i + 1}",
+                u["seconds"],
+                u["mib_per_s"],
+                u["rss_idle_mib"],
+                u["rss_peak_mib"],
+                f"+{u['rss_growth_mib']}",
+                u["rss_after_mib"],
+                u["rss_samples"],
+            ]
+            for i, u in enumerate(big["uploads"])
+        ]
+        if down.get("downloads"):
+            rows.append(
+                [
+                    f"{down['downloads']} downloads",
+                    _ms((down.get("latency") or {}).get("p50_ms")) + " ms (p50)",
+                    down.get("mib_per_s"),
+                    down.get("rss_idle_mib"),
+                    down.get("rss_peak_mib"),
+                    f"+{down.get('rss_growth_mib')}",
+                    "–",
+                    "–",
+                ]
+            )
+        out += [
+            "",
+            "### S10 the 50 MiB file (RSS of the serving process, MiB)",
+            "",
+            _table(["", "seconds", "MiB/s", "RSS idle", "RSS peak", "peak − idle", "RSS after", "samples"], rows),
         ]
     checks = results.get("checks") or {}
     if checks:

@@ -159,13 +159,14 @@ class ChatConsumer(SocketConsumer):
         await self._send(frames.error(exc, ref))
 
     async def _on_send(self, frame: Frame):
-        chat_id, client_id, text = frame.id("chat_id"), frame.client_id(), frame.text()
+        chat_id, client_id = frame.id("chat_id"), frame.client_id()
         result, emitted = await services.send_message.run_async(
             user_id=self.user_id,
             chat_id=chat_id,
             client_id=client_id,
-            text=text,
+            text=frame.data.get("text"),  # checked by the service: a caption may be empty
             reply_to_seq=frame.data.get("reply_to_seq"),
+            attachment_ids=frame.data.get("attachment_ids"),
             skip_channel=self.channel_name,
         )
         # The ack first: the sending device learns its message is stored before anyone else hears of it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import status
 
-from ops.errors import MessengerError, ServiceUnavailable
+from ops.errors import MessengerError, RateLimited, ServiceUnavailable
 
 __all__ = [
     "ChatNotFound",
@@ -76,12 +76,6 @@ class Conflict(MessengerError):
     code = "conflict"
     status = status.HTTP_409_CONFLICT
     default_detail = "Conflict."
-
-
-class RateLimited(MessengerError):
-    code = "rate_limited"
-    status = status.HTTP_429_TOO_MANY_REQUESTS
-    default_detail = "Too many requests; slow down."
 
 
 class EditWindowExpired(MessengerError):

@@ -13,7 +13,7 @@ from ops import jsonio
 from ops.errors import MessengerError
 
 from .exceptions import InvalidInput
-from .validation import MAX_ID, clean_client_id, clean_seq, clean_text
+from .validation import MAX_ID, clean_client_id, clean_seq
 
 # Largest frame we read; the server is also started with --websocket-max-message-size 65536.
 MAX_FRAME_BYTES = 64 * 1024
@@ -50,9 +50,6 @@ class Frame:
 
     def client_id(self) -> str:
         return clean_client_id(self.data.get("client_id"))
-
-    def text(self) -> str:
-        return clean_text(self.data.get("text"))
 
 
 def parse(text_data: str | None) -> Frame:

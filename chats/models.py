@@ -144,6 +144,9 @@ class Message(models.Model):
     forward_created_at = models.DateTimeField(null=True, blank=True)
     # [[emoji, count], ...] most used first: a cache of the Reaction rows, rewritten under the chat lock.
     reactions = models.JSONField(default=list, db_default=models.Value([], models.JSONField()), blank=True)
+    # The files it carries, in order, as readers see them (attachments.payloads.cached_entry):
+    # written with the message, emptied when it is deleted. MessageAttachment holds the references.
+    attachments = models.JSONField(default=list, db_default=models.Value([], models.JSONField()), blank=True)
 
     class Meta:
         indexes = [
@@ -207,3 +210,22 @@ class MessageEdit(models.Model):
 
     def __str__(self) -> str:
         return f"edit of {self.message_id} at {self.edited_at}"
+
+
+class MessageAttachment(models.Model):
+    """A message's reference to an upload (``position`` 1..10 in the message). While one exists
+    the upload and its blob stay; the message's delete removes it, and an upload left with none
+    is deleted in the same transaction (attachments.services)."""
+
+    id = models.BigAutoField(primary_key=True)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachment_rows", db_index=False)
+    upload = models.ForeignKey("attachments.Upload", on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "position"], name="chats_attachment_message_position_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"upload {self.upload_id} in message {self.message_id}"

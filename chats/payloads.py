@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from attachments.payloads import attachment_payload
+
 if TYPE_CHECKING:
     from .selectors import ChatView
     from .sql import MessageView
@@ -56,6 +58,7 @@ def message_payload(message: MessageView, *, read_all_seq: int) -> dict:
         ),
         "reactions": reactions_payload(message.reactions, mine),
         "pinned": message.pinned,
+        "attachments": [attachment_payload(entry) for entry in message.attachments],
     }
 
 

@@ -14,11 +14,13 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
+from attachments.exceptions import FileNotFound
+from attachments.models import Upload
 from runtime.plans import fetch
 
 from . import sql
 from .exceptions import ChatNotFound, MessageNotFound
-from .models import Chat, Membership
+from .models import Chat, Membership, MessageAttachment
 from .sql import MessageView
 from .validation import as_id
 
@@ -240,3 +242,32 @@ def edit_history(*, chat: Chat, seq: object) -> list[sql.EditEntry]:
     if target is None:
         raise MessageNotFound()
     return fetch(sql.EDIT_HISTORY.all(message=target.id))
+
+
+def readable_upload(*, user_id: int, upload_id: object):
+    """The upload (with its blob) if ``user_id`` may download it, else FileNotFound: its
+    uploader, or a member of a chat where a message that is not deleted carries it. The same
+    answer for a missing upload and a foreign one."""
+    upload_id = as_id(upload_id)
+    if upload_id is None:
+        raise FileNotFound()
+    carried = Exists(
+        MessageAttachment.objects.filter(
+            upload_id=OuterRef("pk"),
+            message__deleted_at__isnull=True,
+            message__chat__memberships__user_id=user_id,
+        )
+    )
+    upload = one(Upload.objects.select_related("blob").filter(Q(owner_id=user_id) | Q(carried), pk=upload_id))
+    if upload is None:
+        raise FileNotFound()
+    return upload
+
+
+def signed_upload(*, upload_id: object):
+    """The upload a valid signed URL names (the signature is the access check), or FileNotFound."""
+    upload_id = as_id(upload_id)
+    upload = one(Upload.objects.select_related("blob").filter(pk=upload_id)) if upload_id else None
+    if upload is None:
+        raise FileNotFound()
+    return upload

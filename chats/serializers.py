@@ -211,10 +211,19 @@ class SendMessageSerializer(serializers.Serializer):
     )
     text = StrictCharField(
         max_length=settings.MESSAGE_MAX_LENGTH,
-        help_text="1..4096 characters after trimming, not only invisible characters.",
+        required=False,
+        allow_blank=True,
+        help_text="1..4096 characters after trimming, not only invisible characters; optional (a caption) "
+        "when attachment_ids are given.",
     )
     reply_to_seq = serializers.IntegerField(
         min_value=1, max_value=MAX_ID, required=False, allow_null=True, help_text="A live message of this chat."
+    )
+    attachment_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        max_length=settings.ATTACHMENTS_PER_MESSAGE,
+        required=False,
+        help_text="Up to 10 of your uploads (POST /api/uploads), in the order shown.",
     )
 
 

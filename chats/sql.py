@@ -76,13 +76,14 @@ class MessageView(NamedTuple):
     reactions: list  # [[emoji, count], ...] most used first
     my_reactions: list[str]  # the reader's emoji on it
     pinned: bool
+    attachments: list  # the cached form of each file (attachments.payloads.cached_entry)
 
     @classmethod
     def from_row(cls, row: tuple) -> MessageView:
         head = row[:11]
         reply = ReplyRef(row[11], row[12], row[13] or "", bool(row[14])) if row[11] is not None else None
         forward = ForwardRef(*row[15:21]) if row[19] is not None else None
-        return cls(*head, reply, forward, _json(row[21]) or [], row[22] or [], bool(row[23]))
+        return cls(*head, reply, forward, _json(row[21]) or [], row[22] or [], bool(row[23]), _json(row[24]) or [])
 
 
 class Original(NamedTuple):
@@ -123,11 +124,12 @@ class SendObstacles(NamedTuple):
     is_member: bool
     peer_inactive: bool
     reply_state: str | None  # None, "live", "missing" or "deleted"
+    uploads_ok: bool  # every upload named is the sender's (true when none is)
     original: Original
 
     @classmethod
     def from_row(cls, row: tuple) -> SendObstacles:
-        return cls(*row[:3], Original._make(row[3:]))
+        return cls(*row[:4], Original._make(row[4:]))
 
 
 class AfterSend(NamedTuple):
@@ -154,6 +156,7 @@ class Target(NamedTuple):
     created_at: dt.datetime
     forwarded: bool
     reactions: list
+    attachments: list
     # The origin a forward of it names: its own origin when it is a forward itself.
     origin_chat_id: int | None
     origin_seq: int | None
@@ -163,7 +166,7 @@ class Target(NamedTuple):
 
     @classmethod
     def from_row(cls, row: tuple) -> Target:
-        return cls(*row[:8], _json(row[8]), *row[9:])
+        return cls(*row[:8], _json(row[8]), _json(row[9]) or [], *row[10:])
 
 
 class MyReactions(NamedTuple):
@@ -185,6 +188,14 @@ class Changed(NamedTuple):
 class Deleted(NamedTuple):
     version: int
     pinned_seqs: list[int]
+    released_uploads: list[int] | None  # uploads the deleted messages carried
+
+
+class Released(NamedTuple):
+    """A blob that lost references when uploads went, and how many it has left."""
+
+    blob_id: int
+    refs: int
 
 
 class Forwarded(NamedTuple):
@@ -276,26 +287,54 @@ _PEER_INACTIVE = """(kind = 'direct' AND EXISTS (
 _NOW_UNDER_LOCK = "GREATEST(clock_timestamp(), last_activity_at)"
 _LIVE_REPLY = """(%(reply)s::bigint IS NULL OR EXISTS (
           SELECT 1 FROM chats_message r WHERE r.chat_id = chats_chat.id AND r.seq = %(reply)s AND r.deleted_at IS NULL))"""
-SEND = Statement(
-    f"""
+# With ``uploads`` (a send carrying files, SEND_ATTACHED): every upload must be the sender's;
+# the message keeps their cached form (``attachments``), one MessageAttachment row references
+# each, and the uploads are marked attached (so the purge of unattached uploads leaves them).
+_OWN_UPLOADS = """(SELECT count(*) FROM attachments_upload u
+            WHERE u.id = ANY(%(uploads)s::bigint[]) AND u.owner_id = %(user)s) = cardinality(%(uploads)s::bigint[])"""
+_ATTACHMENTS_JSON = """(SELECT COALESCE(jsonb_agg(jsonb_build_object(
+        'id', u.id, 'kind', u.kind, 'mime', b.mime, 'size', u.size, 'name', u.name, 'width', b.width,
+        'height', b.height, 'duration', b.duration, 'waveform', b.waveform, 'thumb', b.thumbnail_key <> ''
+    ) ORDER BY w.n), '[]'::jsonb)
+    FROM unnest(%(uploads)s::bigint[]) WITH ORDINALITY AS w(id, n)
+    JOIN attachments_upload u ON u.id = w.id JOIN attachments_blob b ON b.id = u.blob_id)"""
+
+
+def _send_sql(*, attached: bool) -> str:
+    own = f"\n      AND {_OWN_UPLOADS}" if attached else ""
+    column, value = (", attachments", f", {_ATTACHMENTS_JSON}") if attached else ("", "")
+    extra = (
+        """,
+attached AS (
+    INSERT INTO chats_messageattachment (message_id, upload_id, position)
+    SELECT stored.id, w.id, w.n FROM stored CROSS JOIN unnest(%(uploads)s::bigint[]) WITH ORDINALITY AS w(id, n)
+),
+marked AS (
+    UPDATE attachments_upload SET attached_at = COALESCE(attached_at, claim.last_activity_at) FROM claim
+    WHERE attachments_upload.id = ANY(%(uploads)s::bigint[])
+)"""
+        if attached
+        else ""
+    )
+    return f"""
 WITH claim AS (
     UPDATE chats_chat SET last_seq = last_seq + 1, version = version + 1, last_activity_at = {_NOW_UNDER_LOCK}
     WHERE id = %(chat)s AND EXISTS ({_MEMBER.format(col="1")})
       AND NOT EXISTS (SELECT 1 FROM chats_message x WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s)
       AND NOT {_PEER_INACTIVE}
-      AND {_LIVE_REPLY}
+      AND {_LIVE_REPLY}{own}
     RETURNING id, last_seq, version, last_activity_at, read_all_seq, ({_MEMBER.format(col="m.last_read_seq")}) AS my_read
 ),
 stored AS (
-    INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at, version, reply_to_seq)
-    SELECT id, last_seq, %(user)s, 'text', %(text)s, %(client_id)s, last_activity_at, version, %(reply)s FROM claim
+    INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at, version, reply_to_seq{column})
+    SELECT id, last_seq, %(user)s, 'text', %(text)s, %(client_id)s, last_activity_at, version, %(reply)s{value} FROM claim
     RETURNING id
 ),
 mine AS (
     UPDATE chats_membership SET last_read_seq = claim.last_seq FROM claim
     WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(user)s
       AND chats_membership.last_read_seq < claim.last_seq
-)
+){extra}
 SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id, claim.version, claim.last_activity_at,
        r.sender_id, left(r.text, 100),
        NULL::bigint, NULL::bigint, NULL::bigint, NULL::varchar, NULL::text, NULL::timestamptz, NULL::bigint
@@ -306,9 +345,11 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {_ORIGINAL_COLUMNS}
 FROM chats_message x
 WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s AND EXISTS (
     SELECT 1 FROM chats_membership m WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s)
-""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
-    SendRow,
-)
+"""  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+
+
+SEND = Statement(_send_sql(attached=False), SendRow)
+SEND_ATTACHED = Statement(_send_sql(attached=True), SendRow, name="SendAttachedRow")
 
 # What stands in the way of a send: membership, a deactivated direct peer, the message it
 # answers, an earlier message of the key (anywhere). For a send SEND refused, and for a sender
@@ -321,6 +362,7 @@ SELECT EXISTS (SELECT 1 FROM chats_membership m WHERE m.chat_id = %(chat)s AND m
             ELSE COALESCE((SELECT CASE WHEN r.deleted_at IS NULL THEN 'live' ELSE 'deleted' END
                            FROM chats_message r WHERE r.chat_id = %(chat)s AND r.seq = %(reply)s), 'missing')
        END,
+       {_OWN_UPLOADS},
        o.*
 FROM (SELECT 1) AS one
 LEFT JOIN LATERAL (
@@ -431,7 +473,8 @@ SELECT m.id, m.chat_id, m.seq, m.sender_id, m.kind, m.text, m.client_id, m.creat
        CASE WHEN m.reactions = '[]'::jsonb THEN '{}'::varchar[]
             ELSE ARRAY(SELECT x.emoji FROM chats_reaction x WHERE x.message_id = m.id AND x.user_id = %(reader)s::bigint)
        END,
-       m.seq = ANY(c.pinned_seqs)
+       m.seq = ANY(c.pinned_seqs),
+       m.attachments
 FROM chats_message m
 JOIN chats_chat c ON c.id = m.chat_id
 LEFT JOIN chats_message r ON r.chat_id = m.chat_id AND r.seq = m.reply_to_seq
@@ -477,6 +520,7 @@ EDIT_HISTORY = Statement(
 TARGETS = Statement(
     """
 SELECT id, seq, sender_id, kind, text, deleted_at IS NOT NULL, created_at, forward_created_at IS NOT NULL, reactions,
+       attachments,
        CASE WHEN forward_created_at IS NOT NULL THEN forward_chat_id ELSE chat_id END,
        CASE WHEN forward_created_at IS NOT NULL THEN forward_seq ELSE seq END,
        CASE WHEN forward_created_at IS NOT NULL THEN forward_sender_id ELSE sender_id END,
@@ -519,14 +563,38 @@ WITH bump AS (
     WHERE id = %(chat)s RETURNING version, pinned_seqs
 ),
 edits AS (DELETE FROM chats_messageedit WHERE message_id = ANY(%(ids)s::bigint[])),
-reactions AS (DELETE FROM chats_reaction WHERE message_id = ANY(%(ids)s::bigint[]))
-UPDATE chats_message m SET deleted_at = %(now)s, text = '', edited_at = NULL, reactions = '[]'::jsonb,
-    reply_to_seq = NULL, forward_chat_id = NULL, forward_seq = NULL, forward_sender_id = NULL,
-    forward_sender_username = NULL, forward_created_at = NULL, version = bump.version
-FROM bump WHERE m.id = ANY(%(ids)s::bigint[])
-RETURNING bump.version, bump.pinned_seqs
+reactions AS (DELETE FROM chats_reaction WHERE message_id = ANY(%(ids)s::bigint[])),
+files AS (DELETE FROM chats_messageattachment WHERE message_id = ANY(%(ids)s::bigint[]) RETURNING upload_id),
+tombstones AS (
+    UPDATE chats_message m SET deleted_at = %(now)s, text = '', edited_at = NULL, reactions = '[]'::jsonb,
+        attachments = '[]'::jsonb, reply_to_seq = NULL, forward_chat_id = NULL, forward_seq = NULL,
+        forward_sender_id = NULL, forward_sender_username = NULL, forward_created_at = NULL, version = bump.version
+    FROM bump WHERE m.id = ANY(%(ids)s::bigint[])
+    RETURNING m.id
+)
+SELECT bump.version, bump.pinned_seqs, (SELECT array_agg(DISTINCT upload_id) FROM files)
+FROM bump WHERE EXISTS (SELECT 1 FROM tombstones)
 """,
     Deleted,
+)
+
+# After a delete removed attachment rows (same transaction): the uploads no message carries any
+# more are deleted and their blobs lose a reference each; blobs left at 0 references are removed
+# after the commit (attachments.services.remove_blobs).
+RELEASE_UPLOADS = Statement(
+    """
+WITH orphaned AS (
+    DELETE FROM attachments_upload u
+    WHERE u.id = ANY(%(uploads)s::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM chats_messageattachment a WHERE a.upload_id = u.id)
+    RETURNING u.blob_id
+),
+counted AS (SELECT blob_id, count(*) AS n FROM orphaned GROUP BY blob_id)
+UPDATE attachments_blob b SET refs = b.refs - counted.n FROM counted
+WHERE b.id = counted.blob_id
+RETURNING b.id, b.refs
+""",
+    Released,
 )
 
 # A reaction added or removed, the message's counts recounted from the rows (the rows this
@@ -590,8 +658,9 @@ FORWARD = Statement(
 WITH items AS (
     SELECT * FROM unnest(%(client_ids)s::varchar[], %(texts)s::text[], %(origin_chats)s::bigint[],
                          %(origin_seqs)s::bigint[], %(origin_senders)s::bigint[], %(origin_names)s::varchar[],
-                         %(origin_times)s::timestamptz[])
-        WITH ORDINALITY AS i(client_id, text, origin_chat, origin_seq, origin_sender, origin_name, origin_time, n)
+                         %(origin_times)s::timestamptz[], %(attachments)s::jsonb[])
+        WITH ORDINALITY AS i(client_id, text, origin_chat, origin_seq, origin_sender, origin_name, origin_time,
+                             attachments, n)
 ),
 claim AS (
     UPDATE chats_chat SET last_seq = last_seq + %(count)s, version = version + %(count)s,
@@ -601,11 +670,20 @@ claim AS (
 ),
 stored AS (
     INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at, version,
-                               forward_chat_id, forward_seq, forward_sender_id, forward_sender_username, forward_created_at)
+                               forward_chat_id, forward_seq, forward_sender_id, forward_sender_username, forward_created_at,
+                               attachments)
     SELECT claim.id, claim.base_seq + i.n, %(user)s, 'text', i.text, i.client_id, claim.last_activity_at,
-           claim.base_version + i.n, i.origin_chat, i.origin_seq, i.origin_sender, i.origin_name, i.origin_time
+           claim.base_version + i.n, i.origin_chat, i.origin_seq, i.origin_sender, i.origin_name, i.origin_time,
+           i.attachments
     FROM claim CROSS JOIN items i
     RETURNING id, seq
+),
+-- A forwarded file is the same upload: one more reference to it, no copy.
+attached AS (
+    INSERT INTO chats_messageattachment (message_id, upload_id, position)
+    SELECT stored.id, (e.value ->> 'id')::bigint, e.n
+    FROM stored JOIN claim ON true JOIN items i ON stored.seq = claim.base_seq + i.n
+    CROSS JOIN jsonb_array_elements(i.attachments) WITH ORDINALITY AS e(value, n)
 ),
 mine AS (
     UPDATE chats_membership SET last_read_seq = claim.last_seq FROM claim

@@ -75,6 +75,26 @@ def clean_text(text: object) -> str:
     return text
 
 
+def clean_caption(text: object) -> str:
+    """The text of a message that carries files: as :func:`clean_text`, but it may be empty."""
+    if text is None or (isinstance(text, str) and is_blank(text.strip())):
+        return ""
+    return clean_text(text)
+
+
+def clean_attachment_ids(value: object) -> list[int]:
+    """Uploads a message carries: none (None or []) or 1..ATTACHMENTS_PER_MESSAGE distinct ids."""
+    if value is None:
+        return []
+    limit = settings.ATTACHMENTS_PER_MESSAGE
+    if not isinstance(value, list) or len(value) > limit:
+        raise InvalidInput({"attachment_ids": [f"Must be a list of at most {limit} upload ids."]})
+    ids = [clean_message_seq(item, field="attachment_ids") for item in value]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput({"attachment_ids": ["Must not repeat an upload."]})
+    return ids
+
+
 def clean_client_id(client_id: object) -> str:
     if not isinstance(client_id, str) or not (1 <= len(client_id) <= CLIENT_ID_MAX) or not client_id.strip():
         raise InvalidInput({"client_id": [f"Must be a string of 1..{CLIENT_ID_MAX} characters."]})

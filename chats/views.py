@@ -10,13 +10,19 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
+from attachments import signing as file_urls
+from attachments.exceptions import FileNotFound
+from attachments.serving import file_response
 from ops.errors import ERROR_RESPONSES as E
 
 from . import selectors, services
+from .exceptions import Forbidden
 from .payloads import chat_payload, iso, message_payload
 from .serializers import (
     CHAT_CREATE_SERIALIZERS,
@@ -171,7 +177,15 @@ class ChatViewSet(viewsets.ViewSet):
         if request.method == "POST":
             data = SendMessageSerializer(data=request.data)
             data.is_valid(raise_exception=True)
-            result = services.send_message(user_id=request.user.id, chat_id=pk, **data.validated_data)
+            fields = data.validated_data
+            result = services.send_message(
+                user_id=request.user.id,
+                chat_id=pk,
+                client_id=fields["client_id"],
+                text=fields.get("text"),
+                reply_to_seq=fields.get("reply_to_seq"),
+                attachment_ids=fields.get("attachment_ids"),
+            )
             return Response(result.payload(), status=200 if result.duplicate else 201)
         query = CursorQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -380,3 +394,43 @@ class HistoryView(APIView):
                 "results": [message_payload(m, read_all_seq=chat.read_all_seq) for m in rows],
             }
         )
+
+
+class FileView(APIView):
+    """``GET /api/files/{id}`` and ``/api/files/{id}/thumbnail``: with a signed URL (the message
+    objects' ``url``/``thumbnail_url``, no header needed) or with a token and the same access
+    rule as history (``selectors.readable_upload``)."""
+
+    permission_classes = [AllowAny]  # a signed URL needs no token; without one, see get()
+
+    @extend_schema(
+        summary="Download a file, or its thumbnail (signed URL or token)",
+        parameters=[
+            OpenApiParameter("upload_id", int, OpenApiParameter.PATH),
+            OpenApiParameter("expires", str, description="From a signed URL."),
+            OpenApiParameter("signature", str, description="From a signed URL."),
+            OpenApiParameter("Range", str, OpenApiParameter.HEADER, description="One byte range: 206 Partial Content."),
+        ],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(description="The bytes, with the sniffed Content-Type."),
+            (206, "application/octet-stream"): OpenApiResponse(description="The requested range."),
+            302: OpenApiResponse(description="S3 storage: a redirect to a short-lived presigned URL."),
+            401: E[401],
+            403: E[403],
+            404: E[404],
+            416: OpenApiResponse(description="The range is outside the file."),
+        },
+    )
+    def get(self, request, upload_id: int, variant: str = "file"):
+        expires, signature = request.query_params.get("expires"), request.query_params.get("signature")
+        if expires is not None or signature is not None:
+            if not file_urls.check(upload_id, variant, expires, signature):
+                raise Forbidden("This link is invalid or has expired.")
+            upload = selectors.signed_upload(upload_id=upload_id)
+        elif getattr(request.user, "is_authenticated", False):
+            upload = selectors.readable_upload(user_id=request.user.id, upload_id=upload_id)
+        else:
+            raise NotAuthenticated()
+        if variant == "thumbnail" and not upload.blob.thumbnail_key:
+            raise FileNotFound("This file has no thumbnail.")
+        return file_response(request, upload, variant)

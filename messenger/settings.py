@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "accounts",
+    "attachments",
     "chats",
     "webclient",
 ]
@@ -301,6 +302,52 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Attachments (attachments/, docs/PROTOCOL.md "Files") ---------------------------------------
+# Where blobs live: "local" (the filesystem under ATTACHMENTS_DIR, the embedded default) or "s3"
+# (any S3-compatible store through django-storages, configured by the AWS_* variables below).
+ATTACHMENTS_STORAGE = os.environ.get("ATTACHMENTS_STORAGE", "local").strip().lower()
+if ATTACHMENTS_STORAGE not in ("local", "s3"):
+    raise ImproperlyConfigured("ATTACHMENTS_STORAGE must be 'local' or 's3'.")
+ATTACHMENTS_DIR = Path(os.environ.get("ATTACHMENTS_DIR") or BASE_DIR / ".data" / "attachments")
+_attachments_storage = (
+    {
+        "BACKEND": "attachments.storage.PublicS3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ.get("AWS_STORAGE_BUCKET_NAME", "messenger-attachments"),
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+            # Where browsers reach the store, if not where the app does (Compose: through nginx).
+            "public_endpoint_url": os.environ.get("AWS_S3_PUBLIC_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            "addressing_style": os.environ.get("AWS_S3_ADDRESSING_STYLE") or None,
+            "querystring_auth": True,
+            "querystring_expire": env_int("FILE_URL_MAX_AGE_SECONDS", 3600),
+            "file_overwrite": False,
+            "default_acl": None,
+        },
+    }
+    if ATTACHMENTS_STORAGE == "s3"
+    else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": ATTACHMENTS_DIR}}
+)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": _attachments_storage,
+}
+MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+UPLOAD_QUOTA_BYTES = env_int("UPLOAD_QUOTA_BYTES", 2 * 1024**3)  # per user; 0 = none
+UPLOAD_RATE_LIMIT = env_int("UPLOAD_RATE_LIMIT", 30)
+UPLOAD_RATE_WINDOW_SECONDS = env_int("UPLOAD_RATE_WINDOW_SECONDS", 60)
+UPLOAD_UNATTACHED_HOURS = env_int("UPLOAD_UNATTACHED_HOURS", 24)
+FILE_URL_MAX_AGE_SECONDS = max(60, env_int("FILE_URL_MAX_AGE_SECONDS", 3600))
+MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 50_000_000)
+ATTACHMENTS_PER_MESSAGE = 10
+# A request body past this many bytes is spooled to disk by Django's ASGI handler (0 would mean
+# never); the upload view's handler writes the file part to disk from its first byte.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = os.environ.get("FILE_UPLOAD_TEMP_DIR") or None
 
 # --- Logging --------------------------------------------------------------------------
 LOGGING = {

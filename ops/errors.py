@@ -53,6 +53,12 @@ class ServiceUnavailable(MessengerError):
     default_detail = "A backing service is unavailable; retry shortly."
 
 
+class RateLimited(MessengerError):
+    code = "rate_limited"
+    status = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = "Too many requests; slow down."
+
+
 class TooLarge(MessengerError):
     code = "too_large"
     status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -178,9 +184,13 @@ ERROR_RESPONSES = {
         ErrorSerializer,
         description="not_authenticated / token_not_valid / bad_authorization_header / user_inactive / user_not_found",
     ),
-    403: OpenApiResponse(ErrorSerializer, description="forbidden / privacy_restricted / edit_window_expired"),
+    403: OpenApiResponse(
+        ErrorSerializer, description="forbidden / privacy_restricted / edit_window_expired / bad signature (files)"
+    ),
     404: OpenApiResponse(ErrorSerializer, description="not_found (missing, or not a member)"),
     410: OpenApiResponse(ErrorSerializer, description="gone (the message was deleted)"),
+    413: OpenApiResponse(ErrorSerializer, description="too_large / quota_exceeded"),
+    415: OpenApiResponse(ErrorSerializer, description="unsupported_type"),
     409: OpenApiResponse(ErrorSerializer, description="conflict"),
     429: OpenApiResponse(ErrorSerializer, description="rate_limited"),
     503: OpenApiResponse(ErrorSerializer, description="service_unavailable"),

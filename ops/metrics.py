@@ -90,6 +90,8 @@ RATE_LIMITED = Counter(
     "Requests refused by a rate limit (send, chat_change, group_create: per user; auth: login/refresh/register; connect: socket handshakes).",
     ["limit"],
 )
+UPLOADS_STORED = Counter("messenger_uploads_stored_total", "Uploads accepted, by kind.", ["kind"])
+BLOBS_REMOVED = Counter("messenger_blobs_removed_total", "Stored files removed after their last reference went.")
 DB_ERRORS = Counter("messenger_db_errors_total", "Database errors answered as service_unavailable.", ["source"])
 REDIS_ERRORS = Counter("messenger_redis_errors_total", "Redis errors (channel layer or cache).", ["source"])
 HTTP_REQUESTS = Counter("messenger_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])
@@ -100,8 +102,10 @@ HTTP_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
-for _limit in ("send", "chat_change", "group_create", "auth", "connect"):
+for _limit in ("send", "chat_change", "message_change", "group_create", "upload", "auth", "connect"):
     RATE_LIMITED.labels(limit=_limit)
+for _kind in ("image", "video", "audio", "voice", "file"):
+    UPLOADS_STORED.labels(kind=_kind)
 for _source in ("http", "socket"):
     DB_ERRORS.labels(source=_source)
 for _source in ("http", "socket", "channel_layer"):

@@ -28,8 +28,10 @@ decoded into the statement's named row type; nothing indexes a tuple.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -42,6 +44,8 @@ from django.db import connection, transaction
 from ops import metrics
 
 from . import async_cache, async_db, realtime
+
+log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=tuple)
 T = TypeVar("T")
@@ -139,7 +143,17 @@ class Atomic:
     plan: Plan
 
 
-Step = Fetch | CountInWindow | AddKey | HasKey | Emit | Atomic
+@dataclass(frozen=True)
+class AfterCommit:
+    """Call ``func(*args)`` in a thread once the change is committed (blocking clean-up that must
+    not happen if it rolls back, such as removing stored files). Answered with None at once;
+    the call's own failure is logged, never thrown into the plan. Yield it outside ``Atomic``."""
+
+    func: Callable[..., Any]
+    args: tuple = ()
+
+
+Step = Fetch | CountInWindow | AddKey | HasKey | Emit | Atomic | AfterCommit
 
 
 # --- the executors -------------------------------------------------------------------------
@@ -204,7 +218,27 @@ def _execute_sync(step: Step) -> Any:
     if isinstance(step, Emit):
         realtime.publish_on_commit(user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel)
         return None
+    if isinstance(step, AfterCommit):
+        transaction.on_commit(functools.partial(_call_logged, step.func, step.args))
+        return None
     raise TypeError(f"not a plan step: {step!r}")
+
+
+_BACKGROUND: set[asyncio.Future] = set()
+
+
+def _call_logged(func: Callable[..., Any], args: tuple) -> None:
+    try:
+        func(*args)
+    except Exception:
+        log.exception("after_commit_failed", extra={"func": getattr(func, "__qualname__", repr(func))})
+
+
+def _call_in_thread(func: Callable[..., Any], args: tuple) -> None:
+    try:
+        _call_logged(func, args)
+    finally:
+        connection.close()  # this executor thread's own Django connection
 
 
 async def run_async(plan: Plan[T]) -> tuple[T, list[realtime.Outgoing]]:
@@ -250,6 +284,13 @@ async def _execute_async(step: Step, events: list[realtime.Outgoing], tx: async_
         outgoing = realtime.committed(user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel)
         if outgoing is not None:
             events.append(outgoing)
+        return None
+    if isinstance(step, AfterCommit):
+        if tx is not None:
+            raise TypeError("AfterCommit inside Atomic: yield it after the Atomic step")
+        future = asyncio.get_running_loop().run_in_executor(None, _call_in_thread, step.func, step.args)
+        _BACKGROUND.add(future)
+        future.add_done_callback(_BACKGROUND.discard)
         return None
     redis = async_cache.client()
     if redis is None:  # in-process cache: no I/O, the sync executor's code

@@ -18,13 +18,15 @@ are built for no reader in particular: their ``reactions[].me`` is false.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
-from runtime.plans import Atomic, Emit, Plan, use_case
+from attachments.services import remove_blobs
+from runtime.plans import AfterCommit, Atomic, Emit, Plan, use_case
 
 from .. import events, sql
 from ..exceptions import (
@@ -78,6 +80,7 @@ class DeleteResult:
     seqs: list[int]  # those that became tombstones now
     version: int
     changed: bool
+    freed_blobs: tuple[int, ...] = ()  # stored files nothing references any more
 
     def payload(self) -> dict:
         return {"chat_id": self.chat_id, "seqs": self.seqs, "version": self.version, "changed": self.changed}
@@ -234,7 +237,10 @@ def delete_messages(
     chat_id = chat_id_or_404(chat_id)
     seqs = clean_seqs(seqs)
     yield from _count_change(user_id)
-    return (yield Atomic(_delete(user_id=user_id, chat_id=chat_id, seqs=seqs, skip_channel=skip_channel)))
+    result = yield Atomic(_delete(user_id=user_id, chat_id=chat_id, seqs=seqs, skip_channel=skip_channel))
+    if result.freed_blobs:
+        yield AfterCommit(remove_blobs, (list(result.freed_blobs),))
+    return result
 
 
 def _delete(*, user_id: int, chat_id: int, seqs: list[int], skip_channel: str | None) -> Plan[DeleteResult]:
@@ -251,9 +257,13 @@ def _delete(*, user_id: int, chat_id: int, seqs: list[int], skip_channel: str | 
         return DeleteResult(chat.id, [], chat.version, changed=False)
     gone = [t.seq for t in live]
     row = yield sql.DELETE.one(chat=chat.id, ids=[t.id for t in live], seqs=gone, now=timezone.now())
+    freed: tuple[int, ...] = ()
+    if row.released_uploads:  # their files: uploads no other message carries go, with their blobs
+        released = yield sql.RELEASE_UPLOADS.all(uploads=row.released_uploads)
+        freed = tuple(blob.blob_id for blob in released if blob.refs == 0)
     members = yield from _members(chat.id)
     yield Emit(members, events.message_deleted(chat_id=chat.id, seqs=gone, version=row.version), skip_channel)
-    return DeleteResult(chat.id, gone, row.version, changed=True)
+    return DeleteResult(chat.id, gone, row.version, changed=True, freed_blobs=freed)
 
 
 # --- reactions -------------------------------------------------------------------------------
@@ -475,6 +485,7 @@ def _forward(
         origin_senders=[s.origin_sender_id for _, s in new],
         origin_names=[s.origin_sender_username for _, s in new],
         origin_times=[s.origin_created_at for _, s in new],
+        attachments=[json.dumps(s.attachments) for _, s in new],
     )
     new_seqs = {row.seq for row in stored}
     all_seqs = [used[key].seq if key in used else None for key in client_ids]

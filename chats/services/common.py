@@ -118,4 +118,5 @@ def new_message_view(*, reply_to: sql.ReplyRef | None = None, **fields) -> Messa
         reactions=[],
         my_reactions=[],
         pinned=False,
+        attachments=[],
     )

@@ -16,7 +16,15 @@ from runtime.plans import AddKey, Emit, Plan, use_case
 from .. import events, sql
 from ..exceptions import ChatNotFound, Conflict, Forbidden, Gone, InvalidInput
 from ..models import Message
-from ..validation import chat_id_or_404, clean_client_id, clean_optional_seq, clean_seq, clean_text
+from ..validation import (
+    chat_id_or_404,
+    clean_attachment_ids,
+    clean_caption,
+    clean_client_id,
+    clean_optional_seq,
+    clean_seq,
+    clean_text,
+)
 from . import limits
 from .common import ReadResult, SendResult, advance_read_all, new_message_view
 
@@ -27,8 +35,9 @@ def send_message(
     user_id: int,
     chat_id: int,
     client_id: str,
-    text: str,
+    text: str | None,
     reply_to_seq: int | None = None,
+    attachment_ids: list[int] | None = None,
     skip_channel: str | None = None,
 ) -> Plan[SendResult]:
     """Store a message once per ``(sender, client_id)`` and wake up every member's sockets.
@@ -38,15 +47,18 @@ def send_message(
     sender over the rate limit); a key used in another chat is a Conflict. ``skip_channel``
     is the sending socket, which gets ``message.ack`` instead of ``message.new``. Sending
     marks the chat read up to the sender's own message. ``reply_to_seq`` names a live message
-    of the chat it answers. Raises ChatNotFound (not a member), Forbidden (a direct chat with a
+    of the chat it answers. ``attachment_ids``: up to 10 of the sender's uploads the message
+    carries (its text is then an optional caption); a repeat attaches nothing again. Raises ChatNotFound (not a member), Forbidden (a direct chat with a
     deactivated user), Gone (the answered message was deleted), RateLimited, InvalidInput.
     """
     chat_id = chat_id_or_404(chat_id)
     client_id = clean_client_id(client_id)
-    text = clean_text(text)
+    uploads = clean_attachment_ids(attachment_ids)
+    text = clean_caption(text) if uploads else clean_text(text)
     reply_to_seq = clean_optional_seq(reply_to_seq, field="reply_to_seq")
     wait = yield from limits.over(limits.SEND, user_id=user_id)
-    keys = {"chat": chat_id, "user": user_id, "client_id": client_id, "reply": reply_to_seq}
+    keys = {"chat": chat_id, "user": user_id, "client_id": client_id, "reply": reply_to_seq, "uploads": uploads}
+    send = sql.SEND_ATTACHED if uploads else sql.SEND
     if wait is not None:
         obstacles = yield sql.SEND_OBSTACLES.one(**keys)
         if obstacles.is_member and obstacles.original.id is not None:
@@ -55,11 +67,12 @@ def send_message(
 
     params = {**keys, "text": text}
     try:
-        row = yield sql.SEND.one(savepoint=True, **params)
+        row = yield send.one(savepoint=True, **params)
     except IntegrityError:
-        # A parallel send of this key committed while this one waited for the chat lock; the
-        # statement rolled back whole (no seq used). Once more: now it finds the original.
-        row = yield sql.SEND.one(savepoint=True, **params)
+        # A parallel send of this key committed while this one waited for the chat lock (or an
+        # upload was purged under it); the statement rolled back whole (no seq used). Once more:
+        # now it finds the original, or SEND_OBSTACLES says what is wrong.
+        row = yield send.one(savepoint=True, **params)
     if row is not None and row.original.id is not None:
         return (yield from _repeat(row.original, user_id=user_id, chat_id=chat_id))
     if row is None:
@@ -74,6 +87,8 @@ def send_message(
             raise InvalidInput({"reply_to_seq": ["No such message in this chat."]})
         if obstacles.reply_state == "deleted":
             raise Gone("The message you answer was deleted.")
+        if not obstacles.uploads_ok:
+            raise InvalidInput({"attachment_ids": ["Not your uploads, or no longer there: upload the files again."]})
         raise ChatNotFound()  # the chat vanished between the two statements
 
     metrics.MESSAGES_STORED.inc()
@@ -81,22 +96,25 @@ def send_message(
     after = yield sql.AFTER_SEND.one(chat=chat_id, probe=row.my_last_read_seq <= row.read_all_seq)
     recipients = after.recipients or []
     read_all = row.read_all_seq
-    message = new_message_view(
-        id=row.stored_id,
-        chat_id=chat_id,
-        seq=row.seq,
-        sender_id=user_id,
-        kind=Message.Kind.TEXT,
-        text=text,
-        client_id=client_id,
-        created_at=row.created_at,
-        version=row.version,
-        reply_to=(
-            sql.ReplyRef(reply_to_seq, row.reply_sender_id, row.reply_text or "", False)
-            if reply_to_seq is not None
-            else None
-        ),
-    )
+    if uploads:  # the stored attachments, as the view reads them
+        message = (yield sql.MESSAGES_BY_SEQS.all(chat=chat_id, seqs=[row.seq], reader=user_id))[0]
+    else:
+        message = new_message_view(
+            id=row.stored_id,
+            chat_id=chat_id,
+            seq=row.seq,
+            sender_id=user_id,
+            kind=Message.Kind.TEXT,
+            text=text,
+            client_id=client_id,
+            created_at=row.created_at,
+            version=row.version,
+            reply_to=(
+                sql.ReplyRef(reply_to_seq, row.reply_sender_id, row.reply_text or "", False)
+                if reply_to_seq is not None
+                else None
+            ),
+        )
     yield Emit(recipients, events.message_new(message, read_all_seq=read_all), skip_channel)
     if after.advanced_read_all_seq is not None:
         read_all = after.advanced_read_all_seq

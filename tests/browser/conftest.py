@@ -36,6 +36,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # A microphone that plays a beep and asks nobody (voice messages, test_attachments.py).
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 PASSWORD = "Browser-pass-42"
 
@@ -77,6 +80,9 @@ class LiveServer(ServerProcess):
             SEND_RATE_LIMIT="10000",
             CHAT_CHANGE_RATE_LIMIT="10000",
             GROUP_CREATE_DAILY_LIMIT="10000",
+            ATTACHMENTS_STORAGE="local",
+            ATTACHMENTS_DIR=str(log_path.parent / "attachments"),
+            UPLOAD_RATE_LIMIT="10000",
         )
         super().__init__(log_path, env, daphne_argv(), ready=self._serves_client)
 

@@ -34,6 +34,7 @@ MESSAGE_KEYS = {
     "forwarded_from",
     "reactions",
     "pinned",
+    "attachments",
 }
 CHAT_KEYS = {
     "version",

@@ -15,7 +15,7 @@ def test_a_frame_parses_into_type_ref_and_fields():
         json.dumps({"type": "message.send", "ref": "r1", "chat_id": 7, "client_id": "c", "text": " hi "})
     )
     assert (frame.type, frame.ref) == ("message.send", "r1")
-    assert (frame.id("chat_id"), frame.client_id(), frame.text()) == (7, "c", "hi")
+    assert (frame.id("chat_id"), frame.client_id(), frame.data["text"]) == (7, "c", " hi ")
 
 
 @pytest.mark.parametrize(

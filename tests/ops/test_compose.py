@@ -77,11 +77,11 @@ def block(text: str, opening: str) -> str:
 
 
 def test_services():
-    assert set(SERVICES) == {"postgres", "redis", "migrate", *APPS, "nginx"}
+    assert set(SERVICES) == {"postgres", "redis", "minio", "createbucket", "migrate", "purge", *APPS, "nginx"}
     assert SERVICES["nginx"]["image"].startswith("nginx:1.27-alpine")
 
 
-@pytest.mark.parametrize("name", ["postgres", "redis"])
+@pytest.mark.parametrize("name", ["postgres", "redis", "minio"])
 def test_backing_services_keep_data_in_named_volumes_and_have_healthchecks(name):
     service = SERVICES[name]
     assert service["healthcheck"]["test"]
@@ -449,8 +449,26 @@ def test_nginx_locations_inherit_the_proxy_headers():
     """A location with any proxy_set_header of its own loses every server-level one (Host,
     X-Forwarded-*, Upgrade...): the headers are set once, at server level."""
     server = block(nginx_conf(), "server {")
-    for opening in ("location /ws/", "location / "):
+    for opening in ("location /ws/", "location / ", "location /messenger-attachments/", "location /api/uploads"):
         assert "proxy_set_header" not in block(server, opening), opening
+
+
+def test_attachments_go_to_minio_and_presigned_urls_come_back_through_nginx():
+    """The replicas store in MinIO, sign URLs for the address browsers use (nginx), and nginx
+    proxies the bucket's path to MinIO with the Host unchanged (the signature covers it)."""
+    env = SERVICES["app1"]["environment"]
+    assert env["ATTACHMENTS_STORAGE"] == "s3" and env["AWS_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert resolved(env["AWS_S3_PUBLIC_ENDPOINT_URL"]) == "http://localhost:8000"
+    bucket = env["AWS_STORAGE_BUCKET_NAME"]
+    assert bucket in " ".join(SERVICES["createbucket"]["command"])
+    assert SERVICES["app1"]["depends_on"]["createbucket"]["condition"] == "service_completed_successfully"
+    server = block(nginx_conf(), "server {")
+    assert "proxy_pass http://attachments_store;" in block(server, f"location /{bucket}/")
+    assert "server minio:9000;" in block(nginx_conf(), "upstream attachments_store")
+    assert "proxy_request_buffering off;" in block(server, "location /api/uploads")
+    assert "client_max_body_size 51m;" in nginx_conf()
+    commands = re.findall(r"manage\.py\s+(\w+)", " ".join(SERVICES["purge"]["command"]))
+    assert commands == ["purge_uploads"] and set(commands) <= set(get_commands())
 
 
 def test_nginx_access_log_has_no_query_string():

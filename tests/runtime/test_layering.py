@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = {"accounts", "chats", "webclient", "devtools"}
+APPS = {"accounts", "attachments", "chats", "webclient", "devtools"}
 PROJECT = {"messenger"}
 # seed_data offers the bulk loader of the development-only app when it is installed (a lazy import).
 ALLOWED = {("chats/management/commands/seed_data.py", "devtools")}
@@ -38,7 +38,8 @@ def _imports(package: str) -> list[tuple[str, str]]:
     [
         ("runtime", APPS | PROJECT),
         ("ops", APPS | PROJECT | {"runtime"}),
-        ("accounts", {"chats", "webclient", "devtools"} | PROJECT),
+        ("accounts", {"attachments", "chats", "webclient", "devtools"} | PROJECT),
+        ("attachments", {"chats", "webclient", "devtools"} | PROJECT),
         ("chats", {"webclient", "devtools"} | PROJECT),
     ],
 )

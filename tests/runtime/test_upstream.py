@@ -55,3 +55,17 @@ def test_every_runtime_module_that_patches_is_listed():
         "runtime.http",
     ):
         assert name in listed
+
+
+def test_daphnes_requests_skip_twisteds_own_form_parsing():
+    """runtime.serve's channel builds every request with ``parsePOSTFormSubmission=False``:
+    Twisted would otherwise parse each multipart upload whole into ``request.args`` (unused by
+    daphne) -- ~650 MiB of memory for a 50 MiB file (docs/PERFORMANCE.md, S10)."""
+    from daphne.http_protocol import WebRequest
+
+    from runtime.serve import HeaderBoundHTTPChannel
+
+    channel = HeaderBoundHTTPChannel()
+    channel.requestFactory = WebRequest  # what daphne's HTTPFactory.buildProtocol does
+    made = channel.requestFactory
+    assert made.func is WebRequest and made.keywords == {"parsePOSTFormSubmission": False}

@@ -187,6 +187,7 @@ class Context:
             "user_id": str(self.friend["id"]),
             "seq": "1",
             "emoji": percent("👍"),
+            "upload_id": "1",
             **(values or {}),
         }
         return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
@@ -368,6 +369,21 @@ def test_a_header_block_over_16_kib_is_431_json(server, headers):
     # Just under the limit is served as usual.
     ok = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Pad: " + b"a" * 15_000 + b"\r\n\r\n"
     assert raw_request(server.port, ok).startswith(b"HTTP/1.1 200")
+
+
+def test_a_body_over_the_upload_limit_is_413_json_before_it_is_read(server):
+    """A Content-Length over MAX_UPLOAD_BYTES plus framing is refused at once, not read first."""
+    head = (
+        b"POST /api/uploads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+        b"Content-Length: 1000000000000\r\n\r\n" + b"x" * 1000
+    )
+    answer = raw_request(server.port, head)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 413 Content Too Large", answer[:300]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {
+        "code": "too_large",
+        "detail": "The request body is over the upload limit.",
+    }
 
 
 # --- socket frames ---------------------------------------------------------------------------

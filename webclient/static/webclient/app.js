@@ -6,9 +6,11 @@
 import { ApiError, Session } from "./api.js";
 import { setupDialogs } from "./dialogs.js";
 import { $, announce, bidiSafe, showToast } from "./dom.js";
+import { formatDuration, messageGist } from "./media.js";
 import { closeMessageMenu, openMessageMenu } from "./menu.js";
 import { LiveSocket, Requests } from "./socket.js";
 import { Chat, newClientId } from "./store.js";
+import { MAX_FILES, renderTray, Uploads, VoiceRecorder, voiceFileName } from "./uploads.js";
 import {
   canChange,
   chatButton,
@@ -36,6 +38,8 @@ const PHONE_QUERY = window.matchMedia("(max-width: 720px)");
 const session = new Session();
 const socket = new LiveSocket(session);
 const requests = new Requests(socket);
+const uploads = new Uploads(session);
+const recorder = new VoiceRecorder();
 
 const state = {
   me: null,
@@ -130,6 +134,9 @@ function resetState() {
   state.outbox.clear();
   state.buffered = [];
   state.syncing = false;
+  recorder.cancel();
+  uploads.clear();
+  renderTray(uploads, null);
   resetView();
   setConnectionStatus("stopped");
 }
@@ -385,7 +392,7 @@ function onMessage(message, { live }) {
     renderChatHeader();
     if (live && added && message.sender_id !== state.me.id) {
       const who = message.kind === "system" ? "" : `${bidiSafe(usernameOf(message.sender_id))}: `;
-      announce(`${who}${bidiSafe(message.text)}`);
+      announce(`${who}${messageGist(message)}`);
     }
     maybeMarkRead();
   } else if (live && message.sender_id !== state.me.id) {
@@ -448,12 +455,15 @@ function onError(frame) {
 
 // --- sending, reading, typing ------------------------------------------------------------------------
 
-function sendMessage(chat, text, replyToSeq = null) {
+/** `attachments`: uploads (POST /api/uploads answers) the message carries; `text` is then a caption. */
+function sendMessage(chat, text, replyToSeq = null, attachments = []) {
   const pending = {
     client_id: newClientId(),
     chat_id: chat.id,
     text,
     reply_to_seq: replyToSeq,
+    attachment_ids: attachments.map((attachment) => attachment.id),
+    attachments, // shown while pending: the uploads' own signed URLs
     created_at: new Date().toISOString(),
     failed: null,
   };
@@ -473,6 +483,7 @@ function transmit(pending) {
     client_id: pending.client_id,
     text: pending.text,
     ...(pending.reply_to_seq ? { reply_to_seq: pending.reply_to_seq } : {}),
+    ...(pending.attachment_ids.length ? { attachment_ids: pending.attachment_ids } : {}),
   });
 }
 
@@ -508,7 +519,7 @@ composerInput.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     $("composer").requestSubmit();
-  } else if (event.key === "Escape" && state.composing) {
+  } else if (event.key === "Escape" && state.composing && !recorder.active) {
     event.preventDefault();
     composer.cancel();
   } else if (event.key === "ArrowUp" && !composerInput.value && !state.composing) {
@@ -529,16 +540,155 @@ composerInput.addEventListener("input", () => {
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const chat = openChat();
+  if (!chat) return;
   const text = composerInput.value.trim();
-  if (!chat || !text) return;
   const mode = state.composing?.chatId === chat.id ? state.composing : null;
   if (mode?.kind === "edit") {
+    if (!text) return;
     const message = chat.message(mode.seq);
     if (message && message.text !== text) run(ops.edit(chat, mode.seq, text), "Could not edit");
-  } else sendMessage(chat, text, mode?.kind === "reply" ? mode.seq : null);
+  } else {
+    const files = uploads.summary(chat.id);
+    if (files.uploading || files.failed) {
+      // Send is disabled meanwhile; Enter says why.
+      announce(files.failed ? "Retry or remove the files that failed to upload." : "Wait until the files are uploaded.");
+      return;
+    }
+    const attachments = uploads.take(chat.id);
+    if (!text && !attachments.length) return;
+    sendMessage(chat, text, mode?.kind === "reply" ? mode.seq : null, attachments);
+  }
   composer.cancel({ clear: true });
 });
 $("composer-context-cancel").addEventListener("click", () => composer.cancel());
+
+// --- attachments: pick, drop, paste, upload, record (uploads.js, media.js) -------------------------
+
+/** Starts uploading files into the open chat's strip above the composer. */
+function attachFiles(files) {
+  const chat = openChat();
+  files = [...files].filter((file) => file.size > 0 || file.type);
+  if (!chat || !files.length || state.composing?.kind === "edit") return;
+  const refused = uploads.add(chat.id, files);
+  if (refused) showToast(`At most ${MAX_FILES} files go in one message.`);
+  announce(`${files.length - refused} ${files.length - refused === 1 ? "file" : "files"} uploading`);
+}
+
+/** Send waits for the uploads: disabled while one runs or has failed. */
+function renderSendState() {
+  const chat = openChat();
+  const files = chat ? uploads.summary(chat.id) : { uploading: 0, failed: 0 };
+  const send = $("send-btn");
+  send.disabled = Boolean(files.uploading || files.failed);
+  send.title = files.uploading ? "Wait until the files are uploaded" : files.failed ? "Retry or remove the files that failed" : "";
+}
+
+uploads.addEventListener("change", (event) => {
+  const chat = openChat();
+  if (!chat || event.detail.chatId !== chat.id) return;
+  renderTray(uploads, chat.id, event.detail.item);
+  if (!event.detail.item) renderSendState();
+});
+
+// A voice message goes on its own as soon as it is uploaded.
+uploads.addEventListener("uploaded", (event) => {
+  const { item } = event.detail;
+  if (!item.autoSend) return;
+  const chat = state.chats.get(item.chatId);
+  const [attachment] = uploads.take(item.chatId, (other) => other === item);
+  if (chat && attachment) sendMessage(chat, "", item.replyToSeq ?? null, [attachment]);
+});
+
+$("attach-btn").addEventListener("click", () => $("attach-input").click());
+$("attach-input").addEventListener("change", (event) => {
+  attachFiles(event.currentTarget.files);
+  event.currentTarget.value = ""; // the same file can be picked again
+});
+
+// Pasted images (screenshots) and files become attachments; pasted text stays text.
+composerInput.addEventListener("paste", (event) => {
+  const files = [...(event.clipboardData?.files ?? [])];
+  if (!files.length) return;
+  event.preventDefault();
+  attachFiles(files);
+});
+
+// Files dropped anywhere on the conversation.
+const chatView = $("chat-view");
+const carriesFiles = (event) => [...(event.dataTransfer?.types ?? [])].includes("Files");
+for (const type of ["dragenter", "dragover"]) {
+  chatView.addEventListener(type, (event) => {
+    if (!carriesFiles(event) || state.composing?.kind === "edit") return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+    chatView.classList.add("dropping");
+  });
+}
+chatView.addEventListener("dragleave", (event) => {
+  if (!chatView.contains(event.relatedTarget)) chatView.classList.remove("dropping");
+});
+chatView.addEventListener("drop", (event) => {
+  chatView.classList.remove("dropping");
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  attachFiles(event.dataTransfer.files);
+});
+
+// Voice messages: 🎤 starts, 🎤 again stops and sends, Escape or × cancels.
+const recordButton = $("record-btn");
+if (!VoiceRecorder.supported) recordButton.hidden = true;
+
+function renderRecording() {
+  const recording = recorder.active;
+  $("recording-bar").hidden = !recording;
+  recordButton.setAttribute("aria-pressed", String(recording));
+  const label = recording ? "Stop recording and send" : "Record a voice message";
+  recordButton.setAttribute("aria-label", label);
+  recordButton.title = label;
+  recordButton.classList.toggle("recording", recording);
+  $("recording-time").textContent = formatDuration(recorder.elapsedMs / 1000);
+}
+
+recorder.addEventListener("state", renderRecording);
+recorder.addEventListener("tick", () => ($("recording-time").textContent = formatDuration(recorder.elapsedMs / 1000)));
+
+recordButton.addEventListener("click", async () => {
+  const chat = openChat();
+  if (!chat) return;
+  if (!recorder.active) {
+    try {
+      if (await recorder.start()) announce("Recording a voice message");
+    } catch (error) {
+      showToast(`Cannot record: ${error.name === "NotAllowedError" ? "the microphone is not allowed." : error.message}`);
+    }
+    return;
+  }
+  const recording = await recorder.stop();
+  if (!recording) return;
+  const mode = state.composing?.chatId === chat.id && state.composing.kind === "reply" ? state.composing : null;
+  uploads.add(chat.id, [recording.blob], { voice: true, name: voiceFileName(recording.type) });
+  const item = uploads.list(chat.id).at(-1);
+  if (item && mode) {
+    item.replyToSeq = mode.seq;
+    composer.cancel();
+  }
+});
+$("recording-cancel").addEventListener("click", () => {
+  recorder.cancel();
+  announce("Recording cancelled");
+  composerInput.focus();
+});
+window.addEventListener(
+  "keydown",
+  (event) => {
+    if (event.key !== "Escape" || !recorder.active || document.querySelector("dialog[open]")) return;
+    event.preventDefault();
+    event.stopPropagation();
+    recorder.cancel();
+    announce("Recording cancelled");
+  },
+  true,
+);
 
 /** The composer answers a message (reply) or rewrites one (edit); Escape or × goes back. */
 const composer = {
@@ -729,6 +879,7 @@ function showPane(pane) {
 function closeChat() {
   const wasOpen = state.openChatId;
   state.openChatId = null;
+  recorder.cancel();
   renderChatPane();
   renderChatList();
   showPane("list");
@@ -745,6 +896,9 @@ async function selectChat(chatId) {
   renderChatPane();
   if (switching) {
     closeMessageMenu();
+    recorder.cancel();
+    renderTray(uploads, chatId);
+    renderSendState();
     composerInput.value = "";
     state.composing = null;
     renderComposerContext();

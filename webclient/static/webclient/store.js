@@ -277,6 +277,7 @@ export function tombstone(message) {
     reply_to: null,
     forwarded_from: null,
     reactions: [],
+    attachments: [],
     pinned: false,
   };
 }

@@ -3,6 +3,7 @@
 // position and screen readers are not disturbed by re-renders.
 
 import { $, bdi, bidiSafe, el, formatTime } from "./dom.js";
+import { messageGist, renderAttachments } from "./media.js";
 import { compareChats } from "./store.js";
 
 let state = null;
@@ -119,7 +120,7 @@ function updateChatItem(item, chat) {
           : chat.kind === "group"
             ? [bdi(usernameOf(message.sender_id)), ": "]
             : [];
-    parts = [...who, message.deleted ? "Message deleted" : bdi(message.text)];
+    parts = [...who, message.deleted ? "Message deleted" : bdi(messageGist(message))];
   } else parts = ["No messages yet"];
   preview.replaceChildren(...parts);
   const previewText = preview.textContent;
@@ -274,6 +275,7 @@ function buildMessage(chat, message) {
     !mine && chat.kind === "group" ? el("span", { className: "sender", text: usernameOf(message.sender_id) }) : null,
     el("span", { className: "forwarded", hidden: true }),
     el("button", { type: "button", className: "reply-quote", hidden: true }),
+    el("div", { className: "attachments", hidden: true }),
     el("p", { className: "text" }),
     el("ul", { className: "reactions", "aria-label": "Reactions", hidden: true }),
     el(
@@ -357,6 +359,9 @@ function renderContent(chat, item, message, quoted) {
   item.classList.toggle("pinned", Boolean(message.pinned));
   const text = item.querySelector(".text");
   text.textContent = message.deleted ? "Message deleted" : bidiSafe(message.text);
+  // A message with files may have no text (or a caption under them).
+  text.hidden = !message.deleted && !text.textContent;
+  renderAttachments(item.querySelector(".attachments"), message.deleted ? [] : (message.attachments ?? []));
 
   const forwarded = item.querySelector(".forwarded");
   const origin = message.forwarded_from;
@@ -367,7 +372,7 @@ function renderContent(chat, item, message, quoted) {
   quote.hidden = !quoted;
   if (quoted) {
     const who = quoted.sender_id === null || quoted.sender_id === undefined ? "System" : usernameOf(quoted.sender_id);
-    const gist = quoted.deleted ? "Message deleted" : bidiSafe(quoted.text).slice(0, 100);
+    const gist = messageGist(quoted).slice(0, 100);
     quote.replaceChildren(el("span", { className: "quote-sender", text: who }), el("span", { className: "quote-text", text: gist }));
     quote.classList.toggle("deleted", Boolean(quoted.deleted));
     quote.setAttribute("aria-label", `Reply to ${bidiSafe(who)}: ${gist}. Show the message.`);
@@ -466,7 +471,7 @@ export function renderPinned() {
   const message = chat.message(seq);
   if (!message) actions.needMessage(chat, seq);
   $("pinned-label").textContent = seqs.length > 1 ? `Pinned message ${index + 1} of ${seqs.length}` : "Pinned message";
-  $("pinned-text").textContent = message ? bidiSafe(message.text) : "…";
+  $("pinned-text").textContent = message ? messageGist(message) : "…";
   $("pinned-open").setAttribute("aria-label", `${$("pinned-label").textContent}: ${$("pinned-text").textContent}. Show it.`);
   $("pinned-open").onclick = () => actions.pinned(chat);
   const unpin = $("pinned-unpin");
@@ -489,5 +494,5 @@ export function renderComposerContext() {
   $("composer-context-label").replaceChildren(
     ...(mode.kind === "edit" ? ["Edit message"] : ["Reply to ", bdi(message ? usernameOf(message.sender_id) : "…")]),
   );
-  $("composer-context-text").textContent = message ? bidiSafe(message.text).slice(0, 100) : "";
+  $("composer-context-text").textContent = message ? messageGist(message).slice(0, 100) : "";
 }

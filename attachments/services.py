@@ -1,0 +1,217 @@
+"""Uploading a file, and removing what nothing references any more.
+
+:func:`create_upload` takes a file the upload handler spooled to disk: it is inspected (type
+from the bytes, images cleaned and thumbnailed, audio and video probed), stored once per
+content (a blob found by sha256 gets one more reference instead of a second copy), and recorded
+as the user's upload within their quota. Messages take references to uploads
+(``chats.MessageAttachment``); when the last message carrying an upload is deleted, the chats
+app deletes the upload in the same transaction and hands the blobs that lost their last
+reference to :func:`remove_blobs`, which runs after the commit. ``purge_uploads`` removes
+uploads no message took within ``UPLOAD_UNATTACHED_HOURS`` and retries blob removals a crash
+interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import unicodedata
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from ops import metrics
+from runtime.limits import count_in_window
+from runtime.plans import run_sync
+
+from . import storage
+from .exceptions import QuotaExceeded, RateLimited, TooLarge, UnsupportedType, UploadInvalid
+from .inspect import Inspected, Refused, inspect
+from .models import Blob, Upload
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 255
+# Characters that never belong in a file name: path separators, controls, bidi overrides.
+_BAD_NAME_CHARS = {"/", "\\", "\x00"}
+
+
+def clean_name(raw: object) -> str:
+    """The client's file name made harmless: no directories (``../../etc/passwd`` is
+    ``passwd``), no control or bidi-override characters, at most 255 characters; "file" if
+    nothing is left."""
+    name = str(raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(
+        ch
+        for ch in unicodedata.normalize("NFC", name)
+        if ch not in _BAD_NAME_CHARS and unicodedata.category(ch)[0] != "C"
+    ).strip(" .")
+    if len(name) > NAME_MAX:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: NAME_MAX - len(ext) - 1] + dot + ext) if dot and len(ext) <= 16 else name[:NAME_MAX]
+    return name or "file"
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A file the upload handler wrote to disk, with what it counted on the way."""
+
+    path: Path
+    name: str
+    size: int
+    sha256: str
+
+
+def check_rate(owner_id: int) -> None:
+    wait = run_sync(
+        count_in_window(
+            "upload", str(owner_id), limit=settings.UPLOAD_RATE_LIMIT, seconds=settings.UPLOAD_RATE_WINDOW_SECONDS
+        )
+    )
+    if wait is not None:
+        metrics.RATE_LIMITED.labels(limit="upload").inc()
+        raise RateLimited(
+            f"At most {settings.UPLOAD_RATE_LIMIT} uploads per {settings.UPLOAD_RATE_WINDOW_SECONDS} s.",
+            retry_after=wait,
+        )
+
+
+def used_bytes(owner_id: int) -> int:
+    return Upload.objects.filter(owner_id=owner_id).aggregate(total=Sum("size"))["total"] or 0
+
+
+def create_upload(*, owner_id: int, spooled: Spooled, voice: bool = False) -> Upload:
+    """Inspect, store (once per content) and record one user's file. Raises TooLarge,
+    QuotaExceeded, UnsupportedType, RateLimited, UploadInvalid."""
+    check_rate(owner_id)
+    if spooled.size == 0:
+        raise UploadInvalid({"file": ["The file is empty."]})
+    if spooled.size > settings.MAX_UPLOAD_BYTES:
+        raise TooLarge(f"Files are limited to {settings.MAX_UPLOAD_BYTES} bytes.")
+    quota = settings.UPLOAD_QUOTA_BYTES
+    if quota and used_bytes(owner_id) + spooled.size > quota:
+        raise QuotaExceeded(f"Your files would take more than your {quota} bytes.")
+    try:
+        info = inspect(spooled.path, voice=voice)
+    except Refused as refused:
+        raise (TooLarge if refused.code == "too_large" else UnsupportedType)(refused.detail) from None
+    try:
+        size, sha256 = (spooled.size, spooled.sha256) if info.path == spooled.path else _measure(info.path)
+        for attempt in range(2):
+            try:
+                return _record(owner_id=owner_id, name=clean_name(spooled.name), info=info, size=size, sha256=sha256)
+            except IntegrityError:
+                if attempt:  # a parallel upload of the same new content won the blob: reuse it
+                    raise
+    finally:
+        for path in info.temporary:
+            path.unlink(missing_ok=True)
+    raise AssertionError("unreachable")
+
+
+def _measure(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return os.path.getsize(path), digest.hexdigest()
+
+
+def _record(*, owner_id: int, name: str, info: Inspected, size: int, sha256: str) -> Upload:
+    # Store the bytes first (outside the transaction: no lock is held while they travel),
+    # unless a blob with this content exists; a copy that turns out not to be needed goes.
+    stored: list[str] = []
+    if not Blob.objects.filter(sha256=sha256).exists():
+        stored.append(storage.put_file(info.path, sha256=sha256, mime=info.mime))
+        if info.thumbnail:
+            stored.append(storage.put_thumbnail(info.thumbnail, sha256=sha256))
+    try:
+        with transaction.atomic():
+            # The owner's row lock serializes their uploads, so the quota check is exact.
+            get_user_model().objects.select_for_update().filter(id=owner_id).values_list("id").first()
+            quota = settings.UPLOAD_QUOTA_BYTES
+            if quota and used_bytes(owner_id) + size > quota:
+                raise QuotaExceeded(f"Your files would take more than your {quota} bytes.")
+            blob = Blob.objects.select_for_update().filter(sha256=sha256).first()
+            if blob is not None:
+                Blob.objects.filter(pk=blob.pk).update(refs=F("refs") + 1)
+                if stored:
+                    transaction.on_commit(lambda keys=tuple(stored): storage.remove(*keys))
+                    stored = []
+            else:
+                if not stored:  # it went between the look and the lock
+                    stored.append(storage.put_file(info.path, sha256=sha256, mime=info.mime))
+                    if info.thumbnail:
+                        stored.append(storage.put_thumbnail(info.thumbnail, sha256=sha256))
+                blob = Blob.objects.create(
+                    sha256=sha256,
+                    size=size,
+                    mime=info.mime,
+                    key=stored[0],
+                    thumbnail_key=stored[1] if len(stored) > 1 else "",
+                    width=info.width,
+                    height=info.height,
+                    duration=info.duration,
+                    waveform=info.waveform,
+                    refs=1,
+                )
+            upload = Upload.objects.create(owner_id=owner_id, blob=blob, kind=info.kind, name=name, size=size)
+    except BaseException:
+        storage.remove(*stored)
+        raise
+    metrics.UPLOADS_STORED.labels(kind=info.kind).inc()
+    return upload
+
+
+def remove_blobs(blob_ids: list[int]) -> None:
+    """After a commit that left these blobs unreferenced: delete each row still at 0 references,
+    then its files. A blob a new upload took meanwhile (refs > 0) stays."""
+    for blob_id in blob_ids:
+        with transaction.atomic():
+            gone = (
+                Blob.objects.select_for_update().filter(id=blob_id, refs=0).values_list("key", "thumbnail_key").first()
+            )
+            if gone is None:
+                continue
+            Blob.objects.filter(id=blob_id).delete()
+        try:
+            storage.remove(*gone)
+        except Exception:
+            log.exception("blob_file_remove_failed", extra={"blob_id": blob_id})
+        metrics.BLOBS_REMOVED.inc()
+
+
+def purge(*, now=None) -> tuple[int, int]:
+    """Remove uploads never attached within UPLOAD_UNATTACHED_HOURS, then every blob at 0
+    references (also those a crash left between commit and removal). Returns (uploads, blobs)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(hours=settings.UPLOAD_UNATTACHED_HOURS)
+    removed = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                Upload.objects.select_for_update(skip_locked=True)
+                .filter(attached_at__isnull=True, created_at__lt=cutoff)
+                .values_list("id", flat=True)[:500]
+            )
+            if not ids:
+                break
+            with connection.cursor() as cursor:
+                # Only uploads still unattached: a send that took one meanwhile set attached_at.
+                cursor.execute(
+                    "WITH gone AS (DELETE FROM attachments_upload WHERE id = ANY(%s::bigint[]) AND attached_at IS NULL"
+                    " RETURNING blob_id), counted AS (SELECT blob_id, count(*) AS n FROM gone GROUP BY blob_id)"
+                    " UPDATE attachments_blob b SET refs = b.refs - counted.n FROM counted WHERE b.id = counted.blob_id",
+                    [ids],
+                )
+            removed += len(ids)
+    idle = list(Blob.objects.filter(refs=0).values_list("id", flat=True))
+    remove_blobs(idle)
+    return removed, len(idle)

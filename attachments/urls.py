@@ -1,0 +1,5 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [path("uploads", views.UploadView.as_view(), name="uploads")]
