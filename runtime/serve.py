@@ -49,7 +49,7 @@ from twisted.web.http import HTTPChannel, Request, _GenericHTTPChannelProtocol
 # Imported after daphne.server, which installs the asyncio reactor.
 from twisted.internet import reactor  # isort: skip
 
-from runtime.inbox import Inbox
+from runtime.inbox import HttpInbox, Inbox
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,8 @@ class BoundedServer(Server):
     def create_application(self, protocol, scope):
         """daphne's ``create_application`` with a compact input queue (runtime/inbox.py)."""
         assert "application_instance" not in self.connections[protocol]
-        input_queue = Inbox()
+        # An HTTP request's body waits on disk, not in memory, until the app reads it (inbox.py).
+        input_queue = HttpInbox() if scope.get("type") == "http" else Inbox()
         scope.setdefault("asgi", {"version": "3.0"})
         application_instance = self.application(
             scope=scope, receive=input_queue.get, send=partial(self.handle_reply, protocol)

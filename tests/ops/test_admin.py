@@ -26,6 +26,7 @@ from rest_framework_simplejwt.token_blacklist.models import (
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
+from attachments.models import Blob, Upload
 from chats import services
 from chats.models import Chat, Membership, Message, MessageEdit, Reaction
 from ops import admin_tools
@@ -426,6 +427,9 @@ def _instances(make_user) -> dict[str, object]:
     other = OutstandingToken.objects.get(jti=RefreshToken.for_user(member)["jti"])
     user = make_user()
     RefreshToken.for_user(user)  # a user who logged in has a token ledger, read-only in the admin
+    blob = Blob.objects.create(
+        sha256=uuid.uuid4().hex * 2, size=4, mime="application/octet-stream", key="blobs/x", refs=1
+    )
     return {
         "accounts.user": user,
         "auth.group": Group.objects.create(name=f"ops-{uuid.uuid4().hex[:6]}"),
@@ -433,6 +437,9 @@ def _instances(make_user) -> dict[str, object]:
         "chats.message": Message.objects.get(chat=group, seq=1),
         "token_blacklist.outstandingtoken": outstanding,
         "token_blacklist.blacklistedtoken": BlacklistedToken.objects.create(token=other),
+        # Rows as an upload leaves them (the stored bytes do not matter to the console).
+        "attachments.upload": Upload.objects.create(owner=owner, blob=blob, kind="file", name="notes.txt", size=4),
+        "attachments.blob": blob,
     }
 
 
@@ -457,6 +464,9 @@ ALLOWED = {
     "chats.message": set(),
     "token_blacklist.outstandingtoken": set(),
     "token_blacklist.blacklistedtoken": {"add", "change", "delete"},
+    # Uploads come from the API, references from messages, removal from deletes and the purge.
+    "attachments.upload": set(),
+    "attachments.blob": set(),
 }
 
 
