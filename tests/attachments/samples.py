@@ -75,3 +75,24 @@ def tone(seconds: float = 1.5, *, container: str = "webm", codec: str = "libopus
             for packet in stream.encode(None):
                 output.mux(packet)
         return path.read_bytes()
+
+
+def video(seconds: float = 1.0, *, width: int = 64, height: int = 48, rate: int = 10) -> bytes:
+    """A short MP4 (MPEG-4 part 2, FFmpeg's own encoder) of flat grey frames, by PyAV."""
+    import av
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "clip.mp4"
+        with av.open(str(path), "w", format="mp4") as output:
+            stream = output.add_stream("mpeg4", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for n in range(int(seconds * rate)):
+                frame = av.VideoFrame(width, height, "yuv420p")
+                for plane in frame.planes:
+                    plane.update(bytes([96 + n]) * plane.buffer_size)
+                frame.pts = n
+                for packet in stream.encode(frame):
+                    output.mux(packet)
+            for packet in stream.encode(None):
+                output.mux(packet)
+        return path.read_bytes()

@@ -347,3 +347,16 @@ def test_a_malformed_expiry_is_a_refused_link(storage_backend, pair, api, expire
     signature = signing.sign(photo["id"])["signature"]
     response = api().get(f"/api/files/{photo['id']}", {"expires": expires, "signature": signature})
     assert (response.status_code, response.json()["code"]) == (403, "forbidden")
+
+
+def test_a_video_gets_its_size_duration_and_a_thumbnail_of_its_first_frame(storage_backend, pair):
+    _, _, _, as_alice, _ = pair
+    body = upload(as_alice, samples.video(1.0, width=64, height=48), "clip.mp4").json()
+    assert (body["kind"], body["mime"], body["width"], body["height"]) == ("video", "video/mp4", 64, 48)
+    assert body["duration"] == pytest.approx(1.0, abs=0.2)
+    assert body["thumbnail"] is True and body["waveform"] is None
+    status, thumb, _ = fetch(as_alice, body["thumbnail_url"])
+    assert status == 200 and Image.open(io.BytesIO(thumb)).size == (64, 48)
+    status, _, headers = fetch(as_alice, body["url"])
+    assert status == 200 and headers["content-type"] == "video/mp4"
+    assert headers["content-disposition"].startswith("inline")

@@ -28,8 +28,12 @@ SMALL = ["--users", "50", "--chats", "5", "--messages", "500"]
 
 
 @pytest.fixture(autouse=True)
-def _no_send_rate_limit(settings):
+def _no_send_rate_limit(settings, tmp_path):
     settings.SEND_RATE_LIMIT = 0
+    settings.STORAGES = {  # the demo photo goes to this test's own directory
+        **settings.STORAGES,
+        "attachments": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path}},
+    }
 
 
 def seed(*args: str) -> str:
@@ -279,3 +283,20 @@ def test_plan_layout_is_consistent():
         assert len(set(plan.member_indices(c))) == 4 and plan.owner_index(c) == plan.member_indices(c)[0]
     for count in (0, 1, 5, 300):
         assert all(0 <= mark <= count for mark in watermarks(3, count, 4))
+
+
+def test_demo_has_a_photo_message_stored_once():
+    """The demo's photo is a real upload (sniffed, thumbnailed) sent with a caption, once."""
+    from attachments.models import Blob, Upload
+    from chats.models import MessageAttachment
+
+    seed()
+    seed()
+    photo = Message.objects.get(client_id="seed-photo-1")
+    assert photo.text == "A photo from the trip"
+    [entry] = photo.attachments
+    assert (entry["kind"], entry["mime"], entry["width"], entry["height"], entry["thumb"]) == (
+        "image", "image/png", 640, 360, True,
+    )  # fmt: skip
+    assert Upload.objects.count() == 1 and Blob.objects.get().refs == 1
+    assert MessageAttachment.objects.filter(message=photo).count() == 1

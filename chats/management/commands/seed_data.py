@@ -1,8 +1,8 @@
 """``manage.py seed_data``: a small demo data set, or a bulk load data set for benchmarks.
 
 Without options: the demo -- four users, a direct chat, a group and a few messages, with
-replies, edits, reactions, a forward and a pin, all made through the services so they look
-exactly like real ones (versions, edit history, reaction counts, system messages). Idempotent
+replies, edits, reactions, a forward, a pin and a photo, all made through the services so they
+look exactly like real ones (versions, edit history, reaction counts, system messages). Idempotent
 and deterministic: every step is one the services make a no-op on a repeat (a send or forward
 by its ``client_id``, the same edit, a reaction or pin already there). Works everywhere, the
 production image included.
@@ -20,6 +20,9 @@ the benchmarks, from a checkout::
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+from pathlib import Path
 from types import ModuleType
 
 from django.apps import apps
@@ -28,6 +31,7 @@ from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from attachments.services import Spooled, create_upload
 from chats import services
 from chats.exceptions import EditWindowExpired
 from chats.models import Chat, Membership, Message
@@ -64,6 +68,13 @@ REACTIONS = [  # (chat, client_id, user, emoji)
 ]
 FORWARD = ("alice", "direct", "seed-direct-2", "group", "seed-forward-1")  # (user, from, client_id, to, new client_id)
 PIN = ("alice", "group", "seed-group-1")  # (user, chat, client_id)
+PHOTO = (
+    "carol",
+    "group",
+    "seed-photo-1",
+    "sunset.png",
+    "A photo from the trip",
+)  # (user, chat, client_id, name, caption)
 
 
 LOAD_OPTIONS = ("users", "chats", "messages", "group_size", "groups", "big_chat_messages")
@@ -196,6 +207,40 @@ class Command(BaseCommand):
         )
         name, chat, client_id = PIN
         services.set_pin(user_id=users[name].id, chat_id=chats[chat].id, seq=seq(chat, client_id), pinned=True)
+        self._photo(users, chats)
+
+    def _photo(self, users, chats: dict[str, Chat]) -> None:
+        """A photo message, uploaded and sent as the API would (once: the upload only when the
+        message is not there yet, so a repeat stores no second upload)."""
+        name, chat, client_id, filename, caption = PHOTO
+        if Message.objects.filter(sender=users[name], client_id=client_id).exists():
+            return
+        from PIL import Image
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / filename
+            # A sunset gradient, drawn rather than shipped: 640x360, a few KiB as PNG.
+            image = Image.linear_gradient("L").resize((640, 360)).rotate(90, expand=False)
+            Image.merge(
+                "RGB",
+                (
+                    image.point(lambda v: 255 - v // 4),
+                    image.point(lambda v: 90 + v // 3),
+                    image.point(lambda v: v // 2),
+                ),
+            ).save(path)
+            data = path.read_bytes()
+            upload = create_upload(
+                owner_id=users[name].id,
+                spooled=Spooled(path=path, name=filename, size=len(data), sha256=hashlib.sha256(data).hexdigest()),
+            )
+        services.send_message(
+            user_id=users[name].id,
+            chat_id=chats[chat].id,
+            client_id=client_id,
+            text=caption,
+            attachment_ids=[upload.id],
+        )
 
     def _user(self, name: str):
         User = get_user_model()
