@@ -16,20 +16,9 @@ from django.db.models import Count, IntegerField, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.template.defaultfilters import filesizeformat
 
-from ops.admin_tools import EstimatedCountPaginator
+from ops.admin_tools import EstimatedCountPaginator, ReadOnlyAdmin
 
 from .models import Blob, Upload
-
-
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _references():
@@ -49,7 +38,7 @@ def _references():
 
 
 @admin.register(Upload)
-class UploadAdmin(_ReadOnly):
+class UploadAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = (
         "id",
         "name",
@@ -93,7 +82,7 @@ class UploadAdmin(_ReadOnly):
 
 
 @admin.register(Blob)
-class BlobAdmin(_ReadOnly):
+class BlobAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     list_display = ("id", "sha256", "mime", "size", "refs", "width", "height", "duration", "created_at")
     list_filter = ("mime",)
     search_fields = ("sha256",)

@@ -28,19 +28,19 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from ops import metrics
-from runtime.limits import count_in_window
-from runtime.plans import run_sync
+from runtime import limits
 
 from . import storage
-from .exceptions import QuotaExceeded, RateLimited, TooLarge, UnsupportedType, UploadInvalid
+from .exceptions import QuotaExceeded, TooLarge, UnsupportedType, UploadInvalid
 from .inspect import Inspected, Refused, inspect
 from .models import Blob, Upload
 
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
-# Characters that never belong in a file name: path separators, controls, bidi overrides.
-_BAD_NAME_CHARS = {"/", "\\", "\x00"}
+UPLOADS = limits.RateLimit(
+    "upload", "UPLOAD_RATE_LIMIT", "At most {limit} uploads per {window} s.", "UPLOAD_RATE_WINDOW_SECONDS"
+)
 
 
 def clean_name(raw: object) -> str:
@@ -48,11 +48,8 @@ def clean_name(raw: object) -> str:
     ``passwd``), no control or bidi-override characters, at most 255 characters; "file" if
     nothing is left."""
     name = str(raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(
-        ch
-        for ch in unicodedata.normalize("NFC", name)
-        if ch not in _BAD_NAME_CHARS and unicodedata.category(ch)[0] != "C"
-    ).strip(" .")
+    # Category C: controls (NUL included), format characters (bidi overrides), unassigned.
+    name = "".join(ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch)[0] != "C").strip(" .")
     if len(name) > NAME_MAX:
         stem, dot, ext = name.rpartition(".")
         name = (stem[: NAME_MAX - len(ext) - 1] + dot + ext) if dot and len(ext) <= 16 else name[:NAME_MAX]
@@ -69,20 +66,6 @@ class Spooled:
     sha256: str
 
 
-def check_rate(owner_id: int) -> None:
-    wait = run_sync(
-        count_in_window(
-            "upload", str(owner_id), limit=settings.UPLOAD_RATE_LIMIT, seconds=settings.UPLOAD_RATE_WINDOW_SECONDS
-        )
-    )
-    if wait is not None:
-        metrics.RATE_LIMITED.labels(limit="upload").inc()
-        raise RateLimited(
-            f"At most {settings.UPLOAD_RATE_LIMIT} uploads per {settings.UPLOAD_RATE_WINDOW_SECONDS} s.",
-            retry_after=wait,
-        )
-
-
 def used_bytes(owner_id: int) -> int:
     return Upload.objects.filter(owner_id=owner_id).aggregate(total=Sum("size"))["total"] or 0
 
@@ -90,30 +73,32 @@ def used_bytes(owner_id: int) -> int:
 def create_upload(*, owner_id: int, spooled: Spooled, voice: bool = False) -> Upload:
     """Inspect, store (once per content) and record one user's file. Raises TooLarge,
     QuotaExceeded, UnsupportedType, RateLimited, UploadInvalid."""
-    check_rate(owner_id)
+    limits.check(UPLOADS, user_id=owner_id)
     if spooled.size == 0:
         raise UploadInvalid({"file": ["The file is empty."]})
     if spooled.size > settings.MAX_UPLOAD_BYTES:
         raise TooLarge(f"Files are limited to {settings.MAX_UPLOAD_BYTES} bytes.")
-    quota = settings.UPLOAD_QUOTA_BYTES
-    if quota and used_bytes(owner_id) + spooled.size > quota:
-        raise QuotaExceeded(f"Your files would take more than your {quota} bytes.")
+    _check_quota(owner_id, spooled.size)  # before the work of inspecting; again under the lock
     try:
         info = inspect(spooled.path, voice=voice)
     except Refused as refused:
         raise (TooLarge if refused.code == "too_large" else UnsupportedType)(refused.detail) from None
     try:
         size, sha256 = (spooled.size, spooled.sha256) if info.path == spooled.path else _measure(info.path)
-        for attempt in range(2):
-            try:
-                return _record(owner_id=owner_id, name=clean_name(spooled.name), info=info, size=size, sha256=sha256)
-            except IntegrityError:
-                if attempt:  # a parallel upload of the same new content won the blob: reuse it
-                    raise
+        record = {"owner_id": owner_id, "name": clean_name(spooled.name), "info": info, "size": size, "sha256": sha256}
+        try:
+            return _record(**record)
+        except IntegrityError:  # a parallel upload of the same new content made the blob: reuse it
+            return _record(**record)
     finally:
         for path in info.temporary:
             path.unlink(missing_ok=True)
-    raise AssertionError("unreachable")
+
+
+def _check_quota(owner_id: int, size: int) -> None:
+    quota = settings.UPLOAD_QUOTA_BYTES
+    if quota and used_bytes(owner_id) + size > quota:
+        raise QuotaExceeded(f"Your files would take more than your {quota} bytes.")
 
 
 def _measure(path: Path) -> tuple[int, str]:
@@ -127,18 +112,12 @@ def _measure(path: Path) -> tuple[int, str]:
 def _record(*, owner_id: int, name: str, info: Inspected, size: int, sha256: str) -> Upload:
     # Store the bytes first (outside the transaction: no lock is held while they travel),
     # unless a blob with this content exists; a copy that turns out not to be needed goes.
-    stored: list[str] = []
-    if not Blob.objects.filter(sha256=sha256).exists():
-        stored.append(storage.put_file(info.path, sha256=sha256, mime=info.mime))
-        if info.thumbnail:
-            stored.append(storage.put_thumbnail(info.thumbnail, sha256=sha256))
+    stored = [] if Blob.objects.filter(sha256=sha256).exists() else _store(info, sha256)
     try:
         with transaction.atomic():
             # The owner's row lock serializes their uploads, so the quota check is exact.
             get_user_model().objects.select_for_update().filter(id=owner_id).values_list("id").first()
-            quota = settings.UPLOAD_QUOTA_BYTES
-            if quota and used_bytes(owner_id) + size > quota:
-                raise QuotaExceeded(f"Your files would take more than your {quota} bytes.")
+            _check_quota(owner_id, size)
             blob = Blob.objects.select_for_update().filter(sha256=sha256).first()
             if blob is not None:
                 Blob.objects.filter(pk=blob.pk).update(refs=F("refs") + 1)
@@ -146,10 +125,7 @@ def _record(*, owner_id: int, name: str, info: Inspected, size: int, sha256: str
                     transaction.on_commit(lambda keys=tuple(stored): storage.remove(*keys))
                     stored = []
             else:
-                if not stored:  # it went between the look and the lock
-                    stored.append(storage.put_file(info.path, sha256=sha256, mime=info.mime))
-                    if info.thumbnail:
-                        stored.append(storage.put_thumbnail(info.thumbnail, sha256=sha256))
+                stored = stored or _store(info, sha256)  # empty: it went between the look and the lock
                 blob = Blob.objects.create(
                     sha256=sha256,
                     size=size,
@@ -168,6 +144,14 @@ def _record(*, owner_id: int, name: str, info: Inspected, size: int, sha256: str
         raise
     metrics.UPLOADS_STORED.labels(kind=info.kind).inc()
     return upload
+
+
+def _store(info: Inspected, sha256: str) -> list[str]:
+    """The file and its thumbnail into storage: their names."""
+    names = [storage.put_file(info.path, sha256=sha256, mime=info.mime)]
+    if info.thumbnail:
+        names.append(storage.put_thumbnail(info.thumbnail, sha256=sha256))
+    return names
 
 
 def remove_blobs(blob_ids: list[int]) -> None:

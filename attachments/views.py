@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -49,7 +49,15 @@ class FormBooleanField(serializers.BooleanField):
 
 
 class UploadOptionsSerializer(serializers.Serializer):
+    """The form fields besides the file (the file itself goes through the upload handler)."""
+
     voice = FormBooleanField(required=False, help_text="A voice message: it must be audio.")
+
+
+class UploadFormSerializer(UploadOptionsSerializer):
+    """The multipart body as the schema shows it."""
+
+    file = serializers.FileField()
 
 
 class UploadView(APIView):
@@ -62,12 +70,7 @@ class UploadView(APIView):
             "The type is sniffed from the bytes. Images are re-encoded without EXIF/GPS metadata "
             "and get a thumbnail. Attach it to a message with `attachment_ids` when sending."
         ),
-        request={
-            "multipart/form-data": inline_serializer(
-                "UploadRequest",
-                {"file": serializers.FileField(), "voice": FormBooleanField(required=False)},
-            )  # the same fields as UploadOptionsSerializer, plus the file
-        },
+        request={"multipart/form-data": UploadFormSerializer},
         responses={201: UploadSerializer, 400: E[400], 401: E[401], 413: E[413], 415: E[415], 429: E[429]},
         examples=[
             OpenApiExample("A photo", response_only=True, status_codes=["201"], value={"id": 7, "kind": "image"})

@@ -28,7 +28,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ops.admin_tools import EstimatedCountPaginator
+from ops.admin_tools import EstimatedCountPaginator, ReadOnlyAdmin
 
 from . import services
 from .exceptions import InvalidInput
@@ -36,20 +36,11 @@ from .models import Chat, Membership, Message, MessageEdit, Reaction
 from .validation import clean_title
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyInline(ReadOnlyAdmin, admin.TabularInline):
     """Rows shown on their parent's page that only the services write: no add, change or delete."""
 
     extra = 0
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class MembershipInline(ReadOnlyInline):
@@ -226,7 +217,11 @@ class ChatAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    # Messages are written through the services only (seq, version, dedup, events); a delete
+    # for everyone leaves a tombstone (history offsets and counts rely on gap-free seq): the
+    # admin only views them.
+
     list_display = (
         "id", "chat", "seq", "sender", "kind", "short_text", "version", "edited", "deleted", "pinned",
         "reactions_total", "created_at",
@@ -302,15 +297,3 @@ class MessageAdmin(admin.ModelAdmin):
             sender,
             when,
         )
-
-    # Messages are written through the services only (seq, version, dedup, events); a delete
-    # for everyone leaves a tombstone (history offsets and counts rely on gap-free seq): the
-    # admin only views them.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

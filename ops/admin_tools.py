@@ -34,3 +34,17 @@ class EstimatedCountPaginator(Paginator):
             if row is not None and row[0] >= ESTIMATE_ABOVE:
                 return int(row[0])
         return super().count
+
+
+class ReadOnlyAdmin:
+    """Mixin for a ModelAdmin of rows only the services write (messages, uploads): the console
+    shows them and refuses add, change and delete."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -17,6 +17,8 @@ import asyncio
 import tempfile
 from collections import deque
 
+_NOTHING = object()
+
 
 class Inbox:
     __slots__ = ("_items", "_waiter")
@@ -29,12 +31,24 @@ class Inbox:
         if self._items is None:
             self._items = deque()
         self._items.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _take(self):
+        """The next item, or :data:`_NOTHING` when none is ready."""
+        if not self._items:
+            return _NOTHING
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None  # give the deque's block back while idle
+        return item
+
     async def get(self):
-        while not self._items:
+        while (item := self._take()) is _NOTHING:
             if self._waiter is not None:
                 raise RuntimeError("Inbox.get() is already being awaited by another task")
             self._waiter = asyncio.get_running_loop().create_future()
@@ -42,9 +56,6 @@ class Inbox:
                 await self._waiter
             finally:
                 self._waiter = None
-        item = self._items.popleft()
-        if not self._items:
-            self._items = None  # give the deque's block back while idle
         return item
 
     def qsize(self) -> int:
@@ -90,14 +101,12 @@ class HttpInbox(Inbox):
             self._written += len(chunk)
         if not item.get("more_body", False):
             self._complete = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
-    def _body_message(self):
-        """The next body message, or None when none is ready."""
+    def _take(self):
+        """The next body message while there is body, then the other messages."""
         if self._body is None or (self._read_at == self._written and not self._complete):
-            return None
+            return super()._take()
         self._body.seek(self._read_at)
         chunk = self._body.read(min(self.CHUNK_BYTES, self._written - self._read_at))
         self._read_at += len(chunk)
@@ -106,21 +115,6 @@ class HttpInbox(Inbox):
             self._body.close()
             self._body = None
         return {"type": "http.request", "body": chunk, "more_body": not done}
-
-    async def get(self):
-        while True:
-            message = self._body_message()
-            if message is not None:
-                return message
-            if self._items:
-                return await super().get()
-            if self._waiter is not None:
-                raise RuntimeError("Inbox.get() is already being awaited by another task")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
 
     def qsize(self) -> int:
         return super().qsize() + (1 if self._body is not None else 0)
