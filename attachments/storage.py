@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.files import File
@@ -27,6 +28,17 @@ def redirects() -> bool:
     """Whether files are served by redirecting to the object store (presigned URLs) instead of
     through the app: true for S3."""
     return settings.ATTACHMENTS_STORAGE == "s3"
+
+
+def browser_origin() -> str | None:
+    """The origin browsers fetch files from when it is not the app's own (S3 redirects to
+    presigned URLs on the object store's host): the web client's Content-Security-Policy must
+    name it, or no picture, audio or video would load. ``None`` when files come from the app."""
+    if not redirects():
+        return None
+    # A presigned URL is made locally (no request), and names exactly the host browsers get.
+    url = urlsplit(storage().url("origin-probe"))
+    return f"{url.scheme}://{url.netloc}"
 
 
 def _name(folder: str, sha256: str, suffix: str = "") -> str:

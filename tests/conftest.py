@@ -25,6 +25,9 @@ PASSWORD = "Correct-Horse-42"
 # Channel-layer and cache prefix of this test run, so parallel runs on one Redis never cross-talk.
 # Subprocesses (e.g. a second daphne) must get it as CHANNEL_PREFIX / CACHE_PREFIX.
 RUN_PREFIX = f"test-{uuid.uuid4().hex[:10]}"
+
+# Fixtures shared by several test packages (a real S3-compatible server).
+pytest_plugins = ["tests.s3"]
 _counter = itertools.count(1)
 
 

@@ -16,13 +16,17 @@ from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
 from django.views.static import serve
 
+from attachments import storage as attachments_storage
+
 ASSET_DIR = Path(__file__).resolve().parent / "static" / "webclient"
 ASSETS = frozenset(p.name for p in ASSET_DIR.iterdir() if p.suffix in {".js", ".css", ".svg"})
 
 
 @require_safe
 def index(request: HttpRequest) -> HttpResponse:
-    response = render(request, "webclient/index.html")
+    # Files on S3 load from the object store's origin (a redirect to a presigned URL).
+    media_origin = attachments_storage.browser_origin() or ""
+    response = render(request, "webclient/index.html", {"media_origin": media_origin})
     patch_cache_control(response, no_cache=True)
     return response
 

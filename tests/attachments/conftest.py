@@ -4,47 +4,10 @@ port (no patching of boto). Tests that take ``storage_backend`` run once on each
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 from django.conf import settings
 
-BUCKET = "messenger-test-attachments"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory):
-    """A moto_server process for the session; its URL."""
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 - closed at teardown
-    binary = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"moto_server did not start (see {log.name})", pytrace=False)
-            time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
+from tests.s3 import BUCKET, empty_bucket
 
 
 def s3_storages(endpoint: str) -> dict:
@@ -82,32 +45,11 @@ def storage_backend(request, settings, tmp_path):
             },
         }
     else:
-        import boto3
-
         endpoint = request.getfixturevalue("s3_endpoint")
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET) if _exists(client) else []:
-            for item in page.get("Contents", []):
-                client.delete_object(Bucket=BUCKET, Key=item["Key"])
-        if not _exists(client):
-            client.create_bucket(Bucket=BUCKET)
+        empty_bucket(endpoint)
         settings.ATTACHMENTS_STORAGE = "s3"
         settings.STORAGES = s3_storages(endpoint)
     return request.param
-
-
-def _exists(client) -> bool:
-    try:
-        client.head_bucket(Bucket=BUCKET)
-        return True
-    except Exception:
-        return False
 
 
 def stored_names() -> list[str]:

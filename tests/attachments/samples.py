@@ -77,14 +77,16 @@ def tone(seconds: float = 1.5, *, container: str = "webm", codec: str = "libopus
         return path.read_bytes()
 
 
-def video(seconds: float = 1.0, *, width: int = 64, height: int = 48, rate: int = 10) -> bytes:
-    """A short MP4 (MPEG-4 part 2, FFmpeg's own encoder) of flat grey frames, by PyAV."""
+def video(seconds: float = 1.0, *, width: int = 64, height: int = 48, rate: int = 10, container: str = "mp4") -> bytes:
+    """A short clip of flat grey frames, by PyAV: MP4 with MPEG-4 part 2 (FFmpeg's own encoder),
+    or ``container="webm"`` with VP8 (libvpx), which Chromium plays."""
     import av
 
+    codec = {"mp4": "mpeg4", "webm": "libvpx"}[container]
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "clip.mp4"
-        with av.open(str(path), "w", format="mp4") as output:
-            stream = output.add_stream("mpeg4", rate=rate)
+        path = Path(folder) / f"clip.{container}"
+        with av.open(str(path), "w", format=container) as output:
+            stream = output.add_stream(codec, rate=rate)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             for n in range(int(seconds * rate)):
                 frame = av.VideoFrame(width, height, "yuv420p")

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.live import ServerProcess, child_env, daphne_argv, test_database_url
+from tests.s3 import BUCKET, CREDENTIALS, empty_bucket
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -68,7 +69,7 @@ class User:
 class LiveServer(ServerProcess):
     """The daphne subprocess plus a tiny JSON client for making test data over HTTP."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, **settings: str):
         env = child_env(
             DEBUG="false",
             SECRET_KEY="browser-tests-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
@@ -84,6 +85,7 @@ class LiveServer(ServerProcess):
             ATTACHMENTS_DIR=str(log_path.parent / "attachments"),
             UPLOAD_RATE_LIMIT="10000",
         )
+        env.update(settings)
         super().__init__(log_path, env, daphne_argv(), ready=self._serves_client)
 
     @property
@@ -163,6 +165,25 @@ def daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_daphne_server(django_db_setup, django_db_blocker, tmp_path_factory, s3_endpoint):
+    """A second live server whose attachments live on S3 (moto_server): files are redirects to
+    presigned URLs on the store's own origin, as on AWS, so the page loads them cross-origin."""
+    server = LiveServer(
+        tmp_path_factory.mktemp("browser-s3") / "daphne.log",
+        ATTACHMENTS_STORAGE="s3",
+        AWS_STORAGE_BUCKET_NAME=BUCKET,
+        AWS_S3_ENDPOINT_URL=s3_endpoint,
+        AWS_S3_REGION_NAME=CREDENTIALS["region_name"],
+        AWS_ACCESS_KEY_ID=CREDENTIALS["aws_access_key_id"],
+        AWS_SECRET_ACCESS_KEY=CREDENTIALS["aws_secret_access_key"],
+    )
+    empty_bucket(s3_endpoint)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def browser(daphne_server, transactional_db):
     """A fresh Chromium per test. Requested after ``transactional_db``, so it closes before the flush."""
@@ -192,11 +213,21 @@ def open_page(browser, daphne_server: LiveServer):
 
     Uncaught JavaScript errors on any page fail the test.
     """
+    yield from _page_opener(browser, daphne_server)
+
+
+@pytest.fixture
+def open_s3_page(browser, s3_daphne_server: LiveServer):
+    """``open_page`` on the server whose files live on S3."""
+    yield from _page_opener(browser, s3_daphne_server)
+
+
+def _page_opener(browser, server: LiveServer):
     errors: list[str] = []
     contexts = []
 
     def _open(user: User | None = None, *, viewport=None):
-        context = browser.new_context(viewport=viewport or DESKTOP, base_url=daphne_server.url)
+        context = browser.new_context(viewport=viewport or DESKTOP, base_url=server.url)
         contexts.append(context)
         page = context.new_page()
         page.on(

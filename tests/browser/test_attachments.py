@@ -333,3 +333,56 @@ def test_an_audio_file_plays_inline_with_its_duration(open_page, daphne_server: 
     expect(audio).to_be_visible()
     bob.wait_for_function("audio => audio.readyState >= 1 && audio.duration > 1.5", arg=audio.element_handle())
     expect(preview(bob, "alice")).to_have_text("🎵 Audio")
+
+
+def test_on_s3_photos_videos_and_files_load_from_the_object_store(
+    open_s3_page, s3_daphne_server: LiveServer, s3_endpoint: str, tmp_path: Path
+):
+    """With files on S3 every file URL is a redirect to a presigned URL on the store's own
+    origin (moto_server here, another port): the page's CSP admits that origin, so the reader's
+    thumbnail, full picture and video load and play, and the file link downloads the bytes."""
+    from tests.attachments.samples import video
+
+    alice, bob, alice_user, _, chat = open_pair_in_chat(open_s3_page, s3_daphne_server, "Show me the harbour")
+    from_store: list[str] = []  # what Bob's browser fetched from the object store, by path
+    bob.on("response", lambda r: r.url.startswith(s3_endpoint) and r.ok and from_store.append(r.url.split("?")[0]))
+    photo, clip, notes = tmp_path / "harbour.png", tmp_path / "boats.webm", tmp_path / "plan.txt"
+    photo.write_bytes(picture(640, 480))
+    clip.write_bytes(video(2.0, width=160, height=120, container="webm"))
+    notes.write_bytes(b"Meet at the pier at six.\n" * 40)
+    alice.locator("#attach-input").set_input_files([str(photo), str(clip), str(notes)])
+    for name in ("harbour.png", "boats.webm", "plan.txt"):
+        expect_uploaded(alice, name)
+    alice.get_by_label("Message", exact=True).fill("Boats at the harbour")
+    alice.get_by_label("Message", exact=True).press("Enter")
+    expect(tick(alice, "Boats at the harbour")).to_have_attribute("data-status", re.compile("sent|read"))
+    stored = last_message(s3_daphne_server, alice_user, chat["id"])
+    assert [(a["kind"], a["name"]) for a in stored["attachments"]] == [
+        ("image", "harbour.png"),
+        ("video", "boats.webm"),
+        ("file", "plan.txt"),
+    ]
+
+    bubble = message(bob, "Boats at the harbour")
+    expect_loaded(bob, bubble.locator("img[alt='harbour.png']"), 320)
+    bubble.get_by_role("button", name="Open harbour.png").click()
+    expect_loaded(bob, bob.locator("#lightbox-img"), 640)
+    bob.keyboard.press("Escape")
+
+    player = bubble.locator("video[aria-label='boats.webm']")
+    expect(player).to_have_attribute("poster", re.compile(r"/thumbnail\?"))
+    bob.wait_for_function(
+        "video => video.readyState >= 1 && video.duration > 1.5 && video.videoWidth === 160",
+        arg=player.element_handle(),
+    )
+    player.evaluate("video => { video.muted = true; return video.play(); }")
+    bob.wait_for_function("video => video.currentTime > 0 || video.ended", arg=player.element_handle())
+
+    with bob.expect_download() as started:
+        bubble.get_by_role("link", name=re.compile(r"^Download plan\.txt")).click()
+    download = started.value
+    assert download.suggested_filename == "plan.txt"
+    assert Path(download.path()).read_bytes() == notes.read_bytes()
+    # Thumbnails, the picture and the video came from the store: a blob and thumbnails each.
+    folders = sorted({url.removeprefix(s3_endpoint).split("/")[2] for url in from_store})
+    assert folders == ["blobs", "thumbs"], from_store
