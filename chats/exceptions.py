@@ -94,3 +94,9 @@ class TooManyPins(MessengerError):
     code = "too_many_pins"
     status = status.HTTP_400_BAD_REQUEST
     default_detail = "Too many pinned messages in this chat."
+
+
+class HandleTaken(MessengerError):
+    code = "handle_taken"
+    status = status.HTTP_409_CONFLICT
+    default_detail = "That handle belongs to another channel."

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import OpClass
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from .validation import CLIENT_ID_MAX
@@ -25,8 +27,9 @@ class Chat(models.Model):
     class Kind(models.TextChoices):
         DIRECT = "direct", "Direct"
         GROUP = "group", "Group"
+        CHANNEL = "channel", "Channel"
 
-    kind = models.CharField(max_length=6, choices=Kind.choices)
+    kind = models.CharField(max_length=7, choices=Kind.choices)
     title = models.CharField(max_length=128, blank=True, default="")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -50,21 +53,55 @@ class Chat(models.Model):
         blank=True,
     )
 
+    # Channels only. Members of a channel are its staff (owner, admins: they post); readers are
+    # Subscription rows, which no post walks. A channel with a handle is public: found by its
+    # handle or title and read by anyone signed in; one without is private: read only by its
+    # staff and subscribers, who join with ``invite_token``.
+    handle = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001 - NULL: private or not a channel (unique ignores it)
+    about = models.CharField(max_length=255, blank=True, default="", db_default="")
+    invite_token = models.CharField(max_length=32, blank=True, default="", db_default="", editable=False)
+    # Exact: moved by one in the transaction that adds or removes a subscription row.
+    subscribers_count = models.BigIntegerField(default=0, db_default=0)
+
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="chats")
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=(
-                    models.Q(kind="direct", direct_key__isnull=False) | models.Q(kind="group", direct_key__isnull=True)
+                    models.Q(kind="direct", direct_key__isnull=False)
+                    | models.Q(kind__in=["group", "channel"], direct_key__isnull=True)
                 ),
                 name="chats_chat_direct_key_iff_direct",
             ),
             models.CheckConstraint(condition=models.Q(last_seq__gte=0), name="chats_chat_last_seq_non_negative"),
+            models.CheckConstraint(
+                condition=models.Q(kind="channel") | models.Q(handle__isnull=True),
+                name="chats_chat_handle_only_channels",
+            ),
+            # Handles are unique whatever their case: @News and @news are one channel.
+            models.UniqueConstraint(Lower("handle"), name="chats_chat_handle_ci_unique"),
+        ]
+        indexes = [
+            # The directory: public channels by handle or title prefix (LIKE 'abc%' on lower()).
+            models.Index(
+                OpClass(Lower("handle"), name="text_pattern_ops"),
+                name="chats_chat_public_handle_idx",
+                condition=models.Q(kind="channel", handle__isnull=False),
+            ),
+            models.Index(
+                OpClass(Lower("title"), name="text_pattern_ops"),
+                name="chats_chat_public_title_idx",
+                condition=models.Q(kind="channel", handle__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
         return self.title or f"{self.kind} #{self.pk}"
+
+    @property
+    def is_public(self) -> bool:
+        return self.kind == self.Kind.CHANNEL and self.handle is not None
 
     @staticmethod
     def make_direct_key(user_a_id: int, user_b_id: int) -> str:
@@ -100,6 +137,28 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} in {self.chat_id} ({self.role})"
+
+
+class Subscription(models.Model):
+    """A reader of a channel. Not a membership: a post touches none of these rows (the feed's
+    workers read them after commit), and the channel's ``subscribers_count`` moves with them."""
+
+    id = models.BigAutoField(primary_key=True)
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="subscriptions", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions", db_index=False
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Also the index of a channel's subscribers (fan-out walks it in id order).
+            models.UniqueConstraint(fields=["chat", "user"], name="chats_subscription_chat_user_unique"),
+        ]
+        indexes = [models.Index(fields=["user", "chat"], name="chats_subscription_user_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} reads {self.chat_id}"
 
 
 class Message(models.Model):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from attachments.payloads import attachment_payload
 
 if TYPE_CHECKING:
-    from .selectors import ChatView
+    from .selectors import ChannelView, ChatView
     from .sql import MessageView
 
 
@@ -95,4 +95,25 @@ def chat_payload(view: ChatView) -> dict:
             if view.last_message is not None
             else None
         ),
+    }
+
+
+def channel_payload(view: ChannelView) -> dict:
+    """A channel as one user sees it; its invite token only for its staff."""
+    chat = view.chat
+    return {
+        "id": chat.id,
+        "kind": chat.kind,
+        "title": chat.title,
+        "handle": chat.handle,
+        "about": chat.about,
+        "public": chat.is_public,
+        "subscribers_count": chat.subscribers_count,
+        "subscribed": view.subscribed,
+        "role": view.role,
+        "invite_token": chat.invite_token if view.role is not None else None,
+        "created_at": iso(chat.created_at),
+        "last_seq": chat.last_seq,
+        "version": chat.version,
+        "pinned_seqs": list(chat.pinned_seqs),
     }

@@ -1,7 +1,9 @@
-"""Reads on chats, and the one access check.
+"""Reads on chats, and the access checks.
 
-:func:`get_chat_for_member` is the only way to load a chat on behalf of a user: a
-missing chat and a chat the user is not a member of raise the same ``ChatNotFound``.
+:func:`get_chat_for_member` is the only way to load a chat a user acts in, and
+:func:`get_chat_for_reader` the only way to load one whose messages they read (a member; for a
+channel also a subscriber, and anyone when it is public -- ``sql._readable`` is the same rule
+for statements). A missing chat and one the user may not see raise the same ``ChatNotFound``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Lower
 
 from attachments.exceptions import FileNotFound
 from attachments.models import Upload
@@ -20,9 +22,9 @@ from runtime.plans import fetch
 
 from . import sql
 from .exceptions import ChatNotFound, MessageNotFound
-from .models import Chat, Membership, MessageAttachment
+from .models import Chat, Membership, Message, MessageAttachment, Subscription
 from .sql import MessageView
-from .validation import as_id
+from .validation import HANDLE_RULE, as_id
 
 # Chats up to this size list their members inline in chat objects.
 INLINE_MEMBERS_LIMIT = 100
@@ -53,6 +55,106 @@ def get_membership(*, user_id: int, chat_id: int) -> Membership:
 def get_chat_for_member(*, user_id: int, chat_id: int) -> Chat:
     """The chat if ``user_id`` is a member, else ChatNotFound."""
     return get_membership(user_id=user_id, chat_id=chat_id).chat
+
+
+def readable_chats(user_id: int):
+    """The chats ``user_id`` may read, as a queryset (the rule of ``sql._readable``)."""
+    return Chat.objects.filter(
+        Q(Exists(Membership.objects.filter(chat_id=OuterRef("pk"), user_id=user_id)))
+        | Q(kind=Chat.Kind.CHANNEL, handle__isnull=False)
+        | Q(kind=Chat.Kind.CHANNEL, pk__in=Subscription.objects.filter(user_id=user_id).values("chat_id"))
+    )
+
+
+def get_chat_for_reader(*, user_id: int, chat_id: int) -> Chat:
+    """The chat if ``user_id`` may read its messages, else ChatNotFound."""
+    chat_id = as_id(chat_id)
+    chat = one(readable_chats(user_id).filter(pk=chat_id)) if chat_id is not None else None
+    if chat is None:
+        raise ChatNotFound()
+    return chat
+
+
+@dataclass
+class ChannelView:
+    """A channel as one user sees it: their role on its staff and whether they subscribe."""
+
+    chat: Chat
+    role: str | None
+    subscribed: bool
+
+
+def _channel_views(queryset, *, user_id: int) -> list[ChannelView]:
+    rows = queryset.annotate(
+        my_role=Subquery(Membership.objects.filter(chat_id=OuterRef("pk"), user_id=user_id).values("role")[:1]),
+        subscribed=Exists(Subscription.objects.filter(chat_id=OuterRef("pk"), user_id=user_id)),
+    )
+    return [ChannelView(chat, chat.my_role, chat.subscribed) for chat in rows]
+
+
+def channel_view(*, user_id: int, key: object) -> ChannelView:
+    """The channel with id or handle ``key`` (any case) the user may see, or ChatNotFound."""
+    channels = readable_chats(user_id).filter(kind=Chat.Kind.CHANNEL)
+    if isinstance(key, str) and not key.isdigit():
+        handle = key.removeprefix("@")
+        if not HANDLE_RULE.fullmatch(handle):  # no channel has it (and NUL never reaches SQL)
+            raise ChatNotFound()
+        channels = channels.filter(handle__iexact=handle)
+    else:
+        chat_id = as_id(key)
+        if chat_id is None:
+            raise ChatNotFound()
+        channels = channels.filter(pk=chat_id)
+    views = _channel_views(channels.order_by()[:1], user_id=user_id)
+    if not views:
+        raise ChatNotFound()
+    return views[0]
+
+
+def search_channels(*, user_id: int, query: str, limit: int) -> list[ChannelView]:
+    """Public channels whose handle or title starts with ``query`` (any case; a leading "@"
+    names handles only), most subscribed first. Prefix matches on the two partial indexes."""
+    query = query.strip()
+    handles_only = query.startswith("@")
+    prefix = query.removeprefix("@").lower()
+    # lower(...) LIKE 'prefix%' is what the two partial text_pattern_ops indexes answer (Django
+    # escapes % and _ in the value).
+    channels = Chat.objects.alias(lhandle=Lower("handle"), ltitle=Lower("title")).filter(
+        kind=Chat.Kind.CHANNEL, handle__isnull=False
+    )
+    match = Q(lhandle__startswith=prefix)
+    if not handles_only:
+        match |= Q(ltitle__startswith=prefix)
+    channels = channels.filter(match).order_by("-subscribers_count", "id")
+    return _channel_views(channels[:limit], user_id=user_id)
+
+
+def my_channels(*, user_id: int) -> list[ChannelView]:
+    """The channels the user subscribes to or runs, most recent activity first."""
+    channels = Chat.objects.filter(
+        Q(pk__in=Subscription.objects.filter(user_id=user_id).values("chat_id"))
+        | Q(pk__in=Membership.objects.filter(user_id=user_id, chat__kind=Chat.Kind.CHANNEL).values("chat_id")),
+        kind=Chat.Kind.CHANNEL,
+    ).order_by("-last_activity_at", "-id")
+    return _channel_views(channels, user_id=user_id)
+
+
+def post_ref(*, user_id: int, post_id: object) -> tuple[int, int]:
+    """``(chat_id, seq)`` of the channel post with message id ``post_id`` the user may read,
+    else ChatNotFound (missing and foreign alike)."""
+    post_id = as_id(post_id)
+    row = (
+        one(
+            Message.objects.filter(
+                pk=post_id, chat__kind=Chat.Kind.CHANNEL, chat__in=readable_chats(user_id)
+            ).values_list("chat_id", "seq")
+        )
+        if post_id is not None
+        else None
+    )
+    if row is None:
+        raise ChatNotFound()
+    return row
 
 
 def member_ids(*, chat_id: int) -> list[int]:
@@ -246,7 +348,7 @@ def edit_history(*, chat: Chat, seq: object) -> list[sql.EditEntry]:
 
 def readable_upload(*, user_id: int, upload_id: object):
     """The upload (with its blob) if ``user_id`` may download it, else FileNotFound: its
-    uploader, or a member of a chat where a message that is not deleted carries it. The same
+    uploader, or a reader of a chat where a message that is not deleted carries it. The same
     answer for a missing upload and a foreign one."""
     upload_id = as_id(upload_id)
     if upload_id is None:
@@ -255,7 +357,7 @@ def readable_upload(*, user_id: int, upload_id: object):
         MessageAttachment.objects.filter(
             upload_id=OuterRef("pk"),
             message__deleted_at__isnull=True,
-            message__chat__memberships__user_id=user_id,
+            message__chat__in=readable_chats(user_id),
         )
     )
     upload = one(Upload.objects.select_related("blob").filter(Q(owner_id=user_id) | Q(carried), pk=upload_id))

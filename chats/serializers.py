@@ -14,7 +14,7 @@ from rest_framework import serializers
 from ops.fields import QueryIntegerField, StrictCharField
 
 from .models import Chat, Membership, Message
-from .validation import BATCH_MAX, CLIENT_ID_MAX, MAX_ID, TITLE_MAX
+from .validation import ABOUT_MAX, BATCH_MAX, CLIENT_ID_MAX, MAX_ID, TITLE_MAX
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
@@ -154,9 +154,9 @@ class ReadStateSerializer(serializers.Serializer):
 
 
 class ChatKindSerializer(serializers.Serializer):
-    """The ``kind`` of a new chat, which decides the rest of the body."""
+    """The ``kind`` of a new chat, which decides the rest of the body (channels: POST /api/channels)."""
 
-    kind = serializers.ChoiceField(choices=Chat.Kind.choices)
+    kind = serializers.ChoiceField(choices=[Chat.Kind.DIRECT, Chat.Kind.GROUP])
 
 
 class DirectChatCreateSerializer(serializers.Serializer):
@@ -301,3 +301,74 @@ class CursorQuerySerializer(serializers.Serializer):
         if "after_seq" in attrs and "before_seq" in attrs:
             raise serializers.ValidationError("Give after_seq or before_seq, not both.")
         return attrs
+
+
+# --- channels ----------------------------------------------------------------------------
+
+
+class ChannelSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The channel's chat id: its posts are this chat's messages.")
+    kind = serializers.ChoiceField(choices=[Chat.Kind.CHANNEL])
+    title = serializers.CharField()
+    handle = serializers.CharField(allow_null=True, help_text="Public channels only (null: private).")
+    about = serializers.CharField(allow_blank=True)
+    public = serializers.BooleanField(help_text="Has a handle: found by search, read by anyone signed in.")
+    subscribers_count = serializers.IntegerField(help_text="Exact.")
+    subscribed = serializers.BooleanField(help_text="You subscribe to it.")
+    role = serializers.ChoiceField(
+        choices=[Membership.Role.OWNER, Membership.Role.ADMIN], allow_null=True, help_text="Yours on its staff."
+    )
+    invite_token = serializers.CharField(
+        allow_null=True, help_text="For its staff only: what readers of a private channel subscribe with."
+    )
+    created_at = serializers.DateTimeField()
+    last_seq = serializers.IntegerField()
+    version = serializers.IntegerField()
+    pinned_seqs = serializers.ListField(child=serializers.IntegerField())
+
+
+class ChannelCreateSerializer(serializers.Serializer):
+    title = StrictCharField(max_length=TITLE_MAX, help_text="1..128 characters after trimming.")
+    handle = StrictCharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=33,
+        help_text="Makes the channel public: 5..32 letters, digits or _, starting with a letter (a leading @ is "
+        "dropped), unique whatever the case. Omitted: a private channel.",
+    )
+    about = StrictCharField(required=False, allow_blank=True, max_length=ABOUT_MAX + 64, default="")
+
+
+class ChannelSearchQuerySerializer(serializers.Serializer):
+    search = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="Public channels whose handle or title starts with it (any case; '@news' names handles only; "
+        "empty: all of them), most subscribed first. Omitted: the channels you subscribe to or run.",
+    )
+    limit = QueryIntegerField(required=False, min_value=1, max_value=MAX_PAGE, default=DEFAULT_PAGE)
+
+
+class SubscribeSerializer(serializers.Serializer):
+    invite = StrictCharField(
+        required=False, allow_blank=True, max_length=64, default="", help_text="A private channel's invite token."
+    )
+
+
+class SubscriptionSerializer(serializers.Serializer):
+    channel_id = serializers.IntegerField()
+    subscribed = serializers.BooleanField()
+    changed = serializers.BooleanField(help_text="false: it already was so (a repeat changes nothing).")
+    subscribers_count = serializers.IntegerField()
+
+
+class LikeSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The post's message id.")
+    channel_id = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    likes_count = serializers.IntegerField()
+    liked_by_me = serializers.BooleanField()
+    changed = serializers.BooleanField()
+    version = serializers.IntegerField(help_text="The channel's version after the change.")

@@ -26,6 +26,15 @@ def _json(value):
 _MEMBER = "SELECT {col} FROM chats_membership m WHERE m.chat_id = chats_chat.id AND m.user_id = %(user)s"
 
 
+def _readable(chat: str, reader: str) -> str:
+    """Whether ``reader`` may read chat ``chat`` (SQL expressions): a member; for a channel also
+    a subscriber, and anyone when it is public. The rule ``selectors.get_chat_for_reader``
+    applies too (one rule, written for the ORM there and for statements here)."""
+    return f"""(EXISTS (SELECT 1 FROM chats_membership rm WHERE rm.chat_id = {chat} AND rm.user_id = {reader})
+    OR EXISTS (SELECT 1 FROM chats_chat rc WHERE rc.id = {chat} AND rc.kind = 'channel' AND (rc.handle IS NOT NULL
+        OR EXISTS (SELECT 1 FROM chats_subscription rs WHERE rs.chat_id = rc.id AND rs.user_id = {reader}))))"""  # constant SQL fragments only (column names and placeholders); every value is a bound parameter  # nosec B608
+
+
 # --- rows ----------------------------------------------------------------------------------
 
 
@@ -122,6 +131,7 @@ class SendObstacles(NamedTuple):
     answers no message, else ``"live"``, ``"missing"`` or ``"deleted"``."""
 
     is_member: bool
+    can_read: bool  # a channel's subscriber or a public channel's reader (who may not post)
     peer_inactive: bool
     reply_state: str | None  # None, "live", "missing" or "deleted"
     uploads_ok: bool  # every upload named is the sender's (true when none is)
@@ -129,7 +139,7 @@ class SendObstacles(NamedTuple):
 
     @classmethod
     def from_row(cls, row: tuple) -> SendObstacles:
-        return cls(*row[:4], Original._make(row[4:]))
+        return cls(*row[:5], Original._make(row[5:]))
 
 
 class AfterSend(NamedTuple):
@@ -263,6 +273,19 @@ RETURNING id, kind, last_seq, read_all_seq, version, pinned_seqs,
     LockedChat,
 )
 
+# The same lock for a reaction: a member, or a channel's subscriber (whose membership fields are
+# NULL). Readers of a public channel who have not subscribed get no row.
+LOCK_CHAT_TO_REACT = Statement(
+    f"""
+UPDATE chats_chat SET last_seq = last_seq
+WHERE id = %(chat)s AND (EXISTS ({_MEMBER.format(col="1")}) OR (kind = 'channel' AND EXISTS (
+    SELECT 1 FROM chats_subscription s WHERE s.chat_id = chats_chat.id AND s.user_id = %(user)s)))
+RETURNING id, kind, last_seq, read_all_seq, version, pinned_seqs,
+          ({_MEMBER.format(col="m.id")}), ({_MEMBER.format(col="m.last_read_seq")}), ({_MEMBER.format(col="m.role")})
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    LockedChat,
+)
+
 # The earlier message of a (sender, client_id), with its chat's read-by-everyone seq.
 _ORIGINAL_COLUMNS = (
     "x.id, x.chat_id, x.seq, x.kind, x.text, x.created_at, "
@@ -357,6 +380,7 @@ SEND_ATTACHED = Statement(_send_sql(attached=True), SendRow, name="SendAttachedR
 SEND_OBSTACLES = Statement(
     f"""
 SELECT EXISTS (SELECT 1 FROM chats_membership m WHERE m.chat_id = %(chat)s AND m.user_id = %(user)s),
+       {_readable("%(chat)s", "%(user)s")},
        COALESCE((SELECT {_PEER_INACTIVE} FROM chats_chat WHERE id = %(chat)s), false),
        CASE WHEN %(reply)s::bigint IS NULL THEN NULL
             ELSE COALESCE((SELECT CASE WHEN r.deleted_at IS NULL THEN 'live' ELSE 'deleted' END
@@ -460,17 +484,16 @@ HAVING bool_or(user_id = %(user)s)
 # --- message views: every read of messages (history, catch-up, changes, events) -----------------
 
 # A message as ``reader`` sees it (MessageView): the replied message as it is now, the forward's
-# origin (its chat and seq only for members of that chat), the reactions with the reader's own,
+# origin (its chat and seq only for readers of that chat), the reactions with the reader's own,
 # and whether it is pinned. Every join is by primary key or unique index.
-_VIEW = """
+_VIEW = f"""
 SELECT m.id, m.chat_id, m.seq, m.sender_id, m.kind, m.text, m.client_id, m.created_at, m.version, m.edited_at,
        m.deleted_at IS NOT NULL,
        m.reply_to_seq, r.sender_id, left(r.text, 100), r.deleted_at IS NOT NULL,
        m.forward_chat_id, m.forward_seq, m.forward_sender_id, m.forward_sender_username, m.forward_created_at,
-       m.forward_chat_id IS NOT NULL AND EXISTS (
-           SELECT 1 FROM chats_membership f WHERE f.chat_id = m.forward_chat_id AND f.user_id = %(reader)s::bigint),
+       m.forward_chat_id IS NOT NULL AND {_readable("m.forward_chat_id", "%(reader)s::bigint")},
        m.reactions,
-       CASE WHEN m.reactions = '[]'::jsonb THEN '{}'::varchar[]
+       CASE WHEN m.reactions = '[]'::jsonb THEN '{{}}'::varchar[]
             ELSE ARRAY(SELECT x.emoji FROM chats_reaction x WHERE x.message_id = m.id AND x.user_id = %(reader)s::bigint)
        END,
        m.seq = ANY(c.pinned_seqs),
@@ -478,7 +501,7 @@ SELECT m.id, m.chat_id, m.seq, m.sender_id, m.kind, m.text, m.client_id, m.creat
 FROM chats_message m
 JOIN chats_chat c ON c.id = m.chat_id
 LEFT JOIN chats_message r ON r.chat_id = m.chat_id AND r.seq = m.reply_to_seq
-"""
+"""  # constant SQL fragments only; every value is a bound parameter  # nosec B608
 
 
 def _view_statement(tail: str) -> Statement:
@@ -709,8 +732,9 @@ PEER_INACTIVE = Statement(
     f"SELECT {_PEER_INACTIVE} FROM chats_chat WHERE id = %(chat)s",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
     Flag,
 )
-IS_MEMBER = Statement(
-    "SELECT EXISTS (SELECT 1 FROM chats_membership WHERE chat_id = %(chat)s AND user_id = %(user)s)", Flag
+CAN_READ = Statement(
+    f"SELECT {_readable('%(chat)s', '%(user)s')}",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    Flag,
 )
 USERNAME = Statement("SELECT username FROM accounts_user WHERE id = %(user)s", Username)
 

@@ -7,6 +7,7 @@ callers turn it into their own "not found".
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import emoji as emoji_data
@@ -101,6 +102,37 @@ def clean_client_id(client_id: object) -> str:
     if "\x00" in client_id:
         raise InvalidInput({"client_id": ["Null characters are not allowed."]})
     return client_id
+
+
+HANDLE_RULE = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,30}[A-Za-z0-9]", re.ASCII)
+ABOUT_MAX = 255
+
+
+def clean_handle(handle: object) -> str | None:
+    """A channel's public handle (``@news``): 5..32 ASCII letters, digits and underscores,
+    starting with a letter and not ending with "_"; a leading "@" is dropped. None or "" is
+    no handle (a private channel). Unique whatever the case, kept as written."""
+    if handle is None or handle == "":
+        return None
+    if not isinstance(handle, str):
+        raise InvalidInput({"handle": ["Must be a string."]})
+    handle = handle.strip().removeprefix("@")
+    if not HANDLE_RULE.fullmatch(handle):
+        raise InvalidInput(
+            {"handle": ["5 to 32 letters, digits or underscores, starting with a letter, not ending with _."]}
+        )
+    return handle
+
+
+def clean_about(about: object) -> str:
+    if about is None:
+        return ""
+    if not isinstance(about, str) or "\x00" in about:
+        raise InvalidInput({"about": ["Must be a string without null characters."]})
+    about = about.strip()
+    if len(about) > ABOUT_MAX:
+        raise InvalidInput({"about": [f"At most {ABOUT_MAX} characters."]})
+    return about
 
 
 def clean_title(title: object) -> str:

@@ -1,7 +1,7 @@
 """REST endpoints for chats, members, messages, read state and history.
 
 Thin by design: validate input with a serializer, call one selector or service, render
-with ``chats.payloads``. Access goes through ``selectors.get_chat_for_member`` (reads) or
+with ``chats.payloads``. Access goes through ``selectors.get_chat_for_reader`` (reads) or
 the services' chat lock (writes); both answer 404 for missing and foreign chats alike.
 """
 
@@ -190,7 +190,7 @@ class ChatViewSet(viewsets.ViewSet):
         query = CursorQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=pk)
+        chat = selectors.get_chat_for_reader(user_id=request.user.id, chat_id=pk)
         if "before_seq" in params:
             rows, has_more = selectors.messages_before(
                 chat=chat, reader=request.user.id, before_seq=params["before_seq"], limit=params["limit"]
@@ -249,7 +249,7 @@ class ChatViewSet(viewsets.ViewSet):
         if request.method == "DELETE":
             result = services.delete_messages(user_id=request.user.id, chat_id=pk, seqs=[int(seq)])
             return Response(result.payload())
-        chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=pk)
+        chat = selectors.get_chat_for_reader(user_id=request.user.id, chat_id=pk)
         view = selectors.message_view(chat=chat, reader=request.user.id, seq=seq)
         return Response(message_payload(view, read_all_seq=chat.read_all_seq))
 
@@ -260,7 +260,7 @@ class ChatViewSet(viewsets.ViewSet):
     )
     @action(detail=True, methods=["get"], url_path=r"messages/(?P<seq>[0-9]+)/edits")
     def edits(self, request, pk=None, seq=None):
-        chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=pk)
+        chat = selectors.get_chat_for_reader(user_id=request.user.id, chat_id=pk)
         entries = selectors.edit_history(chat=chat, seq=seq)
         return Response([{"text": e.text, "edited_at": iso(e.edited_at)} for e in entries])
 
@@ -344,7 +344,7 @@ class ChatViewSet(viewsets.ViewSet):
     def changes(self, request, pk=None):
         query = ChangesQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=pk)
+        chat = selectors.get_chat_for_reader(user_id=request.user.id, chat_id=pk)
         page = selectors.changes_after(
             chat=chat,
             reader=request.user.id,
@@ -371,7 +371,7 @@ class HistoryView(APIView):
         query = HistoryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit, offset = query.validated_data["limit"], query.validated_data["offset"]
-        chat = selectors.get_chat_for_member(user_id=request.user.id, chat_id=chat_id)
+        chat = selectors.get_chat_for_reader(user_id=request.user.id, chat_id=chat_id)
         rows = selectors.history_page(chat=chat, reader=request.user.id, offset=offset, limit=limit)
         count = chat.last_seq
         url = request.build_absolute_uri()

@@ -6,7 +6,8 @@ itself. Events go out only after commit.
 ``messages`` holds the message paths (send, read, typing) as plans (``runtime.plans``): one
 implementation that request threads run synchronously and sockets run from the event loop.
 ``chats`` holds the chat and member changes (REST only, ORM in one transaction each), and
-``changes`` the messages that change (edit, delete, forward, reactions, pins; plans too), and
+``changes`` the messages that change (edit, delete, forward, reactions, pins; plans too),
+``channels`` broadcast channels (create, subscribe, like), and
 ``common`` what they share: the chat lock, read-by-everyone and system messages.
 
 Concurrency model: every write that changes a chat's sequence takes the chat's row lock
@@ -28,6 +29,7 @@ from .changes import (
     set_pin,
     set_reaction,
 )
+from .channels import LikeResult, SubscriptionResult, create_channel, like_post, subscribe, unsubscribe
 from .chats import (
     DirectResult,
     add_member,
@@ -45,16 +47,20 @@ __all__ = [
     "DirectResult",
     "EditResult",
     "ForwardResult",
+    "LikeResult",
     "PinResult",
     "ReactionResult",
     "ReadResult",
     "SendResult",
+    "SubscriptionResult",
     "add_member",
+    "create_channel",
     "create_group",
     "delete_messages",
     "edit_message",
     "forward_messages",
     "leave_all_groups",
+    "like_post",
     "mark_read",
     "notify_typing",
     "open_direct_chat",
@@ -63,4 +69,6 @@ __all__ = [
     "send_message",
     "set_pin",
     "set_reaction",
+    "subscribe",
+    "unsubscribe",
 ]

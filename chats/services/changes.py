@@ -59,6 +59,9 @@ REACTIONS_PER_USER = 3
 REACTIONS_PER_MESSAGE = 20
 PIN_EXCERPT = 50
 MANAGERS = (Membership.Role.OWNER, Membership.Role.ADMIN)
+# Chats whose owner and admins manage every message (delete others', pin); in a direct chat both
+# members are equal.
+MANAGED_KINDS = (Chat.Kind.GROUP, Chat.Kind.CHANNEL)
 
 
 # --- results -------------------------------------------------------------------------------
@@ -152,9 +155,17 @@ def _count_change(user_id: int) -> Plan[None]:
         raise limits.MESSAGE_CHANGE.refusal(wait)
 
 
-def _lock(chat_id: int, user_id: int) -> Plan[sql.LockedChat]:
-    chat = yield sql.LOCK_CHAT.one(chat=chat_id, user=user_id)
+def _lock(chat_id: int, user_id: int, *, to_react: bool = False) -> Plan[sql.LockedChat]:
+    """The chat's row lock on behalf of a member (``to_react``: or of a channel's subscriber).
+    Someone who may read the chat but not do this (a public channel's reader, a subscriber
+    editing) is Forbidden; anyone else ChatNotFound."""
+    statement = sql.LOCK_CHAT_TO_REACT if to_react else sql.LOCK_CHAT
+    chat = yield statement.one(chat=chat_id, user=user_id)
     if chat is None:
+        if (yield sql.CAN_READ.one(chat=chat_id, user=user_id)).value:
+            raise Forbidden(
+                "Subscribe to the channel to react." if to_react else "Only the channel's owner and admins can do this."
+            )
         raise ChatNotFound()
     return chat
 
@@ -246,12 +257,14 @@ def delete_messages(
 def _delete(*, user_id: int, chat_id: int, seqs: list[int], skip_channel: str | None) -> Plan[DeleteResult]:
     chat = yield from _lock(chat_id, user_id)
     targets = yield from _targets(chat.id, seqs)
-    manager = chat.kind == Chat.Kind.GROUP and chat.my_role in MANAGERS
+    manager = chat.kind in MANAGED_KINDS and chat.my_role in MANAGERS
     for target in targets:
         if target.kind == Message.Kind.SYSTEM:
             raise Forbidden(f"Message {target.seq} is a system message; those cannot be deleted.")
         if target.sender_id != user_id and not manager:
-            raise Forbidden(f"Message {target.seq} is not yours; only a group's owner or admins delete others'.")
+            raise Forbidden(
+                f"Message {target.seq} is not yours; only the owner or admins of a group or channel delete others'."
+            )
     live = sorted((t for t in targets if not t.deleted), key=lambda t: t.seq)
     if not live:
         return DeleteResult(chat.id, [], chat.version, changed=False)
@@ -293,7 +306,7 @@ def set_reaction(
 def _react(
     *, user_id: int, chat_id: int, seq: int, emoji: str, add: bool, skip_channel: str | None
 ) -> Plan[ReactionResult]:
-    chat = yield from _lock(chat_id, user_id)
+    chat = yield from _lock(chat_id, user_id, to_react=True)
     (target,) = yield from _targets(chat.id, [seq])
     if target.deleted:
         raise Gone()
@@ -363,8 +376,8 @@ def _pin(
     *, user_id: int, chat_id: int, seq: int, pinned: bool, skip_channel: str | None
 ) -> Plan[tuple[PinResult, sql.LockedChat]]:
     chat = yield from _lock(chat_id, user_id)
-    if chat.kind == Chat.Kind.GROUP and chat.my_role not in MANAGERS:
-        raise Forbidden("Only the group's owner or an admin can pin messages.")
+    if chat.kind in MANAGED_KINDS and chat.my_role not in MANAGERS:
+        raise Forbidden("Only the owner or an admin can pin messages here.")
     (target,) = yield from _targets(chat.id, [seq])
     if target.deleted:
         raise Gone()
@@ -453,7 +466,7 @@ def _forward(
     over_limit: bool,
 ) -> Plan[ForwardResult | None]:
     chat = yield from _lock(to_chat_id, user_id)
-    if not (yield sql.IS_MEMBER.one(chat=from_chat_id, user=user_id)).value:
+    if not (yield sql.CAN_READ.one(chat=from_chat_id, user=user_id)).value:
         raise ChatNotFound()
     uses = yield sql.KEY_USES.all(user=user_id, keys=client_ids)
     if any(use.chat_id != chat.id for use in uses):

@@ -78,6 +78,8 @@ def send_message(
     if row is None:
         obstacles = yield sql.SEND_OBSTACLES.one(**keys)
         if not obstacles.is_member:
+            if obstacles.can_read:  # a channel's reader
+                raise Forbidden("Only the channel's owner and admins post in it.")
             raise ChatNotFound()
         if obstacles.original.id is not None:
             return (yield from _repeat(obstacles.original, user_id=user_id, chat_id=chat_id))

@@ -3,7 +3,8 @@
 The caller ("mallory") tries every REST operation that takes a chat id (enumerated from the
 OpenAPI schema, so a new endpoint fails this test until it is added to the matrix) and every
 socket frame type that takes a ``chat_id`` on: a direct chat of two other users, a group of
-other users, a group mallory has left, and an id that does not exist. Every answer must be
+other users, a group mallory has left, a private channel she does not read, and an id that
+does not exist. Every answer must be
 byte-for-byte the answer for the missing id (404 ``not_found`` / an ``error`` frame with code
 ``not_found``), nothing in the database may change, and no event may reach mallory's other
 socket or the victims' sockets.
@@ -25,14 +26,15 @@ from rest_framework_simplejwt.token_blacklist.models import (
 
 from chats import services
 from chats.consumers import ChatConsumer
-from chats.models import Chat, Membership, Message, MessageEdit, Reaction
+from chats.models import Chat, Membership, Message, MessageEdit, Reaction, Subscription
 from tests.conftest import access_token, ws_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 db = database_sync_to_async
 MISSING = "missing"
-TARGETS = ("direct", "group", "left_group", MISSING)
+TARGETS = ("direct", "group", "left_group", "private_channel", MISSING)
+FOREIGN = TARGETS[:-1]
 
 # Every documented operation that takes a chat id, with the requests mallory tries on it.
 # {chat} is the target chat id, {victim}/{mallory}/{friend} user ids. Bodies are *valid*, so the
@@ -81,6 +83,14 @@ REST_MATRIX: dict[tuple[str, str], list[tuple[str, dict | None]]] = {
         ("/api/chats/{chat}/changes", None),
         ("/api/chats/{chat}/changes?after_version=0&limit=200", None),
     ],
+    # Channels (issue 14): {post} is the id of the target chat's second message.
+    ("POST", "/api/channels/{id}/subscription"): [
+        ("/api/channels/{chat}/subscription", {}),
+        ("/api/channels/{chat}/subscription", {"invite": "guess"}),
+    ],
+    ("DELETE", "/api/channels/{id}/subscription"): [("/api/channels/{chat}/subscription", None)],
+    ("POST", "/api/posts/{id}/like"): [("/api/posts/{post}/like", None)],
+    ("DELETE", "/api/posts/{id}/like"): [("/api/posts/{post}/like", None)],
 }
 # Undocumented methods on the same paths must not tell members' chats apart either.
 REST_EXTRA = [("PUT", "/api/chats/{chat}", {"title": "x"}), ("DELETE", "/api/chats/{chat}", None)]
@@ -117,7 +127,17 @@ def _snapshot() -> dict:
     user_model = get_user_model()
     return {
         model.__name__: list(model.objects.order_by("pk").values())
-        for model in (Chat, Membership, Message, Reaction, MessageEdit, user_model, OutstandingToken, BlacklistedToken)
+        for model in (
+            Chat,
+            Membership,
+            Subscription,
+            Message,
+            Reaction,
+            MessageEdit,
+            user_model,
+            OutstandingToken,
+            BlacklistedToken,
+        )
     }
 
 
@@ -134,12 +154,23 @@ def world(make_user):
                 user_id=alice.id, chat_id=chat.id, client_id=f"seed-{chat.id}-{n}", text=f"secret {n}"
             )
     services.remove_member(actor_id=mallory.id, chat_id=left.id, user_id=mallory.id)
+    channel = services.create_channel(user_id=alice.id, title="insiders")  # private: no handle
+    services.subscribe(user_id=bob.id, chat_id=channel.id, invite=channel.invite_token)
+    for n in range(2):
+        services.send_message(user_id=alice.id, chat_id=channel.id, client_id=f"seed-post-{n}", text=f"secret post {n}")
     # Mallory's own chat with a friend: she is a legitimate user, just not of the victims' chats.
     own = services.open_direct_chat(user_id=mallory.id, other_user_id=friend.id).chat
     missing = max(Chat.objects.order_by("-id").values_list("id", flat=True)[:1] or [0]) + 1000
     return {
         "users": {"alice": alice, "bob": bob, "carol": carol, "mallory": mallory, "friend": friend},
-        "chats": {"direct": direct.id, "group": group.id, "left_group": left.id, MISSING: missing, "own": own.id},
+        "chats": {
+            "direct": direct.id,
+            "group": group.id,
+            "left_group": left.id,
+            "private_channel": channel.id,
+            MISSING: missing,
+            "own": own.id,
+        },
     }
 
 
@@ -158,7 +189,12 @@ def test_the_matrix_covers_every_chat_operation():
 
 
 def _rest_answers(client: APIClient, names: dict, chat_id: int) -> list[tuple]:
-    names = {**names, "chat": chat_id}
+    post = Message.objects.filter(chat_id=chat_id, seq=2).values_list("id", flat=True).first()
+    names = {
+        **names,
+        "chat": chat_id,
+        "post": post or Message.objects.order_by("-id").values_list("id", flat=True)[0] + 1000,
+    }
     answers = []
     requests = [(method, path, body) for (method, _), calls in REST_MATRIX.items() for path, body in calls]
     requests += REST_EXTRA
@@ -189,7 +225,7 @@ def test_rest_foreign_chats_answer_exactly_like_a_missing_chat(world, settings):
             assert status == 405, (method, path, status, body)
         else:
             assert status == 404 and body["code"] == "not_found", (method, path, status, body)
-    for target in ("direct", "group", "left_group"):
+    for target in FOREIGN:
         assert _rest_answers(mallory, names, chats[target]) == expected, target
     assert _snapshot() == before
 
@@ -220,7 +256,7 @@ async def test_socket_frames_on_foreign_chats_answer_exactly_like_a_missing_chat
                 answers[target].append(reply)
         for reply in answers[MISSING]:
             assert reply["type"] == "error" and reply["code"] == "not_found", reply
-        for target in ("direct", "group", "left_group"):
+        for target in FOREIGN:
             assert answers[target] == answers[MISSING], target
 
         # Barrier: a ping answered next proves nothing was queued for these sockets.
