@@ -46,6 +46,8 @@ SUBPROTOCOL = "messenger.v1"
 
 class ChatConsumer(SocketConsumer):
     user_id: int | None = None
+    # The watchers' group of the channel this socket watches (``channel.watch``), if it joined one.
+    watching: str | None = None
     # perf_counter() at accept while counted in messenger_sockets_open; None otherwise.
     _opened_at: float | None = None
 
@@ -107,6 +109,7 @@ class ChatConsumer(SocketConsumer):
             self._expiry_handle.cancel()
         try:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self._unwatch()
         except Exception:
             logger.warning("group_discard failed", exc_info=True)
 
@@ -259,6 +262,23 @@ class ChatConsumer(SocketConsumer):
         )
         await self._reply_then_send(frame, {"type": "chat.pins", **result.payload()}, emitted)
 
+    async def _on_watch(self, frame: Frame):
+        """Watch one channel's live events (a reader's open channel); another replaces it, null stops."""
+        chat_id = None if frame.data.get("chat_id") is None else frame.id("chat_id")
+        join = False
+        if chat_id is not None:
+            join, _ = await services.watch_access.run_async(user_id=self.user_id, chat_id=chat_id)
+        await self._unwatch()
+        if join:
+            (self.watching,) = events.watchers(chat_id)
+            await self.channel_layer.group_add(self.watching, self.channel_name)
+        await self._send({"type": "channel.watching", "chat_id": chat_id, "ref": frame.ref})
+
+    async def _unwatch(self) -> None:
+        if self.watching is not None:
+            group, self.watching = self.watching, None
+            await self.channel_layer.group_discard(group, self.channel_name)
+
     async def _on_ping(self, frame: Frame):
         await self._send({"type": "pong", "ref": frame.ref})
 
@@ -283,6 +303,7 @@ class ChatConsumer(SocketConsumer):
         "reaction.add": _on_reaction_add,
         "reaction.remove": _on_reaction_remove,
         "message.pin": _on_pin,
+        "channel.watch": _on_watch,
         "ping": _on_ping,
         "auth.refresh": _on_auth_refresh,
     }

@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from .sql import MessageView
 
 
+def watchers(chat_id: int) -> tuple[str, ...]:
+    """The layer group of the sockets watching a channel they read but are not members of
+    (``channel.watch``): a chat's message events go to its members and to this group. Members
+    never join it (they would get each event twice)."""
+    return (f"watch.{int(chat_id)}",)
+
+
 def message_new(message: MessageView, *, read_all_seq: int) -> dict:
     return {"type": "message.new", "message": message_payload(message, read_all_seq=read_all_seq)}
 

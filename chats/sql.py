@@ -126,6 +126,12 @@ class SendRow(NamedTuple):
         return cls(*row[:8], Original._make(row[8:]))
 
 
+class WatchAccess(NamedTuple):
+    is_channel: bool
+    can_read: bool
+    is_member: bool
+
+
 class SendObstacles(NamedTuple):
     """Why a send may not store (:data:`SEND_OBSTACLES`). ``reply_state``: None when the send
     answers no message, else ``"live"``, ``"missing"`` or ``"deleted"``."""
@@ -735,6 +741,16 @@ PEER_INACTIVE = Statement(
 CAN_READ = Statement(
     f"SELECT {_readable('%(chat)s', '%(user)s')}",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
     Flag,
+)
+# May the user watch the chat (a channel they read), and are they on its staff (then its events
+# reach them as a member already)?
+WATCH_ACCESS = Statement(
+    f"""
+SELECT c.kind = 'channel', {_readable("c.id", "%(user)s")},
+       EXISTS (SELECT 1 FROM chats_membership m WHERE m.chat_id = c.id AND m.user_id = %(user)s)
+FROM chats_chat c WHERE c.id = %(chat)s
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    WatchAccess,
 )
 USERNAME = Statement("SELECT username FROM accounts_user WHERE id = %(user)s", Username)
 

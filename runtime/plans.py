@@ -123,11 +123,12 @@ class HasKey:
 @dataclass(frozen=True)
 class Emit:
     """Tell every socket of ``user_ids`` about a committed change (``skip_channel``: the socket that
-    caused it, which got its own answer)."""
+    caused it, which got its own answer), and every socket in the layer groups ``groups``."""
 
     user_ids: list[int]
     event: dict
     skip_channel: str | None = None
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,9 @@ def _execute_sync(step: Step) -> Any:
     if isinstance(step, HasKey):
         return cache.get(step.key) is not None
     if isinstance(step, Emit):
-        realtime.publish_on_commit(user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel)
+        realtime.publish_on_commit(
+            user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel, groups=step.groups
+        )
         return None
     if isinstance(step, AfterCommit):
         transaction.on_commit(functools.partial(_call_logged, step.func, step.args))
@@ -281,7 +284,9 @@ async def _execute_async(step: Step, events: list[realtime.Outgoing], tx: async_
         events.extend(inner)  # committed
         return result
     if isinstance(step, Emit):
-        outgoing = realtime.committed(user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel)
+        outgoing = realtime.committed(
+            user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel, groups=step.groups
+        )
         if outgoing is not None:
             events.append(outgoing)
         return None

@@ -2,7 +2,9 @@
 
 The database is the truth; the channel layer is a wake-up call that may drop. What an event
 says is the apps' business (``chats/events.py`` builds every chat event); this module only
-carries it: to the per-user group ``user.<id>`` that every socket of a user joins.
+carries it: to the per-user group ``user.<id>`` that every socket of a user joins, and to any
+other layer groups the caller names (sockets that joined them for a while, e.g. the watchers of
+a channel).
 
 * Sync code (a service in a request thread) calls :func:`publish_on_commit`: the event goes
   out from the ``on_commit`` hook of the surrounding transaction.
@@ -54,23 +56,34 @@ class Outgoing:
     skip_channel: str | None = None
     # time.time() when the transaction that produced it committed.
     committed_at: float | None = None
+    # Layer groups to reach besides the users' own (a socket in both would get it twice).
+    groups: tuple[str, ...] = ()
 
 
-def committed(*, user_ids: Iterable[int], event: dict, skip_channel: str | None = None) -> Outgoing | None:
+def committed(
+    *, user_ids: Iterable[int], event: dict, skip_channel: str | None = None, groups: tuple[str, ...] = ()
+) -> Outgoing | None:
     """An event whose change has committed, ready for :func:`send_events` (None: nobody to tell).
 
     For plans run from the event loop, whose statements commit on their own.
     """
     ids = sorted({int(u) for u in user_ids})
-    if not ids:
+    if not ids and not groups:
         return None
-    return Outgoing(user_ids=ids, text=encode(event), skip_channel=skip_channel, committed_at=time.time())
+    return Outgoing(
+        user_ids=ids, text=encode(event), skip_channel=skip_channel, committed_at=time.time(), groups=tuple(groups)
+    )
 
 
-def publish_on_commit(*, user_ids: Iterable[int], event: dict, skip_channel: str | None = None) -> None:
-    """Send ``event`` to every socket of every user in ``user_ids`` once the transaction commits."""
-    outgoing = Outgoing(user_ids=sorted({int(u) for u in user_ids}), text=encode(event), skip_channel=skip_channel)
-    if not outgoing.user_ids:
+def publish_on_commit(
+    *, user_ids: Iterable[int], event: dict, skip_channel: str | None = None, groups: tuple[str, ...] = ()
+) -> None:
+    """Send ``event`` to every socket of every user in ``user_ids`` (and in ``groups``) once the
+    transaction commits."""
+    outgoing = Outgoing(
+        user_ids=sorted({int(u) for u in user_ids}), text=encode(event), skip_channel=skip_channel, groups=tuple(groups)
+    )
+    if not outgoing.user_ids and not outgoing.groups:
         return
 
     def _after_commit() -> None:
@@ -92,7 +105,7 @@ async def send_events(bucket: list[Outgoing]) -> None:
             message["skip"] = outgoing.skip_channel
         if outgoing.committed_at is not None:
             message[COMMITTED_AT] = outgoing.committed_at
-        groups = [user_group(user_id) for user_id in outgoing.user_ids]
+        groups = [user_group(user_id) for user_id in outgoing.user_ids] + list(outgoing.groups)
         try:
             if many is not None:
                 await many(groups, message)

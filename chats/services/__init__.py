@@ -29,7 +29,15 @@ from .changes import (
     set_pin,
     set_reaction,
 )
-from .channels import LikeResult, SubscriptionResult, create_channel, like_post, subscribe, unsubscribe
+from .channels import (
+    LikeResult,
+    SubscriptionResult,
+    create_channel,
+    like_post,
+    subscribe,
+    unsubscribe,
+    watch_access,
+)
 from .chats import (
     DirectResult,
     add_member,
@@ -71,4 +79,5 @@ __all__ = [
     "set_reaction",
     "subscribe",
     "unsubscribe",
+    "watch_access",
 ]

@@ -228,7 +228,12 @@ def _edit(*, user_id: int, chat_id: int, seq: int, text: str, skip_channel: str 
     (view,) = yield sql.MESSAGES_BY_SEQS.all(chat=chat.id, seqs=[seq], reader=user_id)
     if changed:
         members = yield from _members(chat.id)
-        yield Emit(members, events.message_edited(_for_everyone(view), read_all_seq=chat.read_all_seq), skip_channel)
+        yield Emit(
+            members,
+            events.message_edited(_for_everyone(view), read_all_seq=chat.read_all_seq),
+            skip_channel,
+            events.watchers(chat.id),
+        )
     return EditResult(message=view, changed=changed, read_all_seq=chat.read_all_seq)
 
 
@@ -275,7 +280,12 @@ def _delete(*, user_id: int, chat_id: int, seqs: list[int], skip_channel: str | 
         released = yield sql.RELEASE_UPLOADS.all(uploads=row.released_uploads)
         freed = tuple(blob.blob_id for blob in released if blob.refs == 0)
     members = yield from _members(chat.id)
-    yield Emit(members, events.message_deleted(chat_id=chat.id, seqs=gone, version=row.version), skip_channel)
+    yield Emit(
+        members,
+        events.message_deleted(chat_id=chat.id, seqs=gone, version=row.version),
+        skip_channel,
+        events.watchers(chat.id),
+    )
     return DeleteResult(chat.id, gone, row.version, changed=True, freed_blobs=freed)
 
 
@@ -343,7 +353,7 @@ def _react(
         added=add,
         version=row.version,
     )
-    yield Emit(members, event, skip_channel)
+    yield Emit(members, event, skip_channel, events.watchers(chat.id))
     return ReactionResult(chat.id, seq, row.reactions, mine, user_id, emoji, add, row.version, changed=True)
 
 
@@ -390,7 +400,10 @@ def _pin(
     row = yield sql.PIN.one(chat=chat.id, message=target.id, seq=seq, pinned=pinned)
     members = yield from _members(chat.id)
     yield Emit(
-        members, events.chat_pins(chat_id=chat.id, pinned_seqs=row.pinned_seqs, version=row.version), skip_channel
+        members,
+        events.chat_pins(chat_id=chat.id, pinned_seqs=row.pinned_seqs, version=row.version),
+        skip_channel,
+        events.watchers(chat.id),
     )
     result = PinResult(chat.id, row.pinned_seqs, row.version, changed=True)
     if pinned:
@@ -524,4 +537,11 @@ def _forward(
                 if shown.forwarded_from is not None:
                     shown = shown._replace(forwarded_from=shown.forwarded_from._replace(visible=visible))
                 yield Emit(readers, events.message_new(shown, read_all_seq=chat.read_all_seq), skip_channel)
+        # A channel's watchers, once, without the origin (what they may see of it, REST tells).
+        hidden = _for_everyone(view)
+        if hidden.forwarded_from is not None:
+            hidden = hidden._replace(forwarded_from=hidden.forwarded_from._replace(visible=False))
+        yield Emit(
+            [], events.message_new(hidden, read_all_seq=chat.read_all_seq), skip_channel, events.watchers(chat.id)
+        )
     return ForwardResult(chat.id, [by_seq[seq] for seq in all_seqs], False, chat.read_all_seq)

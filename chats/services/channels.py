@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from runtime.plans import run_sync
+from runtime.plans import Plan, run_sync, use_case
 
-from .. import selectors
-from ..exceptions import ChatNotFound, HandleTaken
+from .. import selectors, sql
+from ..exceptions import ChatNotFound, HandleTaken, InvalidInput
 from ..models import Chat, Membership
 from ..validation import chat_id_or_404, clean_about, clean_handle, clean_title
 from . import limits
@@ -191,3 +191,20 @@ def like_post(*, user_id: int, post_id: object, liked: bool) -> LikeResult:
     result = set_reaction(user_id=user_id, chat_id=chat_id, seq=seq, emoji=LIKE, add=liked)
     likes = next((count for emoji, count in result.reactions if emoji == LIKE), 0)
     return LikeResult(int(post_id), chat_id, seq, likes, LIKE in result.mine, result.changed, result.version)
+
+
+# --- watching a channel ------------------------------------------------------------------------
+
+
+@use_case
+def watch_access(*, user_id: int, chat_id: object) -> Plan[bool]:
+    """May the user's socket watch this channel's live events (``channel.watch``)? Returns
+    whether it must join the watchers' group: False for its staff, whose sockets get every event
+    as members. Raises ChatNotFound (unreadable, missing), InvalidInput (a chat, not a channel)."""
+    chat_id = chat_id_or_404(chat_id)
+    access = yield sql.WATCH_ACCESS.one(chat=chat_id, user=user_id)
+    if access is None or not access.can_read:
+        raise ChatNotFound()
+    if not access.is_channel:
+        raise InvalidInput({"chat_id": ["Only channels are watched; a chat's members get its events anyway."]})
+    return not access.is_member

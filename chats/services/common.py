@@ -103,7 +103,7 @@ def append_system_message(
         version=row.version,
     )
     if recipients:
-        yield Emit(recipients, events.message_new(message, read_all_seq=read_all_seq))
+        yield Emit(recipients, events.message_new(message, read_all_seq=read_all_seq), None, events.watchers(chat.id))
     return message
 
 

@@ -108,6 +108,7 @@ WS_MATRIX = {
     # Into the target, and from it into mallory's own chat.
     "message.forward": {"from_chat_id": "{chat}", "to_chat_id": "{chat}", "seqs": [2], "client_ids": ["p1"]},
     "message.forward.own": {"from_chat_id": "{chat}", "to_chat_id": "{own}", "seqs": [2], "client_ids": ["p2"]},
+    "channel.watch": {},
 }
 WS_WITHOUT_CHAT = {"ping", "auth.refresh"}
 
