@@ -20,11 +20,12 @@ from . import services
 from .exceptions import TooLarge, UploadInvalid
 from .handlers import HashingUploadHandler
 from .payloads import upload_payload
+from .serializers import KINDS
 
 
 class UploadSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    kind = serializers.ChoiceField(choices=["image", "video", "audio", "voice", "file"])
+    kind = serializers.ChoiceField(choices=KINDS)
     mime = serializers.CharField(help_text="Sniffed from the bytes, never taken from the client.")
     size = serializers.IntegerField()
     name = serializers.CharField(help_text="The client's file name without directories or control characters.")

@@ -11,6 +11,7 @@ from django.conf import settings
 from drf_spectacular.utils import PolymorphicProxySerializer
 from rest_framework import serializers
 
+from attachments.serializers import AttachmentSerializer
 from ops.fields import QueryIntegerField, StrictCharField
 
 from .models import Chat, Membership, Message
@@ -61,6 +62,7 @@ class MessageSerializer(serializers.Serializer):
     forwarded_from = ForwardedFromSerializer(allow_null=True)
     reactions = ReactionCountSerializer(many=True, help_text="Most used first.")
     pinned = serializers.BooleanField()
+    attachments = AttachmentSerializer(many=True, help_text="In order; empty for none (and for a tombstone).")
 
 
 class MemberSerializer(serializers.Serializer):

@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "accounts",
     "attachments",
     "chats",
+    "feeds",
     "webclient",
 ]
 # Development tools (the bench data loader, devtools/__init__.py): present in a checkout,
@@ -344,6 +345,14 @@ UPLOAD_UNATTACHED_HOURS = env_int("UPLOAD_UNATTACHED_HOURS", 24)
 FILE_URL_MAX_AGE_SECONDS = max(60, env_int("FILE_URL_MAX_AGE_SECONDS", 3600))
 MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 50_000_000)
 ATTACHMENTS_PER_MESSAGE = 10
+
+# --- Feeds (feeds/: the read side of channels) ---------------------------------------------------
+# Channels with at most this many subscribers fan out on write (a user_feed row per subscriber
+# and post); bigger ones are merged into their subscribers' feeds at read time.
+FEED_FANOUT_MAX = env_int("FEED_FANOUT_MAX", 10_000)
+# How long a cached first feed page or a large channel's latest posts may live (handlers drop
+# them when they change; this bounds a lost drop).
+FEED_CACHE_SECONDS = env_int("FEED_CACHE_SECONDS", 60)
 # A request body past this many bytes is spooled to disk by Django's ASGI handler (0 would mean
 # never); the upload view's handler writes the file part to disk from its first byte.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024

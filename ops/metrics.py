@@ -19,6 +19,9 @@ Instrumentation points, so the numbers mean one thing:
   the per-user limit on chat and member changes; ``group_create``: the daily cap on new groups;
   ``auth``: the throttles on login, refresh and registration (per address, and failed logins per
   account); ``connect``: socket handshakes over the per-user or per-address connect limit.
+* ``messenger_feed_cache_total{cache,result}`` -- ``first_page`` (a user's first feed page) and
+  ``channel_latest`` (a large channel's latest posts), ``hit`` or ``miss``; the hit ratio is
+  hits / (hits + misses). ``messenger_feed_fanout_rows_total`` -- rows written to ``user_feed``.
 * ``messenger_db_errors_total{source}`` / ``messenger_redis_errors_total{source}`` -- failures of
   the backing services seen by HTTP views, socket commands and the channel layer.
 * ``messenger_http_requests_total`` / ``messenger_http_request_duration_seconds`` -- per route
@@ -92,6 +95,12 @@ RATE_LIMITED = Counter(
 )
 UPLOADS_STORED = Counter("messenger_uploads_stored_total", "Uploads accepted, by kind.", ["kind"])
 BLOBS_REMOVED = Counter("messenger_blobs_removed_total", "Stored files removed after their last reference went.")
+FEED_CACHE = Counter(
+    "messenger_feed_cache_total",
+    "Feed cache lookups: first feed pages and large channels' latest posts, by cache and result.",
+    ["cache", "result"],
+)
+FEED_FANOUT_ROWS = Counter("messenger_feed_fanout_rows_total", "user_feed rows written by post fan-out.")
 DB_ERRORS = Counter("messenger_db_errors_total", "Database errors answered as service_unavailable.", ["source"])
 REDIS_ERRORS = Counter("messenger_redis_errors_total", "Redis errors (channel layer or cache).", ["source"])
 HTTP_REQUESTS = Counter("messenger_http_requests_total", "HTTP requests answered.", ["method", "route", "status"])

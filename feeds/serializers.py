@@ -1,0 +1,42 @@
+"""Input of the feed endpoint and the documented shape of its answer."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from attachments.serializers import AttachmentSerializer
+from ops.fields import QueryIntegerField
+
+from .selectors import FIRST_PAGE, MAX_PAGE
+
+
+class FeedQuerySerializer(serializers.Serializer):
+    cursor = serializers.RegexField(
+        r"^[1-9][0-9]{0,18}$", required=False, help_text="`next_cursor` of the previous page; omitted: the newest."
+    )
+    limit = QueryIntegerField(required=False, min_value=1, max_value=MAX_PAGE, default=FIRST_PAGE)
+
+
+class PostChannelSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    handle = serializers.CharField(allow_null=True)
+
+
+class PostSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The post's message id.")
+    channel = PostChannelSerializer()
+    seq = serializers.IntegerField(help_text="Its seq in the channel.")
+    sender_id = serializers.IntegerField(allow_null=True)
+    text = serializers.CharField(allow_blank=True)
+    attachments = AttachmentSerializer(many=True)
+    created_at = serializers.DateTimeField()
+    edited_at = serializers.DateTimeField(allow_null=True)
+    version = serializers.IntegerField()
+    likes_count = serializers.IntegerField()
+    liked_by_me = serializers.BooleanField()
+
+
+class FeedPageSerializer(serializers.Serializer):
+    results = PostSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True, help_text="null: no older posts.")
