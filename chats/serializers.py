@@ -158,7 +158,7 @@ class ReadStateSerializer(serializers.Serializer):
 class ChatKindSerializer(serializers.Serializer):
     """The ``kind`` of a new chat, which decides the rest of the body (channels: POST /api/channels)."""
 
-    kind = serializers.ChoiceField(choices=[Chat.Kind.DIRECT, Chat.Kind.GROUP])
+    kind = serializers.ChoiceField(choices=["direct", "group"])
 
 
 class DirectChatCreateSerializer(serializers.Serializer):

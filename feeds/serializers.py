@@ -11,8 +11,11 @@ from .selectors import FIRST_PAGE, MAX_PAGE
 
 
 class FeedQuerySerializer(serializers.Serializer):
-    cursor = serializers.RegexField(
-        r"^[1-9][0-9]{0,18}$", required=False, help_text="`next_cursor` of the previous page; omitted: the newest."
+    cursor = QueryIntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="`next_cursor` of the previous page; omitted: the newest.",
     )
     limit = QueryIntegerField(required=False, min_value=1, max_value=MAX_PAGE, default=FIRST_PAGE)
 
@@ -39,4 +42,4 @@ class PostSerializer(serializers.Serializer):
 
 class FeedPageSerializer(serializers.Serializer):
     results = PostSerializer(many=True)
-    next_cursor = serializers.CharField(allow_null=True, help_text="null: no older posts.")
+    next_cursor = serializers.IntegerField(allow_null=True, help_text="null: no older posts.")

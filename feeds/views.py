@@ -23,11 +23,10 @@ class FeedView(APIView):
         query = FeedQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        before = int(params["cursor"]) if "cursor" in params else None
-        page = selectors.feed_page(user_id=request.user.id, before=before, limit=params["limit"])
+        page = selectors.feed_page(user_id=request.user.id, before=params.get("cursor"), limit=params["limit"])
         return Response(
             {
                 "results": [post_payload(post) for post in page.posts],
-                "next_cursor": str(page.next_before) if page.next_before is not None else None,
+                "next_cursor": page.next_before,
             }
         )

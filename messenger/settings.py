@@ -231,6 +231,8 @@ SPECTACULAR_SETTINGS = {
         "MessageKindEnum": "chats.models.Message.Kind",
         "MemberRoleEnum": "chats.models.Membership.Role",
         "WhoCanAddMeEnum": "accounts.models.User.WhoCanAddMe",
+        "AttachmentKindEnum": "attachments.serializers.KINDS",
+        "NewChatKindEnum": ["direct", "group"],
     },
 }
 

@@ -407,6 +407,7 @@ def test_every_field_of_every_frame_type_survives_bad_strings_wrong_types_and_de
         "reaction.add": {"chat_id": context.chat_id, "seq": 1, "emoji": "👍"},
         "reaction.remove": {"chat_id": context.chat_id, "seq": 1, "emoji": "👍"},
         "message.pin": {"chat_id": context.chat_id, "seq": 1, "pinned": True},
+        "channel.watch": {"chat_id": context.chat_id},
         "ping": {},
         "auth.refresh": {"token": context.access},
     }
