@@ -288,3 +288,26 @@ class MessageAttachment(models.Model):
 
     def __str__(self) -> str:
         return f"upload {self.upload_id} in message {self.message_id}"
+
+
+class CommandKey(models.Model):
+    """The answer to a REST command sent with an ``Idempotency-Key``: stored in the command's
+    own transaction, so a repeat of the key returns it and changes nothing (``chats.idempotency``).
+    Kept ``IDEMPOTENCY_KEY_HOURS``; ``manage.py purge_command_keys`` removes older ones."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.CharField(max_length=64)
+    # What the key was used for ("like:<post id>", "subscribe:<channel id>", ...): another
+    # command under the same key is refused, never answered with this one's result.
+    command = models.CharField(max_length=80)
+    status = models.PositiveSmallIntegerField()
+    body = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="chats_commandkey_user_key_unique")]
+        indexes = [models.Index(fields=["created_at"], name="chats_commandkey_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.command} by {self.user_id} ({self.key})"

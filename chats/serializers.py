@@ -209,7 +209,11 @@ class MemberAddSerializer(serializers.Serializer):
 
 class SendMessageSerializer(serializers.Serializer):
     client_id = StrictCharField(
-        min_length=1, max_length=CLIENT_ID_MAX, trim_whitespace=False, help_text="Not only whitespace."
+        min_length=1,
+        max_length=CLIENT_ID_MAX,
+        trim_whitespace=False,
+        required=False,
+        help_text="Not only whitespace. Required unless an Idempotency-Key header gives it (the same key).",
     )
     text = StrictCharField(
         max_length=settings.MESSAGE_MAX_LENGTH,

@@ -21,8 +21,8 @@ from attachments.exceptions import FileNotFound
 from attachments.serving import file_response
 from ops.errors import ERROR_RESPONSES as E
 
-from . import selectors, services
-from .exceptions import Forbidden
+from . import idempotency, selectors, services
+from .exceptions import Forbidden, InvalidInput
 from .payloads import chat_payload, iso, message_payload
 from .serializers import (
     CHAT_CREATE_SERIALIZERS,
@@ -55,6 +55,17 @@ CHAT_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="Chat i
 SEQ = OpenApiParameter("seq", int, OpenApiParameter.PATH, description="The message's seq in the chat.")
 EMOJI = OpenApiParameter("emoji", str, OpenApiParameter.PATH, description="Exactly one emoji, URL-encoded.")
 _CHANGE_ERRORS = {400: E[400], 401: E[401], 403: E[403], 404: E[404], 410: E[410], 429: E[429]}
+
+
+def _client_id(in_body: str | None, header: str | None) -> str:
+    """A send's key: the body's ``client_id``, or the ``Idempotency-Key`` header (the same thing
+    for a message: it is stored once per key), which must agree when both are given."""
+    if in_body is not None and header is not None and in_body != header:
+        raise InvalidInput({"client_id": ["Differs from the Idempotency-Key header; send one, or the same."]})
+    key = in_body if in_body is not None else header
+    if key is None:
+        raise InvalidInput({"client_id": ["This field is required (or send an Idempotency-Key header)."]})
+    return key
 
 
 def _chat_response(user_id: int, chat_id: int, status_code: int = 200) -> Response:
@@ -158,7 +169,7 @@ class ChatViewSet(viewsets.ViewSet):
     @extend_schema(
         methods=["POST"],
         summary="Send a message (idempotent per client_id)",
-        parameters=[CHAT_ID],
+        parameters=[CHAT_ID, idempotency.SEND_PARAMETER],
         request=SendMessageSerializer,
         responses={
             201: OpenApiResponse(MessageSerializer, description="Stored."),
@@ -181,7 +192,7 @@ class ChatViewSet(viewsets.ViewSet):
             result = services.send_message(
                 user_id=request.user.id,
                 chat_id=pk,
-                client_id=fields["client_id"],
+                client_id=_client_id(fields.get("client_id"), idempotency.key_from(request)),
                 text=fields.get("text"),
                 reply_to_seq=fields.get("reply_to_seq"),
                 attachment_ids=fields.get("attachment_ids"),

@@ -348,6 +348,9 @@ FILE_URL_MAX_AGE_SECONDS = max(60, env_int("FILE_URL_MAX_AGE_SECONDS", 3600))
 MAX_IMAGE_PIXELS = env_int("MAX_IMAGE_PIXELS", 50_000_000)
 ATTACHMENTS_PER_MESSAGE = 10
 
+# A REST command's Idempotency-Key is remembered this long (chats.idempotency).
+IDEMPOTENCY_KEY_HOURS = env_int("IDEMPOTENCY_KEY_HOURS", 24)
+
 # --- Feeds (feeds/: the read side of channels) ---------------------------------------------------
 # Channels with at most this many subscribers fan out on write (a user_feed row per subscriber
 # and post); bigger ones are merged into their subscribers' feeds at read time.
