@@ -141,6 +141,17 @@ def unsubscribe(*, user_id: int, chat_id: object) -> SubscriptionResult:
         return SubscriptionResult(chat_id, False, False, row[0])
 
 
+def unsubscribe_all(*, user_id: int) -> None:
+    """End every subscription of a user about to be deleted, keeping each channel's count exact
+    (a cascade would delete the rows without moving the counts). Not rate limited."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "WITH gone AS (DELETE FROM chats_subscription WHERE user_id = %s RETURNING chat_id) "
+            "UPDATE chats_chat c SET subscribers_count = c.subscribers_count - 1 FROM gone WHERE c.id = gone.chat_id",
+            [user_id],
+        )
+
+
 def _is_subscribed(cursor, *, chat_id: int, user_id: int) -> bool:
     cursor.execute(
         "SELECT 1 FROM chats_subscription WHERE chat_id = %(chat)s AND user_id = %(user)s",

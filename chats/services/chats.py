@@ -146,10 +146,11 @@ _MANAGERS = {Membership.Role.OWNER, Membership.Role.ADMIN}
 
 
 def _require_group_manager(chat: sql.LockedChat) -> None:
-    if chat.kind != Chat.Kind.GROUP:
+    """Groups and channels have titles and members (a channel's members are its staff)."""
+    if chat.kind == Chat.Kind.DIRECT:
         raise InvalidInput("Direct chats have no title or member management.")
     if chat.my_role not in _MANAGERS:
-        raise Forbidden("Only the group's owner or admins can do this.")
+        raise Forbidden("Only the owner or admins can do this.")
 
 
 @transaction.atomic
@@ -189,13 +190,15 @@ def rename_group(*, user_id: int, chat_id: int, title: str, as_operator: bool = 
 
 @transaction.atomic
 def add_member(*, actor_id: int, chat_id: int, user_id: int, role: str = Membership.Role.MEMBER) -> Membership:
-    """Add a user to a group (owner/admin only; only the owner appoints admins), if their
-    ``who_can_add_me`` allows it (else PrivacyRestricted)."""
+    """Add a user to a group (owner/admin only; only the owner appoints admins), or an admin to
+    a channel (its owner only), if their ``who_can_add_me`` allows it (else PrivacyRestricted)."""
     limits.check(limits.CHAT_CHANGE, user_id=actor_id)
     chat = lock_chat(chat_id=chat_id, user_id=actor_id)
     _require_group_manager(chat)
     if role not in (Membership.Role.MEMBER, Membership.Role.ADMIN):
         raise InvalidInput({"role": ["Must be 'member' or 'admin'."]})
+    if chat.kind == Chat.Kind.CHANNEL and role != Membership.Role.ADMIN:
+        raise InvalidInput({"role": ["A channel's members are its staff: add them as 'admin' (readers subscribe)."]})
     if role == Membership.Role.ADMIN and chat.my_role != Membership.Role.OWNER:
         raise Forbidden("Only the owner can appoint admins.")
     user = _active_user(user_id)
@@ -239,13 +242,15 @@ def remove_member(*, actor_id: int, chat_id: int, user_id: int) -> None:
 
 
 def leave_all_groups(*, user_id: int) -> None:
-    """The user leaves every group they are in, as by ``remove_member`` of their own id (the
+    """The user leaves every group and channel staff they are in, as by ``remove_member`` of their own id (the
     same system message, events and owner succession), without counting in a rate window.
 
     For a user about to be deleted (``accounts.services.delete_user``): deactivated first, so
     nobody can add them anywhere meanwhile.
     """
-    chat_ids = Membership.objects.filter(user_id=user_id, chat__kind=Chat.Kind.GROUP).values_list("chat_id", flat=True)
+    chat_ids = Membership.objects.filter(
+        user_id=user_id, chat__kind__in=[Chat.Kind.GROUP, Chat.Kind.CHANNEL]
+    ).values_list("chat_id", flat=True)
     for chat_id in list(chat_ids):
         try:
             _remove_and_advance(actor_id=user_id, chat_id=chat_id, user_id=user_id)
@@ -263,7 +268,7 @@ def _remove_and_advance(*, actor_id: int, chat_id: int, user_id: int) -> None:
 @transaction.atomic
 def _remove_member(*, actor_id: int, chat_id: int, user_id: int) -> tuple[sql.LockedChat, list[int]]:
     chat = lock_chat(chat_id=chat_id, user_id=actor_id)
-    if chat.kind != Chat.Kind.GROUP:
+    if chat.kind == Chat.Kind.DIRECT:
         raise InvalidInput("Members of a direct chat cannot be removed.")
     target_id = as_id(user_id)
     if target_id is None:

@@ -324,3 +324,31 @@ def test_an_empty_search_lists_every_public_channel(api, make_user):
     _channel(api, owner, title="Hidden")
     found = api(make_user()).get("/api/channels?search=").json()
     assert sorted(c["id"] for c in found) == sorted(c["id"] for c in public)
+
+
+def test_the_owner_appoints_and_removes_admins_who_post(api, make_user):
+    owner, admin, other = make_user(), make_user(), make_user()
+    channel = _channel(api, owner, handle="staffed")
+    members = f"/api/chats/{channel['id']}/members"
+    refused = api(owner).post(members, {"user_id": admin.id}, format="json")  # role defaults to member
+    assert refused.status_code == 400 and refused.json()["code"] == "validation_error"
+    assert api(owner).post(members, {"user_id": admin.id, "role": "admin"}, format="json").status_code == 201
+    assert _post(api, admin, channel["id"], "from the new admin", "na1").status_code == 201
+    assert api(admin).get(f"/api/channels/{channel['id']}").json()["role"] == "admin"
+    # Only the owner appoints; an admin cannot remove another admin.
+    assert api(admin).post(members, {"user_id": other.id, "role": "admin"}, format="json").status_code == 403
+    assert api(owner).delete(f"{members}/{admin.id}").status_code == 204
+    assert _post(api, admin, channel["id"], "no longer", "na2").json()["code"] == "forbidden"
+    assert list(Membership.objects.filter(chat_id=channel["id"]).values_list("user_id", flat=True)) == [owner.id]
+
+
+def test_a_deleted_user_leaves_the_subscriber_counts_exact(api, make_user):
+    from accounts import services as accounts_services
+
+    owner, reader = make_user(), make_user()
+    channels = [_channel(api, owner, title=f"D{n}", handle=f"deleted{n}x") for n in range(2)]
+    for channel in channels:
+        services.subscribe(user_id=reader.id, chat_id=channel["id"])
+    accounts_services.delete_user(user=reader)
+    assert [Chat.objects.get(id=c["id"]).subscribers_count for c in channels] == [0, 0]
+    assert not Subscription.objects.exists()
