@@ -32,7 +32,7 @@ from ops.admin_tools import EstimatedCountPaginator, ReadOnlyAdmin
 
 from . import services
 from .exceptions import InvalidInput
-from .models import Chat, Membership, Message, MessageEdit, Reaction
+from .models import Chat, Membership, Message, MessageEdit, Reaction, Subscription
 from .validation import clean_title
 
 
@@ -158,21 +158,22 @@ class ChatAdmin(admin.ModelAdmin):
         "title",
         "created_by",
         "members_total",
+        "subscribers_count",
         "messages",
         "read_all_seq",
         "version",
         "last_activity_at",
     )
     list_filter = ("kind",)
-    search_fields = ("title",)
+    search_fields = ("title", "handle")
     list_select_related = ("created_by",)
     fields = (
-        "kind", "title", "created_by", "last_seq", "read_all_seq", "version", "pinned_seqs", "direct_key",
-        "created_at", "last_activity_at",
+        "kind", "title", "handle", "about", "subscribers_count", "created_by", "last_seq", "read_all_seq", "version",
+        "pinned_seqs", "direct_key", "created_at", "last_activity_at",
     )  # fmt: skip
     readonly_fields = (
-        "kind", "created_by", "last_seq", "read_all_seq", "version", "pinned_seqs", "direct_key",
-        "created_at", "last_activity_at",
+        "kind", "handle", "about", "subscribers_count", "created_by", "last_seq", "read_all_seq", "version",
+        "pinned_seqs", "direct_key", "created_at", "last_activity_at",
     )  # fmt: skip
     inlines = (MembershipInline,)
     ordering = ("-id",)
@@ -297,3 +298,15 @@ class MessageAdmin(ReadOnlyAdmin, admin.ModelAdmin):
             sender,
             when,
         )
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Who reads which channel (changed only through the API: the counts move with the rows)."""
+
+    list_display = ("id", "chat", "user", "created_at")
+    list_select_related = ("chat", "user")
+    search_fields = ("=chat__id", "chat__handle", "user__username")
+    ordering = ("-id",)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator

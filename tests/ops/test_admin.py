@@ -28,7 +28,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts.models import User
 from attachments.models import Blob, Upload
 from chats import services
-from chats.models import Chat, Membership, Message, MessageEdit, Reaction
+from chats.models import Chat, Membership, Message, MessageEdit, Reaction, Subscription
+from feeds.models import LargeChannel
 from ops import admin_tools
 from tests.conftest import receive_until, ws_connect
 
@@ -440,7 +441,15 @@ def _instances(make_user) -> dict[str, object]:
         # Rows as an upload leaves them (the stored bytes do not matter to the console).
         "attachments.upload": Upload.objects.create(owner=owner, blob=blob, kind="file", name="notes.txt", size=4),
         "attachments.blob": blob,
+        "chats.subscription": _subscription(owner, member),
+        "feeds.largechannel": LargeChannel.objects.create(channel_id=group.id),
     }
+
+
+def _subscription(owner, reader):
+    channel = services.create_channel(user_id=owner.id, title="console channel", handle=f"c{uuid.uuid4().hex[:8]}")
+    services.subscribe(user_id=reader.id, chat_id=channel.id)
+    return Subscription.objects.get(chat=channel, user=reader)
 
 
 def _add_values(model_label: str, make_user) -> dict[str, str]:
@@ -467,6 +476,9 @@ ALLOWED = {
     # Uploads come from the API, references from messages, removal from deletes and the purge.
     "attachments.upload": set(),
     "attachments.blob": set(),
+    # Subscriptions move the channels' counts: only the API changes them. The read model is the workers'.
+    "chats.subscription": set(),
+    "feeds.largechannel": set(),
 }
 
 
