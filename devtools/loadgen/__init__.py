@@ -25,10 +25,24 @@ come from the tables' own sequences (``nextval``), so no ``setval`` is needed af
 the tables are vacuumed and analyzed at the end (only analyzed inside a transaction, as in
 tests).
 
+``seed_data --feed`` loads the feed's data set instead (:mod:`.feed`): the same users, channels
+with power-law audiences, their posts and the read model the feed's handlers would have left.
+
 A development tool (see :mod:`devtools`): not in the production image.
 """
 
+from .feed import FeedLoader, FeedPlan, FeedReport, load_users
 from .loader import Loader, LoadReport
 from .plan import LOAD_PASSWORD, LoadPlan, username
 
-__all__ = ["LOAD_PASSWORD", "LoadPlan", "LoadReport", "Loader", "username"]
+__all__ = [
+    "LOAD_PASSWORD",
+    "FeedLoader",
+    "FeedPlan",
+    "FeedReport",
+    "LoadPlan",
+    "LoadReport",
+    "Loader",
+    "load_users",
+    "username",
+]

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import time
 from pathlib import Path
 from types import ModuleType
 
 from django.apps import apps
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
@@ -116,8 +118,19 @@ class Command(BaseCommand):
             "--big-chat-messages", type=int, help="Messages in chat 1, a group (default: a tenth of --messages)."
         )
 
+        feed = parser.add_argument_group(
+            "feed mode (--feed; needs the devtools app): channels, subscriptions, posts and the feed's read model"
+        )
+        feed.add_argument("--feed", action="store_true", help="Load the feed data set (the sizes below).")
+        feed.add_argument("--feed-users", type=int, default=1_000_000)
+        feed.add_argument("--feed-channels", type=int, default=10_000)
+        feed.add_argument("--feed-posts", type=int, default=5_000_000)
+        feed.add_argument("--feed-subscriptions", type=int, default=20_000_000)
+
     def handle(self, *args, **options):
-        if any(options.get(name) is not None for name in LOAD_OPTIONS):
+        if options.get("feed"):
+            self._load_feed(options)
+        elif any(options.get(name) is not None for name in LOAD_OPTIONS):
             self._load(options)
         else:
             self._demo()
@@ -159,6 +172,40 @@ class Command(BaseCommand):
         self.stdout.write(f"Load users {first}..{last}  password={loadgen.LOAD_PASSWORD}")
         if report.users:
             self.stdout.write(f"  (the one hash shared by the {report.users:,} users created now: {password_hash})")
+
+    def _load_feed(self, options) -> None:
+        loadgen = bulk_loader()
+        try:
+            plan = loadgen.FeedPlan.build(
+                users=options["feed_users"],
+                channels=options["feed_channels"],
+                posts=options["feed_posts"],
+                subscriptions=options["feed_subscriptions"],
+                fanout_max=settings.FEED_FANOUT_MAX,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        large = sum(plan.large(c) for c in range(plan.channels))
+        self.stdout.write(
+            f"Loading the feed set: {plan.users:,} users, {plan.channels:,} channels ({large:,} over FEED_FANOUT_MAX="
+            f"{plan.fanout_max:,}; the biggest {plan.subscribers(0):,} subscribers), {plan.posts:,} posts, "
+            f"about {plan.subscriptions:,} subscriptions."
+        )
+        self.stdout.flush()
+        started = time.monotonic()
+        user_ids = loadgen.load_users(
+            plan.users, password_hash=make_password(loadgen.LOAD_PASSWORD), stream=self.stderr
+        )
+        self.stdout.write(f"  {'users':<42} {time.monotonic() - started:8.1f} s")
+        report = loadgen.FeedLoader(plan, user_ids=user_ids, progress_stream=self.stderr).run()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Created {report.channels:,} channels, {report.subscriptions:,} subscriptions, {report.posts:,} posts, "
+                f"{report.feed_rows:,} feed rows (existing channels were kept)."
+            )
+        )
+        for phase, seconds in report.seconds.items():
+            self.stdout.write(f"  {phase:<42} {seconds:8.1f} s")
 
     def _demo(self) -> None:
         users = {name: self._user(name) for name in DEMO_USERS}
