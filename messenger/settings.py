@@ -86,6 +86,8 @@ INSTALLED_APPS = [
     "chats",
     "feeds",
     "webclient",
+    # Generic infrastructure: the transactional outbox, its relay, the worker and handlers.
+    "outbox",
 ]
 # Development tools (the bench data loader, devtools/__init__.py): present in a checkout,
 # left out of the production image by .dockerignore, installed exactly when present.
@@ -177,6 +179,40 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Outbox, broker and worker (outbox/, docs/ARCHITECTURE.md "Commands, events and the outbox")
+# Unset: the embedded default, "inline": each server process (and run_worker) runs the handlers
+# from the outbox table itself. amqp://...: RabbitMQ through dramatiq; run_worker publishes the
+# outbox to it and consumes it.
+BROKER_URL = os.environ.get("BROKER_URL", "").strip()
+if BROKER_URL and not BROKER_URL.startswith(("amqp://", "amqps://")):
+    raise ImproperlyConfigured("BROKER_URL must be an amqp:// or amqps:// URL (RabbitMQ), or unset.")
+# Prefix of the RabbitMQ queue names ("<prefix>.outbox", its .DQ and .XQ): deployments (and test
+# runs) sharing one RabbitMQ need different ones.
+BROKER_QUEUE_PREFIX = os.environ.get("BROKER_QUEUE_PREFIX", "messenger").strip() or "messenger"
+# A failing handler is retried this many times (so runs at most 1 + this), with exponential
+# backoff from MIN to MAX milliseconds (jittered), then parked as a dead letter.
+OUTBOX_MAX_RETRIES = env_int("OUTBOX_MAX_RETRIES", 5)
+OUTBOX_MIN_BACKOFF_MS = env_int("OUTBOX_MIN_BACKOFF_MS", 1000)
+OUTBOX_MAX_BACKOFF_MS = env_int("OUTBOX_MAX_BACKOFF_MS", 300_000)
+# Rows one relay claims per transaction, and how long it waits for a NOTIFY before polling anyway.
+OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 100)
+OUTBOX_POLL_MS = env_int("OUTBOX_POLL_MS", 1000)
+# Days the (handler, event) marks are kept that make a second delivery a no-op: longer than any
+# dead letter waits for a replay (RabbitMQ keeps them 7 days; dead inline rows keep theirs).
+OUTBOX_PROCESSED_RETENTION_DAYS = env_int("OUTBOX_PROCESSED_RETENTION_DAYS", 30)
+# Inline transport only: whether server processes (python -m runtime.serve, daphne) run the relay.
+OUTBOX_SERVER_RELAY = env_bool("OUTBOX_SERVER_RELAY", True)
+# Modules imported for their @outbox.handler registrations besides every app's handlers module
+# (tests name their sample handlers here, so worker subprocesses register them too).
+OUTBOX_EXTRA_HANDLERS = env_list("OUTBOX_EXTRA_HANDLERS", [])
+# run_worker: handler threads, and the port of its Prometheus metrics (0: none).
+WORKER_THREADS = env_int("WORKER_THREADS", 4)
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 9100)
+if min(OUTBOX_MAX_RETRIES, OUTBOX_MIN_BACKOFF_MS, OUTBOX_BATCH_SIZE - 1, OUTBOX_POLL_MS - 1, WORKER_THREADS - 1) < 0:
+    raise ImproperlyConfigured("OUTBOX_* and WORKER_THREADS must be positive (OUTBOX_MAX_RETRIES may be 0).")
+if OUTBOX_MAX_BACKOFF_MS < OUTBOX_MIN_BACKOFF_MS:
+    raise ImproperlyConfigured("OUTBOX_MAX_BACKOFF_MS must be at least OUTBOX_MIN_BACKOFF_MS.")
 
 # --- Auth -----------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -390,6 +426,8 @@ LOGGING = {
         "django": {"handlers": [], "propagate": True},
         # Its SQL parameters include stored refresh tokens; redacted on the record itself.
         "django.db.backends": {"filters": ["redact_secrets"]},
+        # pika logs every connection step at INFO; its warnings and errors are what matter.
+        "pika": {"level": "WARNING"},
     },
 }
 

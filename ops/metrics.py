@@ -26,6 +26,9 @@ Instrumentation points, so the numbers mean one thing:
   the backing services seen by HTTP views, socket commands and the channel layer.
 * ``messenger_http_requests_total`` / ``messenger_http_request_duration_seconds`` -- per route
   template (``api/chats/<pk>/messages``, never the raw path, so the label set stays small).
+* ``messenger_outbox_*`` / ``messenger_worker_*`` -- the outbox, its relays and the worker; defined
+  and described in ``outbox/metrics.py`` (same registry: a server's ``/metrics`` shows its inline
+  relay's, ``run_worker`` serves its own on ``WORKER_METRICS_PORT``).
 """
 
 from __future__ import annotations

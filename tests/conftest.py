@@ -106,6 +106,9 @@ def _fast_and_isolated(settings):
     settings.SOCKET_CONNECTS_PER_ADDRESS = 0
     settings.CHAT_CHANGE_RATE_LIMIT = 0  # likewise the chat-change limits (tests/security/test_action_floods.py)
     settings.GROUP_CREATE_DAILY_LIMIT = 0
+    # No inline outbox relay in the test process when a test calls the ASGI application: the
+    # outbox tests run relays and workers they start themselves (tests/outbox).
+    settings.OUTBOX_SERVER_RELAY = False
     layers = copy.deepcopy(settings.CHANNEL_LAYERS)
     if "CONFIG" in layers["default"]:
         layers["default"]["CONFIG"]["prefix"] = RUN_PREFIX

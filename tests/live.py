@@ -54,6 +54,8 @@ def child_env(**extra: str) -> dict[str, str]:
         CACHE_PREFIX=RUN_PREFIX,
         SOCKET_CONNECTS_PER_USER="0",
         SOCKET_CONNECTS_PER_ADDRESS="0",
+        # A server's inline outbox relay would take the rows of the outbox tests' own workers.
+        OUTBOX_SERVER_RELAY="false",
     )
     env.update(extra)
     return env

@@ -58,4 +58,3 @@ def test_the_feed_set_is_consistent_and_read_by_the_feed(settings):
     # A rerun adds nothing.
     assert "Created 0 channels, 0 subscriptions, 0 posts, 0 feed rows" in _seed()
     assert Subscription.objects.count() == total
-

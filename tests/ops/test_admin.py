@@ -31,6 +31,8 @@ from chats import services
 from chats.models import Chat, Membership, Message, MessageEdit, Reaction, Subscription
 from feeds.models import LargeChannel
 from ops import admin_tools
+from outbox import record
+from outbox.models import OutboxEvent
 from tests.conftest import receive_until, ws_connect
 
 _seq = itertools.count(1)
@@ -38,6 +40,11 @@ _seq = itertools.count(1)
 
 def populate(n: int) -> None:
     """n (>= 2) more of every kind of row an admin list shows, each with its foreign keys filled."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        ids = [record("ops.sample", {"n": i}, key=f"k:{i}") for i in range(n)]
+    OutboxEvent.objects.filter(pk=ids[0]).update(dead_at=OutboxEvent.objects.get(pk=ids[0]).created_at)
     users = User.objects.bulk_create(
         [
             User(username=f"ops{i}_{uuid.uuid4().hex[:6]}", email=f"ops{next(_seq)}_{uuid.uuid4().hex[:6]}@example.com")
@@ -439,6 +446,7 @@ def _instances(make_user) -> dict[str, object]:
         "token_blacklist.outstandingtoken": outstanding,
         "token_blacklist.blacklistedtoken": BlacklistedToken.objects.create(token=other),
         # Rows as an upload leaves them (the stored bytes do not matter to the console).
+        "outbox.outboxevent": OutboxEvent.objects.get(pk=_recorded()),
         "attachments.upload": Upload.objects.create(owner=owner, blob=blob, kind="file", name="notes.txt", size=4),
         "attachments.blob": blob,
         "chats.subscription": _subscription(owner, member),
@@ -450,6 +458,13 @@ def _subscription(owner, reader):
     channel = services.create_channel(user_id=owner.id, title="console channel", handle=f"c{uuid.uuid4().hex[:8]}")
     services.subscribe(user_id=reader.id, chat_id=channel.id)
     return Subscription.objects.get(chat=channel, user=reader)
+
+
+def _recorded() -> int:
+    from django.db import transaction
+
+    with transaction.atomic():
+        return record("ops.sample", {"n": 0})
 
 
 def _add_values(model_label: str, make_user) -> dict[str, str]:
@@ -479,6 +494,8 @@ ALLOWED = {
     # Subscriptions move the channels' counts: only the API changes them. The read model is the workers'.
     "chats.subscription": set(),
     "feeds.largechannel": set(),
+    # Written by outbox.record, delivered and removed by the relays, dead letters by manage.py dlq.
+    "outbox.outboxevent": set(),
 }
 
 

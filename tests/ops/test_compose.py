@@ -77,11 +77,13 @@ def block(text: str, opening: str) -> str:
 
 
 def test_services():
-    assert set(SERVICES) == {"postgres", "redis", "minio", "createbucket", "migrate", "purge", *APPS, "nginx"}
+    assert set(SERVICES) == {
+        "postgres", "redis", "minio", "createbucket", "migrate", "purge", *APPS, "nginx", "rabbitmq", "worker",
+    }  # fmt: skip
     assert SERVICES["nginx"]["image"].startswith("nginx:1.27-alpine")
 
 
-@pytest.mark.parametrize("name", ["postgres", "redis", "minio"])
+@pytest.mark.parametrize("name", ["postgres", "redis", "minio", "rabbitmq"])
 def test_backing_services_keep_data_in_named_volumes_and_have_healthchecks(name):
     service = SERVICES[name]
     assert service["healthcheck"]["test"]
@@ -106,6 +108,38 @@ def test_two_identical_app_replicas_after_migrate_and_healthy_backends():
     assert first["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert first["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "ports" not in first, "replicas are reached through nginx only"
+
+
+def test_workers_run_the_outbox_worker_in_two_replicas_after_migrate_on_a_healthy_broker():
+    """The worker service: the image, the app's settings plus its own, run_worker, two replicas,
+    started after migrations with RabbitMQ healthy, checked on its metrics port."""
+    worker = SERVICES["worker"]
+    assert worker["image"] == SERVICES["app1"]["image"] and worker["build"] == SERVICES["app1"]["build"]
+    assert re.findall(r"manage\.py\s+(\w+)", " ".join(worker["command"])) == ["run_worker"]
+    assert "run_worker" in get_commands()
+    assert worker["deploy"]["replicas"] == 2
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert worker["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    environment = worker["environment"]
+    assert {k: v for k, v in environment.items() if k in SERVICES["app1"]["environment"]} == SERVICES["app1"][
+        "environment"
+    ]
+    port = environment["WORKER_METRICS_PORT"]
+    assert f"127.0.0.1:{port}/metrics" in " ".join(worker["healthcheck"]["test"]) and port in worker["expose"]
+    assert set(environment) <= env_names_read_by_the_project(), set(environment) - env_names_read_by_the_project()
+    assert "ports" not in worker
+
+
+def test_the_apps_and_workers_share_one_broker_the_apps_do_not_wait_for():
+    """The replicas record events in the database only: a RabbitMQ outage never blocks a write."""
+    url = SERVICES["app1"]["environment"]["BROKER_URL"]
+    assert url.startswith("amqp://") and "@rabbitmq:5672/" in url
+    user, password = url.removeprefix("amqp://").split("@")[0].split(":")
+    rabbit = SERVICES["rabbitmq"]["environment"]
+    assert (rabbit["RABBITMQ_DEFAULT_USER"], rabbit["RABBITMQ_DEFAULT_PASS"]) == (user, password)
+    assert "guest" not in url  # RabbitMQ lets "guest" in from its own host only
+    assert "rabbitmq" not in SERVICES["app1"]["depends_on"]
+    assert SERVICES["worker"]["environment"]["BROKER_URL"] == url
 
 
 def test_every_service_healthy_condition_points_at_a_service_with_a_healthcheck():
@@ -358,7 +392,7 @@ def test_the_image_context_of_this_tree_is_the_product():
     development = ("tests/", "bench/", "devtools/", "docs/screenshots/", ".venv/", ".data/")
     assert not [path for path in context if path.startswith(development)]
     assert not [path for path in context if path.endswith((".sqlite3", ".pyc"))]
-    for app in ("accounts", "chats", "messenger", "webclient"):
+    for app in ("accounts", "chats", "messenger", "webclient", "outbox"):
         sources = [p.relative_to(ROOT).as_posix() for p in (ROOT / app).rglob("*.py") if "__pycache__" not in p.parts]
         assert sources and set(sources) <= set(context), app
     # The product never imports the development packages at module level (seed_data imports the
@@ -476,3 +510,10 @@ def test_nginx_access_log_has_no_query_string():
     log_format = conf[conf.index("log_format") : conf.index("access_log")]
     assert "$uri" in log_format and "$request_uri" not in log_format and "$args" not in log_format
     assert "$request " not in log_format and '$request"' not in log_format
+
+
+def test_env_example_documents_every_variable_the_project_reads():
+    """STYLE.md: .env.example documents every variable (settings.py and the server entry point)."""
+    documented = (ROOT / ".env.example").read_text()
+    missing = sorted(name for name in env_names_read_by_the_project() if not re.search(rf"\b{name}=", documented))
+    assert missing == []
