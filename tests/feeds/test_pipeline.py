@@ -2,13 +2,15 @@
 processes (issue 14): posts and subscriptions made here reach the subscribers' feeds through
 workers started by the test, under both transports (inline: the workers run the handlers from
 the outbox table; broker: they publish it to RabbitMQ and consume it), with a worker SIGKILLed
-in the middle of the stream and its replacement started: nothing lost, nothing twice."""
+in the middle of the stream and its replacement started: nothing lost, nothing twice; and with
+RabbitMQ unreachable, posts still commit and the feeds catch up when it returns."""
 
 from __future__ import annotations
 
 import itertools
 import threading
 
+import pika
 import pytest
 
 from chats import services
@@ -16,6 +18,7 @@ from feeds import selectors
 from feeds.models import FeedEntry
 from outbox.models import ProcessedEvent
 from tests.outbox.conftest import kill, metric_value, metrics, outbox_rows, wait_until
+from tests.outbox.proxy import TcpProxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,3 +83,37 @@ def test_posts_reach_every_subscribers_feed_once_through_workers_one_of_them_kil
         "the unsubscribed feed emptied",
         processes=workers.started,
     )
+
+
+@pytest.mark.parametrize("transport_name", ["broker"])
+def test_with_rabbitmq_down_posts_commit_and_the_feeds_catch_up_when_it_returns(make_user, rabbitmq, workers):
+    host, port = "127.0.0.1", pika.URLParameters(rabbitmq).port
+    proxy = TcpProxy(host, port)  # starts down: the worker cannot reach the broker
+    try:
+        worker = workers.start(threads=2, BROKER_URL=rabbitmq.replace(f":{port}/", f":{proxy.port}/"))
+        owner = make_user()
+        channel = services.create_channel(user_id=owner.id, title="Offline", handle=f"offline{next(_keys)}x")
+        readers = [make_user() for _ in range(5)]
+        for reader in readers:
+            services.subscribe(user_id=reader.id, chat_id=channel.id)
+        posted = [
+            services.send_message(user_id=owner.id, chat_id=channel.id, client_id=f"o{n}", text=f"{n}").message.id
+            for n in range(10)
+        ]
+        assert outbox_rows() == 15  # the commands committed; their events wait in the outbox
+        wait_until(
+            lambda: metric_value(metrics(worker), "messenger_outbox_publish_failures_total") >= 1,
+            "a failed publish",
+            processes=[worker],
+        )
+        assert FeedEntry.objects.count() == 0
+        proxy.up()
+        expected = {(reader.id, post) for reader in readers for post in posted}
+        wait_until(
+            lambda: FeedEntry.objects.count() >= len(expected) and outbox_rows() == 0,
+            "the feeds caught up",
+            processes=[worker],
+        )
+        assert set(FeedEntry.objects.values_list("user_id", "post_id")) == expected
+    finally:
+        proxy.down()
