@@ -923,10 +923,8 @@ function routeFromHash() {
  * watching it for live posts.
  */
 async function routeChannel(channelId) {
-  const held = state.chats.get(channelId);
   if (channels.section() === "feed") channels.showSection("channels");
-  if (held) {
-    channels.load(channelId).catch(() => {});
+  if (state.chats.has(channelId)) {
     selectChat(channelId);
     return;
   }
@@ -1027,6 +1025,8 @@ async function selectChat(chatId) {
   const chat = state.chats.get(chatId);
   if (!chat) return;
   const switching = state.openChatId !== chatId;
+  // A channel's object (handle, subscribers, my subscription) is read fresh on every open.
+  if (switching && chat.kind === "channel" && !chat.reader) channels.load(chatId).catch(() => {});
   leaveOpenChat(chatId);
   state.openChatId = chatId;
   if (state.feedOpen) {

@@ -236,7 +236,8 @@ function renderChannelControls(chat) {
     subscribe.classList.toggle("primary", !info.subscribed);
     subscribe.setAttribute("aria-pressed", String(Boolean(info.subscribed)));
   }
-  $("invite-btn").hidden = !(staff && info?.invite_token);
+  // A public channel is found by its handle; a private one is joined by its invite link.
+  $("invite-btn").hidden = !(staff && info && !info.public && info.invite_token);
   const readOnly = channel && !staff;
   $("composer").hidden = readOnly;
   const hint = $("channel-hint");
