@@ -1125,6 +1125,7 @@ const channels = setupChannels({
       renderMessages(); // may they like posts now?
     }
   },
+  subscriptionChanged: () => feed.resync(),
 });
 
 /** Likes a post (or takes the like back): PROTOCOL.md §10 "Channels". Resolves with the answer or null. */

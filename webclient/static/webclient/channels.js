@@ -44,9 +44,10 @@ function explain(error) {
 /**
  * Wires the Channels section. `open(channelId)` opens a channel, `section(name)` is told when
  * the user picks a section (the app routes: Feed opens the feed), `changed(channel)` when a
- * channel object changed (subscribed, counted, fetched).
+ * channel object changed (subscribed, counted, fetched), `subscriptionChanged(channel)` when I
+ * subscribed or unsubscribed.
  */
-export function setupChannels({ session, open, section, changed }) {
+export function setupChannels({ session, open, section, changed, subscriptionChanged }) {
   const channels = new Map(); // id -> the channel object, as last read
   let mine = []; // ids of the channels I subscribe to or run, most recent activity first
   let results = null; // ids of the search's results, or null when no search is shown
@@ -89,6 +90,7 @@ export function setupChannels({ session, open, section, changed }) {
       );
       const channel = remember({ id, subscribed: answer.subscribed, subscribers_count: answer.subscribers_count });
       changed(channel);
+      if (answer.changed) subscriptionChanged(channel);
       refreshMine().catch(() => {});
       return channel;
     } finally {

@@ -5,7 +5,7 @@
 // The feed is eventually consistent (its worker adds a post shortly after it is sent), so the
 // reload asks again a few times until the announced post is in it.
 
-import { $, el, formatTime } from "./dom.js";
+import { $, announce, el, formatTime } from "./dom.js";
 import { renderAttachments } from "./media.js";
 import { isLike, likeButton, showLike } from "./view.js";
 
@@ -38,7 +38,10 @@ export function setupFeed({ session, open, like, subscribed }) {
   }
 
   function renderPill() {
-    $("new-posts").hidden = !(visible && loaded && announced);
+    const pill = $("new-posts");
+    const show = Boolean(visible && loaded && announced);
+    if (show && pill.hidden) announce("New posts in your feed");
+    pill.hidden = !show;
   }
 
   /** Whether the feed holds the post announced as (channelId, seq), or a later one of it. */
@@ -279,7 +282,7 @@ export function setupFeed({ session, open, like, subscribed }) {
       observer.unobserve($("feed-sentinel"));
       renderPill();
     },
-    /** After a reconnect: announcements may have been missed; reload if shown. */
+    /** After a reconnect (announcements may have been missed) or a subscription change: reload if shown. */
     resync() {
       if (visible) reload();
       else loaded = false;
