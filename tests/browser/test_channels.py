@@ -25,7 +25,7 @@ except ImportError:
     )
 
 from .conftest import LiveServer, User
-from .pages import expect_online, message, send
+from .pages import PHONE, expect_online, message, send
 
 pytestmark = pytest.mark.browser
 
@@ -232,3 +232,29 @@ def test_joining_a_private_channel_by_its_invite_link(open_page, daphne_server: 
     expect(reader.get_by_label("Message", exact=True)).to_be_hidden()
     expect(channel_row(reader, "my-channels", "Inner Circle")).to_be_visible()
     expect(owner.locator("#chat-subtitle")).to_have_text(re.compile("Private channel"))
+
+
+def test_phone_width_shows_the_sections_one_pane_at_a_time(open_page, daphne_server: LiveServer):
+    """On a phone the sections, a channel and the feed take the whole screen in turn; Back returns."""
+    owner_user = daphne_server.register("olga")
+    reader_user = daphne_server.register("rick")
+    channel = create_channel(daphne_server, owner_user, "Pocket News", "PocketNews")
+    post(daphne_server, owner_user, channel["id"], "Small screens too")
+    reader = open_page(reader_user, viewport=PHONE)
+
+    section(reader, "Channels")
+    reader.get_by_label("Search public channels").fill("@pocket")
+    channel_row(reader, "channel-results", "Pocket News").locator(".channel-open").click()
+    expect(message(reader, "Small screens too")).to_be_visible()
+    expect(reader.locator("#sidebar")).to_be_hidden()
+    reader.get_by_role("button", name="Back to chats").click()
+    expect(reader.locator("#sidebar")).to_be_visible()
+    expect(reader.locator("#chat-view")).to_be_hidden()
+
+    reader.get_by_role("tab", name="Feed", exact=True).click()
+    expect(reader.get_by_role("heading", name="Feed", exact=True)).to_be_visible()
+    expect(reader.locator("#sidebar")).to_be_hidden()
+    expect(reader.locator("#feed-status")).to_contain_text("No posts yet")
+    reader.get_by_role("button", name="Back to the sections").click()
+    expect(reader.locator("#sidebar")).to_be_visible()
+    expect(reader.get_by_role("tab", name="Feed", exact=True)).to_be_focused()
