@@ -251,6 +251,12 @@ class Reaction(models.Model):
                 fields=["message", "user", "emoji"], name="chats_reaction_message_user_emoji_unique"
             ),
         ]
+        indexes = [
+            # The popular posts (feeds.popular): the likes of the last day, by time.
+            models.Index(
+                fields=["created_at"], name="chats_reaction_like_time", condition=models.Q(emoji="\u2764\ufe0f")
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.emoji} by {self.user_id} on {self.message_id}"

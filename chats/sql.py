@@ -15,6 +15,7 @@ import datetime as dt
 import json
 from typing import NamedTuple
 
+from outbox import record_sql
 from runtime.plans import Statement
 
 
@@ -329,6 +330,15 @@ _ATTACHMENTS_JSON = """(SELECT COALESCE(jsonb_agg(jsonb_build_object(
     JOIN attachments_upload u ON u.id = w.id JOIN attachments_blob b ON b.id = u.blob_id)"""
 
 
+# The domain events the feed workers follow (feeds/handlers.py), recorded inside the statements
+# that make the change (``outbox.record_sql``): a post, a deleted post, a like or unlike of a
+# post. Only channels record them; for any other chat the CTE inserts nothing.
+_POST_CREATED = record_sql(
+    "SELECT 'post.created' AS type, jsonb_build_object('post_id', stored.id, 'channel_id', claim.id) AS payload,"
+    " 'channel:' || claim.id AS key FROM claim CROSS JOIN stored WHERE claim.kind = 'channel'"
+)
+
+
 def _send_sql(*, attached: bool) -> str:
     own = f"\n      AND {_OWN_UPLOADS}" if attached else ""
     column, value = (", attachments", f", {_ATTACHMENTS_JSON}") if attached else ("", "")
@@ -352,7 +362,7 @@ WITH claim AS (
       AND NOT EXISTS (SELECT 1 FROM chats_message x WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s)
       AND NOT {_PEER_INACTIVE}
       AND {_LIVE_REPLY}{own}
-    RETURNING id, last_seq, version, last_activity_at, read_all_seq, ({_MEMBER.format(col="m.last_read_seq")}) AS my_read
+    RETURNING id, kind, last_seq, version, last_activity_at, read_all_seq, ({_MEMBER.format(col="m.last_read_seq")}) AS my_read
 ),
 stored AS (
     INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at, version, reply_to_seq{column})
@@ -363,7 +373,8 @@ mine AS (
     UPDATE chats_membership SET last_read_seq = claim.last_seq FROM claim
     WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(user)s
       AND chats_membership.last_read_seq < claim.last_seq
-){extra}
+),
+announced AS ({_POST_CREATED}){extra}
 SELECT claim.last_seq, claim.read_all_seq, claim.my_read, stored.id, claim.version, claim.last_activity_at,
        r.sender_id, left(r.text, 100),
        NULL::bigint, NULL::bigint, NULL::bigint, NULL::varchar, NULL::text, NULL::timestamptz, NULL::bigint
@@ -581,15 +592,20 @@ RETURNING bump.version
     Changed,
 )
 
+_POST_DELETED = record_sql(
+    "SELECT 'post.deleted' AS type, jsonb_build_object('post_id', t.id, 'channel_id', %(chat)s::bigint) AS payload,"
+    " 'channel:' || %(chat)s AS key FROM tombstones t CROSS JOIN bump WHERE bump.kind = 'channel'"
+)
+
 # Delete for everyone: tombstones (content, reactions and edit history erased), out of the pins,
 # one version for the whole batch.
 DELETE = Statement(
-    """
+    f"""
 WITH bump AS (
     UPDATE chats_chat SET version = version + 1,
         pinned_seqs = ARRAY(SELECT p.s FROM unnest(pinned_seqs) WITH ORDINALITY AS p(s, o)
                             WHERE p.s <> ALL(%(seqs)s::bigint[]) ORDER BY p.o)
-    WHERE id = %(chat)s RETURNING version, pinned_seqs
+    WHERE id = %(chat)s RETURNING kind, version, pinned_seqs
 ),
 edits AS (DELETE FROM chats_messageedit WHERE message_id = ANY(%(ids)s::bigint[])),
 reactions AS (DELETE FROM chats_reaction WHERE message_id = ANY(%(ids)s::bigint[])),
@@ -600,10 +616,11 @@ tombstones AS (
         forward_sender_id = NULL, forward_sender_username = NULL, forward_created_at = NULL, version = bump.version
     FROM bump WHERE m.id = ANY(%(ids)s::bigint[])
     RETURNING m.id
-)
+),
+announced AS ({_POST_DELETED})
 SELECT bump.version, bump.pinned_seqs, (SELECT array_agg(DISTINCT upload_id) FROM files)
 FROM bump WHERE EXISTS (SELECT 1 FROM tombstones)
-""",
+""",  # constant SQL fragments only; every value is a bound parameter  # nosec B608
     Deleted,
 )
 
@@ -626,16 +643,30 @@ RETURNING b.id, b.refs
     Released,
 )
 
-# A reaction added or removed, the message's counts recounted from the rows (the rows this
-# statement changes included), one version -- or nothing at all when it changed no row.
-_RECOUNT = """
-bump AS (UPDATE chats_chat SET version = version + 1 WHERE id = %(chat)s AND EXISTS (SELECT 1 FROM changed) RETURNING version)
+LIKE = "\u2764\ufe0f"  # ❤️: a channel post's like is this reaction (the same rows, events and change log)
+
+
+def _recount(*, adds: bool) -> str:
+    """The tail of a reaction's add or remove: the message's counts recounted from the rows (the
+    rows this statement changes included), one version -- or nothing at all when it changed no
+    row; a like of a channel post (the ❤️ reaction) recorded as ``post.liked``."""
+    liked = "true" if adds else "false"
+    announce = record_sql(
+        "SELECT 'post.liked' AS type, jsonb_build_object('post_id', %(message)s::bigint, 'channel_id', %(chat)s::bigint,"
+        f" 'user_id', %(user)s::bigint, 'liked', {liked}) AS payload, 'channel:' || %(chat)s AS key"  # constants only  # nosec B608
+        f" FROM bump WHERE bump.kind = 'channel' AND %(emoji)s = '{LIKE}'"  # constants only  # nosec B608
+    )
+    return f"""
+bump AS (UPDATE chats_chat SET version = version + 1 WHERE id = %(chat)s AND EXISTS (SELECT 1 FROM changed) RETURNING kind, version),
+announced AS ({announce})
 UPDATE chats_message m SET version = bump.version, reactions = COALESCE((
     SELECT jsonb_agg(jsonb_build_array(e.emoji, e.n) ORDER BY e.n DESC, e.first)
     FROM (SELECT emoji, count(*) AS n, min(id) AS first FROM counted GROUP BY emoji) AS e), '[]'::jsonb)
 FROM bump WHERE m.id = %(message)s
 RETURNING bump.version, m.reactions
-"""
+"""  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+
+
 REACTION_ADD = Statement(
     """
 WITH changed AS (
@@ -644,7 +675,7 @@ WITH changed AS (
 ),
 counted AS (SELECT id, emoji FROM chats_reaction WHERE message_id = %(message)s UNION ALL SELECT id, emoji FROM changed),
 """
-    + _RECOUNT,  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    + _recount(adds=True),  # constant SQL fragments only; every value is a bound parameter  # nosec B608
     Changed,
 )
 REACTION_REMOVE = Statement(
@@ -655,7 +686,7 @@ WITH changed AS (
 ),
 counted AS (SELECT id, emoji FROM chats_reaction WHERE message_id = %(message)s AND id NOT IN (SELECT id FROM changed)),
 """
-    + _RECOUNT,  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+    + _recount(adds=False),  # constant SQL fragments only; every value is a bound parameter  # nosec B608
     Changed,
 )
 
@@ -695,7 +726,7 @@ claim AS (
     UPDATE chats_chat SET last_seq = last_seq + %(count)s, version = version + %(count)s,
         last_activity_at = {_NOW_UNDER_LOCK}
     WHERE id = %(chat)s
-    RETURNING id, last_seq - %(count)s AS base_seq, version - %(count)s AS base_version, last_seq, last_activity_at
+    RETURNING id, kind, last_seq - %(count)s AS base_seq, version - %(count)s AS base_version, last_seq, last_activity_at
 ),
 stored AS (
     INSERT INTO chats_message (chat_id, seq, sender_id, kind, text, client_id, created_at, version,
@@ -718,7 +749,8 @@ mine AS (
     UPDATE chats_membership SET last_read_seq = claim.last_seq FROM claim
     WHERE chats_membership.chat_id = claim.id AND chats_membership.user_id = %(user)s
       AND chats_membership.last_read_seq < claim.last_seq
-)
+),
+announced AS ({_POST_CREATED})
 SELECT id, seq FROM stored ORDER BY seq
 """,  # constant SQL fragments only; every value is a bound parameter  # nosec B608
     Forwarded,

@@ -17,7 +17,7 @@ from django.db import connection
 
 from chats.services.channels import LIKE
 
-from . import cache
+from . import cache, popular
 
 FIRST_PAGE = 20
 MAX_PAGE = 100
@@ -132,17 +132,26 @@ SELECT m.id, m.chat_id, c.title, c.handle, m.seq, m.sender_id, m.text, m.attachm
        EXISTS (SELECT 1 FROM chats_reaction r WHERE r.message_id = m.id AND r.user_id = %(user)s AND r.emoji = %(like)s)
 FROM chats_message m
 JOIN chats_chat c ON c.id = m.chat_id
-JOIN chats_subscription s ON s.chat_id = m.chat_id AND s.user_id = %(user)s
+{scope}
 WHERE m.id = ANY(%(ids)s::bigint[]) AND m.kind = 'text' AND m.deleted_at IS NULL
-ORDER BY m.id DESC
+ORDER BY {order}
 """
+# Which posts a reader is shown: of the channels they subscribe to (the feed), or of public ones.
+_SUBSCRIBED = "JOIN chats_subscription s ON s.chat_id = m.chat_id AND s.user_id = %(user)s"
+_PUBLIC = "AND c.kind = 'channel' AND c.handle IS NOT NULL"
 
 
-def _posts(user_id: int, ids: list[int]) -> list[FeedPost]:
+def _posts(user_id: int, ids: list[int], *, public: bool = False) -> list[FeedPost]:
+    """The live posts among ``ids`` as ``user_id`` sees them, newest first -- or, with
+    ``public``, in the order of ``ids`` and only of public channels (subscribed or not)."""
     if not ids:
         return []
+    query = _POSTS.format(
+        scope=_PUBLIC if public else _SUBSCRIBED,
+        order="array_position(%(ids)s::bigint[], m.id)" if public else "m.id DESC",
+    )
     with connection.cursor() as cursor:
-        cursor.execute(_POSTS, {"user": user_id, "ids": ids, "like": LIKE})
+        cursor.execute(query, {"user": user_id, "ids": ids, "like": LIKE})
         rows = cursor.fetchall()
     posts = []
     for row in rows:
@@ -150,6 +159,12 @@ def _posts(user_id: int, ids: list[int]) -> list[FeedPost]:
         likes = next((count for emoji, count in reactions if emoji == LIKE), 0)
         posts.append(FeedPost(*row[:7], _decoded(row[7]), *row[8:11], likes, row[12]))
     return posts
+
+
+def popular_posts(*, user_id: int, limit: int = FIRST_PAGE) -> list[FeedPost]:
+    """The most liked posts of public channels in the last POPULAR_HOURS (``feeds.popular``'s
+    cached ranking), as ``user_id`` sees them: live ones only, likes read fresh."""
+    return _posts(user_id, popular.ranking()[:limit], public=True)
 
 
 def _decoded(value):

@@ -7,6 +7,7 @@ from rest_framework import serializers
 from attachments.serializers import AttachmentSerializer
 from ops.fields import QueryIntegerField
 
+from .popular import SIZE as POPULAR_SIZE
 from .selectors import FIRST_PAGE, MAX_PAGE
 
 
@@ -43,3 +44,11 @@ class PostSerializer(serializers.Serializer):
 class FeedPageSerializer(serializers.Serializer):
     results = PostSerializer(many=True)
     next_cursor = serializers.IntegerField(allow_null=True, help_text="null: no older posts.")
+
+
+class PopularQuerySerializer(serializers.Serializer):
+    limit = QueryIntegerField(required=False, min_value=1, max_value=POPULAR_SIZE, default=FIRST_PAGE)
+
+
+class PopularSerializer(serializers.Serializer):
+    results = PostSerializer(many=True)

@@ -396,6 +396,10 @@ FEED_FANOUT_MAX = env_int("FEED_FANOUT_MAX", 10_000)
 FEED_CACHE_SECONDS = env_int("FEED_CACHE_SECONDS", 60)
 # A channel's subscribers' sockets hear channel.post at most once per this many seconds.
 CHANNEL_NOTIFY_SECONDS = env_int("CHANNEL_NOTIFY_SECONDS", 5)
+# The popular posts: the most liked posts of public channels over this many hours, ranked again
+# by the worker at most once per POPULAR_REFRESH_SECONDS.
+POPULAR_HOURS = env_int("POPULAR_HOURS", 24)
+POPULAR_REFRESH_SECONDS = env_int("POPULAR_REFRESH_SECONDS", 5)
 # A request body past this many bytes is spooled to disk by Django's ASGI handler (0 would mean
 # never); the upload view's handler writes the file part to disk from its first byte.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024

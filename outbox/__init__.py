@@ -9,13 +9,15 @@ Public API (a contract for the apps; see docs/ARCHITECTURE.md "Commands, events 
   installed app's ``handlers`` module. Each handler runs in its own transaction, at most once
   per event for good (delivery is at least once; effects exactly once), retried on an exception.
 * ``Event`` -- ``id``, ``type``, ``payload``, ``key``, ``created_at``.
+* ``record_sql(events)`` -- the same as SQL for a use case whose change is one statement: a
+  data-modifying CTE that records one event per row of the query ``events``.
 * ``record_step(...)`` -- ``record`` as a ``runtime.plans`` step, for plans the event loop runs
   too: yield it inside an ``Atomic`` sub-plan.
 
 Handlers must not rely on delivery order: read the current state.
 """
 
-from outbox.recording import NotInTransaction, Recorded, record, record_step
+from outbox.recording import NotInTransaction, Recorded, record, record_sql, record_step
 from outbox.registry import Event, handler
 
-__all__ = ["Event", "NotInTransaction", "Recorded", "handler", "record", "record_step"]
+__all__ = ["Event", "NotInTransaction", "Recorded", "handler", "record", "record_sql", "record_step"]

@@ -10,20 +10,27 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from runtime.plans import Fetch, Statement
 
-# The LISTEN/NOTIFY channel relays wait on (spelled out in the statement below). NOTIFY is per
+# The LISTEN/NOTIFY channel relays wait on (spelled out in the trigger of migration 0002). NOTIFY is per
 # database, so test databases and deployments on other databases never wake each other.
 NOTIFY_CHANNEL = "messenger_outbox"
 
-# One statement: the row, and the wake-up, which PostgreSQL delivers only when (and if) the
-# transaction commits. Several NOTIFYs of one transaction with the same payload are sent once.
-_RECORD = """
-WITH recorded AS (
-    INSERT INTO outbox_outboxevent (type, payload, key, created_at, attempts, next_attempt_at, last_error, failed_handlers)
-    VALUES (%(type)s, %(payload)s::jsonb, %(key)s, clock_timestamp(), 0, clock_timestamp(), '', '[]'::jsonb)
-    RETURNING id
-)
-SELECT id FROM recorded, LATERAL (SELECT pg_notify('messenger_outbox', '')) AS wake
+# The columns an event row is inserted with; the row trigger (migration 0002) wakes the relays
+# when, and only if, the transaction commits.
+_INSERT = """INSERT INTO outbox_outboxevent (type, payload, key, created_at, attempts, next_attempt_at, last_error, failed_handlers)"""
+_RECORD = f"""{_INSERT}
+VALUES (%(type)s, %(payload)s::jsonb, %(key)s, clock_timestamp(), 0, clock_timestamp(), '', '[]'::jsonb)
+RETURNING id
 """
+
+
+def record_sql(events: str) -> str:
+    """SQL recording one event per row of the query ``events`` (columns ``type`` text,
+    ``payload`` jsonb, ``key`` text), for a use case that changes state in **one statement**:
+    put it in a data-modifying CTE of that statement (``recorded AS ({record_sql(...)})``), and
+    the events commit or vanish with the change. ``events`` must be constant SQL whose values
+    are bound parameters. Handlers must be registered for every type it can produce."""
+    return f"""{_INSERT}
+    SELECT e.type, e.payload, e.key, clock_timestamp(), 0, clock_timestamp(), '', '[]'::jsonb FROM ({events}) AS e"""  # the caller's constant SQL  # nosec B608
 
 
 class Recorded(NamedTuple):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+import outbox
 from runtime.plans import Plan, run_sync, use_case
 
 from .. import selectors, sql
@@ -113,7 +114,9 @@ def subscribe(*, user_id: int, chat_id: object, invite: str = "") -> Subscriptio
         if not added:
             return SubscriptionResult(chat_id, True, False, _count(cursor, chat_id))
         cursor.execute(_COUNT, {"delta": 1, "chat": chat_id})
-        return SubscriptionResult(chat_id, True, True, cursor.fetchone()[0])
+        count = cursor.fetchone()[0]
+    _record_subscription("channel.subscribed", chat_id=chat_id, user_id=user_id)
+    return SubscriptionResult(chat_id, True, True, count)
 
 
 @transaction.atomic
@@ -129,7 +132,9 @@ def unsubscribe(*, user_id: int, chat_id: object) -> SubscriptionResult:
         )
         if cursor.fetchone() is not None:
             cursor.execute(_COUNT, {"delta": -1, "chat": chat_id})
-            return SubscriptionResult(chat_id, False, True, cursor.fetchone()[0])
+            count = cursor.fetchone()[0]
+            _record_subscription("channel.unsubscribed", chat_id=chat_id, user_id=user_id)
+            return SubscriptionResult(chat_id, False, True, count)
         cursor.execute(
             "SELECT subscribers_count FROM chats_chat WHERE id = %(chat)s AND kind = 'channel' AND (handle IS NOT NULL"
             " OR EXISTS (SELECT 1 FROM chats_membership m WHERE m.chat_id = chats_chat.id AND m.user_id = %(user)s))",
@@ -145,11 +150,25 @@ def unsubscribe_all(*, user_id: int) -> None:
     """End every subscription of a user about to be deleted, keeping each channel's count exact
     (a cascade would delete the rows without moving the counts). Not rate limited."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "WITH gone AS (DELETE FROM chats_subscription WHERE user_id = %s RETURNING chat_id) "
-            "UPDATE chats_chat c SET subscribers_count = c.subscribers_count - 1 FROM gone WHERE c.id = gone.chat_id",
-            [user_id],
-        )
+        cursor.execute(_UNSUBSCRIBE_ALL, {"user": user_id})
+
+
+_UNSUBSCRIBE_ALL = f"""
+WITH gone AS (DELETE FROM chats_subscription WHERE user_id = %(user)s RETURNING chat_id),
+announced AS ({
+    outbox.record_sql(
+        "SELECT 'channel.unsubscribed' AS type, jsonb_build_object('channel_id', chat_id, 'user_id', %(user)s::bigint) AS payload,"
+        " 'channel:' || chat_id AS key FROM gone"
+    )
+})
+UPDATE chats_chat c SET subscribers_count = c.subscribers_count - 1 FROM gone WHERE c.id = gone.chat_id
+"""  # constant SQL fragments only; every value is a bound parameter  # nosec B608
+
+
+def _record_subscription(event_type: str, *, chat_id: int, user_id: int) -> None:
+    """The domain event of a subscription that changed, in its transaction (feeds/handlers.py
+    keeps the subscriber's feed in step)."""
+    outbox.record(event_type, {"channel_id": chat_id, "user_id": user_id}, key=f"channel:{chat_id}")
 
 
 def _is_subscribed(cursor, *, chat_id: int, user_id: int) -> bool:
@@ -167,7 +186,7 @@ def _count(cursor, chat_id: int) -> int:
 
 # --- likes ---------------------------------------------------------------------------------
 
-LIKE = "❤️"  # a like is this reaction: the same rows, events and change log as any other
+LIKE = sql.LIKE  # a like is this reaction: the same rows, events and change log as any other
 
 
 @dataclass(frozen=True)
