@@ -2,8 +2,9 @@
 by page as I scroll, with likes, a link to each post's channel, and a "New posts" pill when a
 channel I follow posts (PROTOCOL.md §7 ``channel.post``, §10 "Feed").
 
-The feed is eventually consistent (its worker adds a post after it is sent), so the test setup
-waits until the feed answers the seeded posts before the browser looks.
+The feed is eventually consistent (its handlers add a post after it is sent), so these tests use
+the live server that runs the outbox relay (``relay_daphne_server``), and the setup waits until
+the feed answers the seeded posts before the browser looks.
 """
 
 from __future__ import annotations
@@ -60,10 +61,11 @@ def shown_texts(page: Page) -> list[str]:
     return posts(page).locator(".text").all_inner_texts()
 
 
-def test_the_feed_scrolls_page_by_page_likes_and_shows_new_posts_live(open_page, daphne_server: LiveServer):
+def test_the_feed_scrolls_page_by_page_likes_and_shows_new_posts_live(open_relay_page, relay_daphne_server: LiveServer):
     """The reader's feed shows the posts of their channels newest first, loads older pages on
     scrolling until there are none (no post twice), likes a post, opens a post's channel, and
     shows a "New posts" pill when a channel they follow posts, which loads the new post on top."""
+    daphne_server = relay_daphne_server
     owner = daphne_server.register("olga")
     reader = daphne_server.register("rick")
     channels = {
@@ -84,7 +86,7 @@ def test_the_feed_scrolls_page_by_page_likes_and_shows_new_posts_live(open_page,
     expected = [f"News {number}" for number in range(PAGE + 5, 0, -1)] + ["Quiet 1"]
     wait_for_feed(daphne_server, reader, expected[0], len(expected))
 
-    page = open_page(reader)
+    page = open_relay_page(reader)
     page.get_by_role("tab", name="Feed", exact=True).click()
     expect(page.get_by_role("heading", name="Feed", exact=True)).to_be_visible()
     expect(posts(page)).to_have_count(PAGE)
