@@ -420,7 +420,9 @@ function onMessage(message, { live }) {
     renderMessages({ stick: message.sender_id === state.me.id });
     renderChatHeader();
     if (live && added && message.sender_id !== state.me.id) {
-      const who = message.kind === "system" ? "" : `${bidiSafe(usernameOf(message.sender_id))}: `;
+      // A channel's posts are the channel's, whoever of its staff wrote them.
+      const author = chat.kind === "channel" ? chatTitle(chat) : usernameOf(message.sender_id);
+      const who = message.kind === "system" ? "" : `${bidiSafe(author)}: `;
       announce(`${who}${messageGist(message)}`);
     }
     maybeMarkRead();

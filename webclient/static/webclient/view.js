@@ -306,6 +306,7 @@ export function renderMessages({ stick = false, toBottom = false } = {}) {
   if (!chat.loaded) status.textContent = "Loading…";
   else if (state.loadingOlder) status.textContent = "Loading older messages…";
   else if (chat.hasOlder) status.textContent = "";
+  else if (chat.kind === "channel") status.textContent = chat.messages.size ? "Beginning of the channel" : "No posts yet.";
   else status.textContent = chat.messages.size ? "Beginning of the conversation" : "No messages yet. Say hello!";
 
   if (toBottom || stick || nearBottom) {
