@@ -25,7 +25,7 @@ except ImportError:
     )
 
 from .conftest import LiveServer, User
-from .pages import PHONE, expect_online, message, send
+from .pages import PHONE, expect_online, message, screenshot, send
 
 pytestmark = pytest.mark.browser
 
@@ -129,6 +129,7 @@ def test_owner_creates_a_channel_and_a_reader_subscribes_reads_live_and_likes(op
     expect(like).to_have_accessible_name("Like, 1 like")
     expect(like_button(owner, "Second post").locator(".like-count")).to_have_text("1")
     expect(like_button(owner, "Second post")).to_have_attribute("aria-pressed", "false")
+    screenshot(reader, "channel")
     second = daphne_server.call(
         "GET", f"/api/chats/{found['id']}/messages?before_seq=100&limit=1", token=reader_user.access
     )["results"][0]

@@ -26,7 +26,7 @@ except ImportError:
     )
 
 from .conftest import LiveServer, User
-from .pages import message
+from .pages import message, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -94,6 +94,7 @@ def test_the_feed_scrolls_page_by_page_likes_and_shows_new_posts_live(open_relay
     first = feed_post(page, "News 25")
     expect(first.locator(".feed-channel")).to_have_text("Big News")
     expect(page.locator("#new-posts")).to_be_hidden()
+    screenshot(page, "feed")
 
     # Scrolling to the end loads the older page, once, and says when there is nothing more.
     page.locator("#feed-sentinel").scroll_into_view_if_needed()

@@ -215,6 +215,7 @@ export function renderChatHeader() {
     subtitle = [info ? channelSummary(info) : "Channel"];
   } else subtitle = ["Direct chat"];
   $("chat-subtitle").replaceChildren(...subtitle);
+  $("chat-subtitle").title = chat.kind === "channel" ? (actions.channelInfo?.(chat.id)?.about ?? "") : "";
   const role = chat.roleOf(state.me.id);
   $("add-member-btn").hidden = !(chat.kind === "group" && (role === "owner" || role === "admin"));
   renderChannelControls(chat);
