@@ -184,6 +184,18 @@ def s3_daphne_server(django_db_setup, django_db_blocker, tmp_path_factory, s3_en
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def relay_daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A live server that also runs the outbox's inline relay, so the feed's handlers (fan-out,
+    ``channel.post``) follow the posts as in production. Module-scoped: it is gone before the
+    outbox tests run, whose own workers must be the only ones taking the outbox's rows (the
+    other servers run no relay, tests/live.py ``child_env``)."""
+    server = LiveServer(tmp_path_factory.mktemp("browser-relay") / "daphne.log", OUTBOX_SERVER_RELAY="true")
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def browser(daphne_server, transactional_db):
     """A fresh Chromium per test. Requested after ``transactional_db``, so it closes before the flush."""
@@ -214,6 +226,12 @@ def open_page(browser, daphne_server: LiveServer):
     Uncaught JavaScript errors on any page fail the test.
     """
     yield from _page_opener(browser, daphne_server)
+
+
+@pytest.fixture
+def open_relay_page(browser, relay_daphne_server: LiveServer):
+    """``open_page`` on the server that runs the outbox relay (the feed's handlers)."""
+    yield from _page_opener(browser, relay_daphne_server)
 
 
 @pytest.fixture

@@ -51,8 +51,8 @@ async function readJson(response) {
   }
 }
 
-async function rawRequest(method, path, { body, token } = {}) {
-  const headers = { Accept: "application/json" };
+async function rawRequest(method, path, { body, token, headers: extra } = {}) {
+  const headers = { Accept: "application/json", ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
   let response;
@@ -184,16 +184,19 @@ export class Session extends EventTarget {
     return this._refreshing;
   }
 
-  /** A JSON request with the access token; on 401 refreshes once and retries. */
-  async request(method, path, body) {
+  /**
+   * A JSON request with the access token; on 401 refreshes once and retries. `headers` are
+   * extra request headers (an `Idempotency-Key`: the retry carries the same one).
+   */
+  async request(method, path, body, { headers } = {}) {
     if (!this.refresh) throw new ApiError(401, { code: "not_authenticated", detail: "Not logged in." });
     if (this.accessExpiresIn() < 5_000) await this.refreshTokens();
     try {
-      return await rawRequest(method, path, { body, token: this.access });
+      return await rawRequest(method, path, { body, token: this.access, headers });
     } catch (error) {
       if (error.status !== 401) throw error;
       await this.refreshTokens();
-      return rawRequest(method, path, { body, token: this.access });
+      return rawRequest(method, path, { body, token: this.access, headers });
     }
   }
 

@@ -4,7 +4,9 @@
 // resend unacknowledged messages, mark read when visible. No framework and no build step.
 
 import { ApiError, Session } from "./api.js";
+import { parseInvite, setupChannels } from "./channels.js";
 import { setupDialogs } from "./dialogs.js";
+import { setupFeed } from "./feed.js";
 import { $, announce, bidiSafe, showToast } from "./dom.js";
 import { formatDuration, messageGist } from "./media.js";
 import { closeMessageMenu, openMessageMenu } from "./menu.js";
@@ -17,6 +19,10 @@ import {
   chatTitle,
   flashMessage,
   initView,
+  isLike,
+  isStaff,
+  LIKE,
+  likeOf,
   openChat,
   renderChatHeader,
   renderChatList,
@@ -54,6 +60,8 @@ const state = {
   loadingOlder: false,
   composing: null, // {kind: "reply" | "edit", chatId, seq} while the composer answers or edits
   pinIndex: new Map(), // chat id -> which pin the pinned bar shows (0 = the newest)
+  feedOpen: false, // the feed is shown in the main pane (no chat is open then)
+  watching: null, // the channel this socket watches (channel.watch), or null
 };
 
 // --- small helpers -----------------------------------------------------------------------------
@@ -128,6 +136,10 @@ session.addEventListener("ended", (event) => {
 
 function resetState() {
   state.me = null;
+  state.feedOpen = false;
+  state.watching = null;
+  channels.reset();
+  feed.reset();
   state.chats.clear();
   state.usernames.clear();
   state.openChatId = null;
@@ -150,6 +162,7 @@ function startApp() {
   refreshChats()
     .then(() => routeFromHash())
     .catch((error) => showToast(`Could not load chats: ${error.message}`));
+  channels.refreshMine().catch(() => {});
   socket.start();
 }
 
@@ -170,6 +183,8 @@ socket.addEventListener("status", (event) => setConnectionStatus(event.detail.st
 
 socket.addEventListener("ready", async () => {
   state.syncing = true;
+  // A watch ends with its socket: watch again first, then catch up (PROTOCOL.md §6, §9).
+  if (state.watching !== null) sendWatch(state.watching);
   for (const chat of state.chats.values()) chat.readRequested = 0;
   try {
     await refreshChats();
@@ -185,6 +200,9 @@ socket.addEventListener("ready", async () => {
     renderChatList();
     renderChatPane();
     maybeMarkRead();
+    // channel.post announcements may have been lost while offline.
+    feed.resync();
+    channels.refreshMine().catch(() => {});
   }
 });
 
@@ -200,15 +218,18 @@ async function refreshChats() {
     seen.add(raw.id);
     upsertChat(raw);
   }
-  for (const id of [...state.chats.keys()]) if (!seen.has(id)) dropChat(id);
+  // A channel held only to read it (not on its staff) is not in the list.
+  for (const [id, chat] of [...state.chats]) if (!seen.has(id) && !chat.reader) dropChat(id);
   renderChatList();
   renderChatPane();
 }
 
 function upsertChat(raw) {
   let chat = state.chats.get(raw.id);
-  if (chat) chat.update(raw);
-  else {
+  if (chat) {
+    chat.update(raw);
+    chat.reader = false; // listed: a member now
+  } else {
     chat = new Chat(raw, state.me.id);
     state.chats.set(chat.id, chat);
   }
@@ -295,7 +316,12 @@ function handleFrame(frame) {
 function applyFrame(frame) {
   switch (frame.type) {
     case "message.new":
+      if (state.chats.get(frame.message.chat_id)?.kind === "channel") feed.message(frame.message);
       return onMessage(frame.message, { live: true });
+    case "channel.post":
+      return feed.channelPost(frame);
+    case "channel.watching":
+      return;
     case "message.ack":
       state.outbox.delete(frame.client_id);
       return onMessage(frame.message, { live: false });
@@ -303,15 +329,18 @@ function applyFrame(frame) {
       for (const message of frame.messages) onMessage(message, { live: false });
       return;
     case "message.edited":
+      feed.edited(frame.message);
       return onChange(frame.message.chat_id, frame.message.version, (chat) =>
         chat.merge([frame.message], { fromEvent: true }),
       );
     case "message.deleted":
+      feed.deleted(frame.chat_id, frame.seqs);
       return onChange(frame.chat_id, frame.version, (chat) => {
         chat.applyDeleted(frame.seqs, frame.version);
         if (chat.id === state.openChatId) composer.forget(frame.seqs);
       });
     case "message.reactions":
+      feed.reactions(frame, state.me.id);
       return onChange(frame.chat_id, frame.version, (chat) => chat.applyReactions(frame, state.me.id));
     case "chat.pins":
       return onChange(frame.chat_id, frame.version, (chat) => chat.applyPins(frame.pinned_seqs, frame.version));
@@ -391,7 +420,9 @@ function onMessage(message, { live }) {
     renderMessages({ stick: message.sender_id === state.me.id });
     renderChatHeader();
     if (live && added && message.sender_id !== state.me.id) {
-      const who = message.kind === "system" ? "" : `${bidiSafe(usernameOf(message.sender_id))}: `;
+      // A channel's posts are the channel's, whoever of its staff wrote them.
+      const author = chat.kind === "channel" ? chatTitle(chat) : usernameOf(message.sender_id);
+      const who = message.kind === "system" ? "" : `${bidiSafe(author)}: `;
       announce(`${who}${messageGist(message)}`);
     }
     maybeMarkRead();
@@ -449,6 +480,7 @@ function onError(frame) {
   // The socket closes next (4401, or 4503 after the server lost live events); it reconnects and catches up.
   if (["token_expired", "session_revoked", "resync_required"].includes(frame.code)) return;
   // Best effort frames: a failed read, typing, ping or token hand-over is retried by later events.
+  if (ref === "watch") return; // the channel went away or became unreadable: it shows no live posts
   if (ref === "heartbeat" || ref.startsWith("read:") || ref === "typing" || ref === "auth.refresh") return;
   showToast(frame.detail && typeof frame.detail === "string" ? frame.detail : `Error: ${frame.code}`);
 }
@@ -497,7 +529,8 @@ function retry(pending) {
 /** Marks the open chat read up to what is shown, when the page is visible. */
 function maybeMarkRead() {
   const chat = openChat();
-  if (!chat || !chat.loaded || !pageVisible() || !socket.ready) return;
+  // Readers of a channel have no read state there (PROTOCOL.md §6 channel.watch).
+  if (!chat || chat.reader || !chat.loaded || !pageVisible() || !socket.ready) return;
   const upTo = chat.high;
   if (upTo <= chat.last_read_seq || upTo <= chat.readRequested) return;
   if (socket.send({ type: "message.read", ref: `read:${chat.id}`, chat_id: chat.id, up_to_seq: upTo })) {
@@ -786,7 +819,10 @@ async function deleteMessage(chat, message) {
 }
 
 async function forwardMessage(chat, message) {
-  const target = await dialogs.pickChat({ title: "Forward to…", chats: [...state.chats.values()] });
+  const target = await dialogs.pickChat({
+    title: "Forward to…",
+    chats: [...state.chats.values()].filter((other) => !other.reader && (other.kind !== "channel" || isStaff(other))),
+  });
   if (!target) return;
   const reply = await run(ops.forward(chat, [message.seq], target), "Could not forward");
   if (reply) {
@@ -849,18 +885,113 @@ function autosize() {
   composerInput.style.height = `${Math.min(composerInput.scrollHeight, 160)}px`;
 }
 
-// --- routing between list and chat (hash: #chat-<id>) -----------------------------------------------
+// --- routing between list, chat, channel and feed (hash: #chat-<id>, #channel-<id>, #feed) ------------
 
 function navigateToChat(chatId) {
   if (location.hash !== `#chat-${chatId}`) location.hash = `chat-${chatId}`;
   else selectChat(chatId);
 }
 
+function navigateToChannel(channelId) {
+  if (location.hash !== `#channel-${channelId}`) location.hash = `channel-${channelId}`;
+  else routeChannel(channelId);
+}
+
+function navigateToFeed() {
+  if (location.hash !== "#feed") location.hash = "feed";
+  else openFeed();
+}
+
 function routeFromHash() {
-  const match = /^#chat-(\d+)$/.exec(location.hash);
-  const chatId = match ? Number(match[1]) : null;
-  if (chatId !== null && state.chats.has(chatId)) selectChat(chatId);
-  else closeChat();
+  const hash = location.hash;
+  const chat = /^#chat-(\d+)$/.exec(hash);
+  const channel = /^#channel-(\d+)$/.exec(hash);
+  const invite = hash.startsWith("#join-") ? parseInvite(hash) : null;
+  if (chat && state.chats.has(Number(chat[1]))) selectChat(Number(chat[1]));
+  else if (channel) routeChannel(Number(channel[1]));
+  else if (hash === "#feed") openFeed();
+  else if (invite) {
+    // An invite link was opened: offer to join (the link's token is not kept in the history).
+    history.replaceState(null, "", location.pathname);
+    closeChat();
+    channels.showSection("channels");
+    channels.offerJoin(invite);
+  } else closeChat();
+}
+
+/**
+ * Opens a channel. One we run is a chat of ours; one we only read is fetched (its object, then
+ * its history like a chat's) and held while it is open, marked `reader`, with this socket
+ * watching it for live posts.
+ */
+async function routeChannel(channelId) {
+  if (channels.section() === "feed") channels.showSection("channels");
+  if (state.chats.has(channelId)) {
+    selectChat(channelId);
+    return;
+  }
+  let info;
+  try {
+    info = await channels.load(channelId);
+  } catch (error) {
+    if (location.hash === `#channel-${channelId}`) {
+      showToast(error.status === 404 ? "This channel does not exist or is private." : `Could not open the channel: ${error.message}`);
+      history.replaceState(null, "", location.pathname);
+      closeChat();
+    }
+    return;
+  }
+  if (location.hash !== `#channel-${channelId}` || !state.me) return; // navigated elsewhere meanwhile
+  if (!state.chats.has(channelId)) {
+    const chat = new Chat(
+      {
+        id: info.id,
+        kind: "channel",
+        title: info.title,
+        created_at: info.created_at,
+        last_seq: info.last_seq,
+        version: info.version,
+        pinned_seqs: info.pinned_seqs,
+      },
+      state.me.id,
+    );
+    chat.reader = info.role === null;
+    state.chats.set(chat.id, chat);
+  }
+  selectChat(channelId);
+}
+
+function sendWatch(chatId) {
+  socket.send({ type: "channel.watch", ref: "watch", chat_id: chatId });
+}
+
+/** Leaves the open chat: a channel held only to read it is dropped and no longer watched. */
+function leaveOpenChat(nextId = null) {
+  const previous = state.openChatId === null ? null : state.chats.get(state.openChatId);
+  if (previous?.reader && previous.id !== nextId) {
+    state.chats.delete(previous.id);
+    state.catchUps.delete(previous.id);
+  }
+  const next = nextId === null ? null : state.chats.get(nextId);
+  const watch = next?.reader ? next.id : null;
+  if (watch !== state.watching) {
+    state.watching = watch;
+    sendWatch(watch); // null stops watching; a new watch replaces the old one
+  }
+}
+
+function openFeed() {
+  leaveOpenChat(null);
+  state.openChatId = null;
+  state.feedOpen = true;
+  recorder.cancel();
+  closeMessageMenu();
+  channels.showSection("feed");
+  showPane("chat");
+  renderChatPane();
+  renderChatList();
+  feed.show();
+  $("feed").focus({ preventScroll: true });
 }
 
 window.addEventListener("hashchange", () => {
@@ -878,19 +1009,32 @@ function showPane(pane) {
 
 function closeChat() {
   const wasOpen = state.openChatId;
+  const wasReader = wasOpen !== null && state.chats.get(wasOpen)?.reader;
+  leaveOpenChat(null);
   state.openChatId = null;
+  if (state.feedOpen) {
+    state.feedOpen = false;
+    feed.hide();
+  }
   recorder.cancel();
   renderChatPane();
   renderChatList();
   showPane("list");
-  if (wasOpen !== null) chatButton(wasOpen)?.focus();
+  if (wasOpen !== null && !wasReader) chatButton(wasOpen)?.focus();
 }
 
 async function selectChat(chatId) {
   const chat = state.chats.get(chatId);
   if (!chat) return;
   const switching = state.openChatId !== chatId;
+  // A channel's object (handle, subscribers, my subscription) is read fresh on every open.
+  if (switching && chat.kind === "channel" && !chat.reader) channels.load(chatId).catch(() => {});
+  leaveOpenChat(chatId);
   state.openChatId = chatId;
+  if (state.feedOpen) {
+    state.feedOpen = false;
+    feed.hide();
+  }
   showPane("chat");
   renderChatList();
   renderChatPane();
@@ -903,8 +1047,10 @@ async function selectChat(chatId) {
     state.composing = null;
     renderComposerContext();
     autosize();
-    // On a phone the keyboard would cover the conversation; there, focus the message list.
-    (PHONE_QUERY.matches ? $("messages") : composerInput).focus({ preventScroll: true });
+    // On a phone the keyboard would cover the conversation; there, focus the message list
+    // (and in a channel we only read, which has no composer).
+    const noComposer = chat.kind === "channel" && !isStaff(chat);
+    (PHONE_QUERY.matches || noComposer ? $("messages") : composerInput).focus({ preventScroll: true });
   }
   if (!chat.loaded) {
     $("history-status").textContent = "Loading…";
@@ -960,6 +1106,101 @@ async function fillViewport(chat) {
   }
 }
 
+// --- channels and the feed (channels.js, feed.js) ----------------------------------------------------
+
+const channels = setupChannels({
+  session,
+  open: navigateToChannel,
+  section(name) {
+    if (name === "feed") navigateToFeed();
+    else if (state.feedOpen) {
+      history.pushState(null, "", location.pathname);
+      closeChat();
+    }
+  },
+  changed(channel) {
+    const chat = state.chats.get(channel.id);
+    if (chat && channel.title !== undefined) chat.title = channel.title;
+    if (chat) renderChatList();
+    if (channel.id === state.openChatId) {
+      renderChatHeader();
+      renderMessages(); // may they like posts now?
+    }
+  },
+  subscriptionChanged: () => feed.resync(),
+});
+
+/** Likes a post (or takes the like back): PROTOCOL.md §10 "Channels". Resolves with the answer or null. */
+async function sendLike(postId, liked) {
+  try {
+    return await session.request(liked ? "POST" : "DELETE", `/api/posts/${postId}/like`, undefined, {
+      headers: { "Idempotency-Key": newClientId() },
+    });
+  } catch (error) {
+    showToast(`Could not ${liked ? "like" : "unlike"} the post: ${error.status === 403 ? "subscribe to the channel first." : error.message}`);
+    return null;
+  }
+}
+
+/**
+ * A like answer: the held post's ❤️ count and our flag. Its version is left alone, so the
+ * message.reactions event (the same change) still applies, and a later change overrides it.
+ */
+function applyLike(answer) {
+  feed.setLike(answer.id, answer.likes_count, answer.liked_by_me);
+  const chat = state.chats.get(answer.channel_id);
+  const held = chat?.messages.get(answer.seq);
+  if (!held) return;
+  const others = (held.reactions ?? []).filter((reaction) => !isLike(reaction.emoji));
+  const heart = answer.likes_count ? [{ emoji: LIKE, count: answer.likes_count, me: answer.liked_by_me }] : [];
+  chat.messages.set(answer.seq, { ...held, reactions: [...heart, ...others] });
+  if (chat.id === state.openChatId) renderMessages();
+}
+
+function mayLike(channelId, chat = state.chats.get(channelId)) {
+  if ((chat && isStaff(chat)) || channels.subscribed(channelId)) return true;
+  showToast("Subscribe to the channel to like its posts.");
+  return false;
+}
+
+async function likePost(chat, seq) {
+  const message = chat.message(seq);
+  if (!message || message.deleted || !mayLike(chat.id, chat)) return;
+  const answer = await sendLike(message.id, !likeOf(message).me);
+  if (answer) applyLike(answer);
+}
+
+const feed = setupFeed({
+  session,
+  open: navigateToChannel,
+  subscribed: (channelId) => channels.subscribed(channelId),
+  async like(post) {
+    if (!mayLike(post.channel.id)) return null;
+    const answer = await sendLike(post.id, !post.liked_by_me);
+    if (answer) applyLike(answer);
+    return answer;
+  },
+});
+
+$("subscribe-btn").addEventListener("click", async (event) => {
+  const chat = openChat();
+  if (!chat) return;
+  const button = event.currentTarget;
+  button.disabled = true;
+  const channel = await channels.toggle(chat.id);
+  button.disabled = false;
+  if (channel) announce(channel.subscribed ? "Subscribed" : "Unsubscribed");
+});
+$("invite-btn").addEventListener("click", () => {
+  const chat = openChat();
+  if (chat) channels.showInvite(chat.id);
+});
+$("feed-back-btn").addEventListener("click", () => {
+  history.pushState(null, "", location.pathname);
+  closeChat();
+  $("tab-feed").focus();
+});
+
 // --- start ------------------------------------------------------------------------------------------
 
 initView(state, {
@@ -972,6 +1213,8 @@ initView(state, {
   pinned: onPinnedClick,
   unpin: (chat, seq) => run(ops.pin(chat, seq, false), "Could not unpin"),
   needMessage,
+  like: likePost,
+  channelInfo: (chatId) => channels.info(chatId),
 });
 
 const dialogs = setupDialogs({
@@ -991,7 +1234,7 @@ const dialogs = setupDialogs({
 });
 
 // For tests and debugging in the console: the live objects (nothing here is secret to this tab).
-window.messenger = { session, socket, state };
+window.messenger = { session, socket, state, channels, feed };
 
 if (session.loggedIn) {
   session

@@ -12,7 +12,8 @@ let actions = {};
 /**
  * `appState` is the app's state object; `handlers` are the user actions: open(chatId),
  * retry(pending), menu(chat, message, anchor, point), react(chat, seq, emoji), jump(chat, seq),
- * edits(chat, message), pinned(chat), unpin(chat, seq), needMessage(chat, seq).
+ * edits(chat, message), pinned(chat), unpin(chat, seq), needMessage(chat, seq), like(chat, seq),
+ * channelInfo(chatId) (a channel's object, PROTOCOL.md §2 "Channel", or null while unknown).
  */
 export function initView(appState, handlers) {
   state = appState;
@@ -30,6 +31,7 @@ export function usernameOf(userId) {
 
 export function chatTitle(chat) {
   if (chat.kind === "group") return chat.title || "Group";
+  if (chat.kind === "channel") return chat.title || "Channel";
   const other = chat.members?.find((member) => member.id !== state.me.id);
   return other ? other.username : "Direct chat";
 }
@@ -54,7 +56,8 @@ const renderedChats = new Map(); // chat id -> li
 
 export function renderChatList() {
   const list = $("chat-list");
-  const chats = [...state.chats.values()].sort(compareChats);
+  // Channels read without being on their staff are held while open, but are not chats of ours.
+  const chats = [...state.chats.values()].filter((chat) => !chat.reader).sort(compareChats);
   $("chat-list-empty").hidden = chats.length > 0;
   reconcile(list, renderedChats, chats, (chat) => chat.id, buildChatItem, updateChatItem);
 }
@@ -141,8 +144,10 @@ function updateChatItem(item, chat) {
 
 export function renderChatPane() {
   const chat = openChat();
-  $("no-chat").hidden = Boolean(chat);
+  const feed = !chat && state.feedOpen;
+  $("no-chat").hidden = Boolean(chat) || feed;
   $("chat-view").hidden = !chat;
+  $("feed-view").hidden = !feed;
   if (!chat) {
     $("message-list").replaceChildren();
     renderedMessages.clear();
@@ -164,7 +169,12 @@ export function canChange(chat, message) {
   if (message.seq === undefined || message.kind === "system" || message.deleted) return none;
   const mine = message.sender_id === state.me.id;
   const role = chat.roleOf(state.me.id);
-  const admin = chat.kind === "group" && (role === "owner" || role === "admin");
+  const admin = chat.kind !== "direct" && (role === "owner" || role === "admin");
+  if (chat.kind === "channel" && !admin) {
+    // A reader forwards posts; a subscriber also reacts (PROTOCOL.md §2, "Channel").
+    const info = actions.channelInfo?.(chat.id);
+    return { ...none, forward: true, react: Boolean(info?.subscribed) };
+  }
   return {
     reply: true,
     forward: true,
@@ -173,6 +183,19 @@ export function canChange(chat, message) {
     pin: chat.kind === "direct" || admin,
     react: true,
   };
+}
+
+/** Whether the reader runs the channel (owner or admin): they post, the others read. */
+export function isStaff(chat) {
+  const role = chat.roleOf(state.me.id) ?? actions.channelInfo?.(chat.id)?.role ?? null;
+  return role === "owner" || role === "admin";
+}
+
+/** "@handle · 1 523 subscribers" (or "Private channel · …") for a channel object. */
+export function channelSummary(info) {
+  const count = info.subscribers_count;
+  const subscribers = `${count.toLocaleString()} ${count === 1 ? "subscriber" : "subscribers"}`;
+  return `${info.handle ? `@${info.handle}` : "Private channel"} · ${subscribers}`;
 }
 
 export function renderChatHeader() {
@@ -187,11 +210,45 @@ export function renderChatHeader() {
           member.id === state.me.id ? "you" : bdi(member.username),
         ])
       : [`${chat.members_count} members`];
+  } else if (chat.kind === "channel") {
+    const info = actions.channelInfo?.(chat.id);
+    subtitle = [info ? channelSummary(info) : "Channel"];
   } else subtitle = ["Direct chat"];
   $("chat-subtitle").replaceChildren(...subtitle);
+  $("chat-subtitle").title = chat.kind === "channel" ? (actions.channelInfo?.(chat.id)?.about ?? "") : "";
   const role = chat.roleOf(state.me.id);
   $("add-member-btn").hidden = !(chat.kind === "group" && (role === "owner" || role === "admin"));
+  renderChannelControls(chat);
   renderTyping();
+}
+
+/**
+ * A channel's header buttons and composer: staff post (and get the invite link of a private
+ * channel), readers see Subscribe/Unsubscribe and a hint where the composer would be.
+ */
+function renderChannelControls(chat) {
+  const channel = chat.kind === "channel";
+  const info = channel ? actions.channelInfo?.(chat.id) : null;
+  const staff = channel && isStaff(chat);
+  const subscribe = $("subscribe-btn");
+  subscribe.hidden = !channel || staff || !info;
+  if (info) {
+    subscribe.textContent = info.subscribed ? "Unsubscribe" : "Subscribe";
+    subscribe.classList.toggle("primary", !info.subscribed);
+    subscribe.setAttribute("aria-pressed", String(Boolean(info.subscribed)));
+  }
+  // A public channel is found by its handle; a private one is joined by its invite link.
+  $("invite-btn").hidden = !(staff && info && !info.public && info.invite_token);
+  const readOnly = channel && !staff;
+  $("composer").hidden = readOnly;
+  const hint = $("channel-hint");
+  hint.hidden = !readOnly;
+  if (readOnly) {
+    hint.textContent =
+      info && !info.subscribed
+        ? "Only the channel's admins post here. Subscribe to like posts and get them in your feed."
+        : "Only the channel's admins post here.";
+  }
 }
 
 export function renderTyping() {
@@ -250,6 +307,7 @@ export function renderMessages({ stick = false, toBottom = false } = {}) {
   if (!chat.loaded) status.textContent = "Loading…";
   else if (state.loadingOlder) status.textContent = "Loading older messages…";
   else if (chat.hasOlder) status.textContent = "";
+  else if (chat.kind === "channel") status.textContent = chat.messages.size ? "Beginning of the channel" : "No posts yet.";
   else status.textContent = chat.messages.size ? "Beginning of the conversation" : "No messages yet. Say hello!";
 
   if (toBottom || stick || nearBottom) {
@@ -269,9 +327,11 @@ function buildMessage(chat, message) {
     );
   }
   const mine = message.sender_id === state.me.id || message.seq === undefined;
+  const post = chat.kind === "channel";
   const item = el(
     "li",
-    { className: `msg ${mine ? "mine" : "theirs"}` },
+    // A channel's posts come from the channel, whoever of its staff wrote them.
+    { className: `msg ${post ? "post" : mine ? "mine" : "theirs"}` },
     !mine && chat.kind === "group" ? el("span", { className: "sender", text: usernameOf(message.sender_id) }) : null,
     el("span", { className: "forwarded", hidden: true }),
     el("button", { type: "button", className: "reply-quote", hidden: true }),
@@ -286,6 +346,12 @@ function buildMessage(chat, message) {
     ),
   );
   if (mine) item.querySelector(".meta").append(el("span", { className: "tick" }));
+  if (post && message.seq !== undefined) {
+    const seq = message.seq;
+    item.querySelector(".meta").prepend(
+      likeButton({ onclick: () => actions.like(chat, seq) }),
+    );
+  }
   if (message.seq !== undefined) {
     const seq = message.seq;
     const current = () => chat.messages.get(seq);
@@ -381,8 +447,16 @@ function renderContent(chat, item, message, quoted) {
   const edited = item.querySelector(".edited");
   edited.hidden = !message.edited_at || message.deleted;
 
+  const like = item.querySelector(".like");
+  if (like) {
+    like.hidden = Boolean(message.deleted);
+    const heart = likeOf(message);
+    showLike(like, heart.count, heart.me);
+  }
+
   const reactions = item.querySelector(".reactions");
-  const list = message.deleted ? [] : (message.reactions ?? []);
+  // In a channel the ❤️ is the like button; the other reactions show as chips.
+  const list = (message.deleted ? [] : (message.reactions ?? [])).filter((r) => !like || !isLike(r.emoji));
   reactions.hidden = list.length === 0;
   reactions.replaceChildren(
     ...list.map((reaction) =>
@@ -495,4 +569,38 @@ export function renderComposerContext() {
     ...(mode.kind === "edit" ? ["Edit message"] : ["Reply to ", bdi(message ? usernameOf(message.sender_id) : "…")]),
   );
   $("composer-context-text").textContent = message ? messageGist(message).slice(0, 100) : "";
+}
+
+// --- likes (channel posts: the ❤️ reaction, PROTOCOL.md §10 "Channels") ---------------------------
+
+export const LIKE = "❤️";
+
+/** Whether a reaction's emoji is the like (the server stores "❤" as "❤️"). */
+export function isLike(emoji) {
+  return emoji.replace(/\uFE0F/g, "") === "❤";
+}
+
+/** A message's like: {count, me}. */
+export function likeOf(message) {
+  const heart = message.reactions?.find((reaction) => isLike(reaction.emoji));
+  return { count: heart?.count ?? 0, me: Boolean(heart?.me) };
+}
+
+/** The ❤ toggle of a post (in a channel, and in the feed). */
+export function likeButton({ onclick }) {
+  return el(
+    "button",
+    { type: "button", className: "like", "aria-pressed": "false", onclick },
+    el("span", { className: "like-heart", "aria-hidden": "true", text: "❤" }),
+    el("span", { className: "like-count" }),
+  );
+}
+
+/** Shows `count` likes, and whether they include the reader's, on a like button. */
+export function showLike(button, count, liked) {
+  button.classList.toggle("liked", liked);
+  button.setAttribute("aria-pressed", String(liked));
+  button.setAttribute("aria-label", `Like, ${count} ${count === 1 ? "like" : "likes"}`);
+  button.title = liked ? "Take your like back" : "Like";
+  button.querySelector(".like-count").textContent = String(count);
 }
