@@ -139,11 +139,17 @@ def verify_id_token(*, token: dict, nonce: str) -> dict:
     (with :data:`CLOCK_LEEWAY_SECONDS`), ``nonce`` (the one this login sent) and ``at_hash``.
     Anything else, a missing ID token included, is :class:`SsoError`."""
     client = _client()
-    _metadata(client)
+    metadata = _metadata(client)
     if not isinstance(token, dict) or not token.get("id_token"):
         raise SsoError("The provider sent no ID token.")
+    # Authlib checks iss against discovery by default but aud only indirectly (through azp); both
+    # are stated here, so a token issued to another client is refused for its audience.
+    claims_options = {
+        "iss": {"essential": True, "values": [metadata["issuer"]]},
+        "aud": {"essential": True, "values": [settings.OIDC_CLIENT_ID]},
+    }
     try:
-        claims = client.parse_id_token(token, nonce=nonce, leeway=CLOCK_LEEWAY_SECONDS)
+        claims = client.parse_id_token(token, nonce=nonce, claims_options=claims_options, leeway=CLOCK_LEEWAY_SECONDS)
     except requests.RequestException as exc:
         raise SsoUnavailable() from exc
     except (AuthlibBaseError, JoseError, ValueError, KeyError, TypeError) as exc:
