@@ -87,6 +87,9 @@ class TokenRefresh(TokenRefreshView):
 _SSO_REDIRECT = OpenApiResponse(
     description="A redirect (Location header): to the provider, or to /#sso_code=<code> or /#sso_error=<code>."
 )
+_LOCATION = OpenApiParameter(
+    "Location", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[302], description="Where the browser goes next."
+)
 
 
 def _to_client(fragment: str, value: str) -> HttpResponseRedirect:
@@ -123,6 +126,7 @@ class SsoLoginView(APIView):
 
     @extend_schema(
         summary="Start single sign-on (browser navigation)",
+        parameters=[_LOCATION],
         responses={302: _SSO_REDIRECT, 429: ERROR_RESPONSES[429]},
         auth=[],
     )
@@ -153,6 +157,7 @@ class SsoCallbackView(APIView):
             OpenApiParameter("code", OpenApiTypes.STR, description="From the provider."),
             OpenApiParameter("state", OpenApiTypes.STR, description="From the provider."),
             OpenApiParameter("error", OpenApiTypes.STR, description="From the provider, instead of code."),
+            _LOCATION,
         ],
         responses={302: _SSO_REDIRECT},
         auth=[],

@@ -401,3 +401,18 @@ def test_exchange_validates_its_body(sso):
     for body in ({}, {"code": 5}, {"code": ""}, {"code": "x" * 129}):
         response = client.post("/api/auth/sso/exchange", body, content_type="application/json")
         assert (response.status_code, response.json()["code"]) == (400, "validation_error"), body
+
+
+def test_the_sso_endpoints_are_in_the_openapi_schema_without_auth(api):
+    import yaml
+
+    schema = yaml.safe_load(api().get("/api/schema/").content)
+    paths = schema["paths"]
+    assert set(paths["/api/auth/sso"]) == {"get"}
+    assert "302" in paths["/api/auth/sso/login"]["get"]["responses"]
+    assert "Location" in paths["/api/auth/sso/callback"]["get"]["responses"]["302"]["headers"]
+    exchange_op = paths["/api/auth/sso/exchange"]["post"]
+    assert {"200", "400", "403", "404", "429"} <= set(exchange_op["responses"])
+    for path in ("/api/auth/sso", "/api/auth/sso/login", "/api/auth/sso/callback", "/api/auth/sso/exchange"):
+        for operation in paths[path].values():
+            assert operation.get("security") in (None, [{}], []), (path, operation.get("security"))
