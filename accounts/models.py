@@ -16,6 +16,8 @@ from django.db import models
 from django.db.models.functions import Lower
 
 USERNAME_MAX = 150
+# OpenID Connect Core §2: "sub" is at most 255 ASCII characters; issuers are URLs of that order.
+ISSUER_MAX = SUBJECT_MAX = 255
 username_validator = RegexValidator(
     r"\A[A-Za-z0-9._-]+\Z",
     message="ASCII letters, digits, '.', '_' and '-' only.",
@@ -71,8 +73,8 @@ class ExternalIdentity(models.Model):
     email, says who logs in. One per provider account; a user may have several."""
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="external_identities")
-    issuer = models.CharField(max_length=255)
-    subject = models.CharField(max_length=255)
+    issuer = models.CharField(max_length=ISSUER_MAX)
+    subject = models.CharField(max_length=SUBJECT_MAX)
     created_at = models.DateTimeField(auto_now_add=True)
     last_login_at = models.DateTimeField()
 

@@ -15,14 +15,15 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, connection, transaction
+from django.db.models.functions import Lower
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from runtime import realtime
 
 from . import tokens
-from .exceptions import AccountDisabled, InvalidSsoCode
-from .models import USERNAME_MAX, ExternalIdentity, SsoLoginCode, User, username_validator
+from .exceptions import AccountDisabled, InvalidSsoCode, SsoError
+from .models import ISSUER_MAX, SUBJECT_MAX, ExternalIdentity, SsoLoginCode, User, username_validator
 
 
 @transaction.atomic
@@ -83,19 +84,19 @@ def _username_base(claims: dict) -> str:
 
 
 def _free_username(stem: str) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``, ... whichever no user has (in any case)."""
-    taken = {
-        name.lower()
-        for name in User.objects.filter(username__iregex=rf"^{re.escape(stem)}(-[0-9]+)?$").values_list(
-            "username", flat=True
+    """``stem``, or ``stem-2``, ``stem-3``, ... whichever no user has in any case (looked up on the
+    lowered-name index, 50 names a query)."""
+    for first in range(1, 10_000, 50):
+        names = [stem if n == 1 else f"{stem}-{n}" for n in range(first, first + 50)]
+        taken = set(
+            User.objects.annotate(username_lower=Lower("username"))
+            .filter(username_lower__in=[name.lower() for name in names])
+            .values_list("username_lower", flat=True)
         )
-    }
-    if stem.lower() not in taken:
-        return stem
-    n = 2
-    while f"{stem}-{n}".lower() in taken:
-        n += 1
-    return f"{stem}-{n}"[:USERNAME_MAX]
+        for name in names:
+            if name.lower() not in taken:
+                return name
+    return f"{stem}-{secrets.token_hex(4)}"
 
 
 def _verified_email(claims: dict) -> str:
@@ -123,6 +124,8 @@ def sign_in_with_identity(*, claims: dict) -> User:
     refused (:class:`AccountDisabled`). Parallel first logins of one account make one user.
     """
     issuer, subject = str(claims["iss"]), str(claims["sub"])
+    if len(issuer) > ISSUER_MAX or len(subject) > SUBJECT_MAX:
+        raise SsoError("The provider's issuer or subject is too long.")
     now = timezone.now()
     for _attempt in range(5):
         identity = ExternalIdentity.objects.select_related("user").filter(issuer=issuer, subject=subject).first()

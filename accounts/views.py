@@ -170,6 +170,10 @@ class SsoCallbackView(APIView):
             if not isinstance(exc, SsoDisabled):
                 logger.warning("sso login failed: %s (%r)", exc.code, exc.__cause__)
             return _to_client("sso_error", exc.code)
+        finally:
+            if not request.session.keys():
+                # The session held only this login's state: its row goes now, not at clearsessions.
+                request.session.flush()
         return _to_client("sso_code", services.issue_sso_code(user=user))
 
 

@@ -15,6 +15,7 @@ from unittest import mock
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -135,6 +136,7 @@ def test_first_login_creates_the_user_and_the_exchange_gives_a_session(sso):
     assert not user.has_usable_password() and user.is_active
     identity = ExternalIdentity.objects.get(subject=sub)
     assert (identity.issuer, identity.user_id) == (sso.issuer, user.id)
+    assert not Session.objects.exists()  # the login's state was all the session held: gone with it
     stored = SsoLoginCode.objects.get(user=user)
     assert stored.code_hash != code and len(stored.code_hash) == 64 and stored.used_at is None
 
@@ -216,6 +218,35 @@ def test_usernames_are_sanitised_to_the_username_rule(sso, claims, expected):
     user = login_user(sso, sub, **claims)
     assert user.username == (expected or sub)
     username_validator(user.username)
+
+
+def test_parallel_first_logins_of_one_account_make_one_user(transactional_db):
+    """Two callbacks of one new provider account at once (separate connections): one user, one
+    identity, and both logins are that user (the unique (issuer, subject) decides)."""
+    claims = {"iss": "https://id.example.com", "sub": new_sub("race"), "preferred_username": "racer"}
+    barrier, users = threading.Barrier(2), []
+
+    def sign_in():
+        barrier.wait()
+        try:
+            users.append(services.sign_in_with_identity(claims=claims).id)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sign_in) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(users) == 2 and users[0] == users[1]
+    assert ExternalIdentity.objects.filter(subject=claims["sub"]).count() == 1
+    assert User.objects.filter(username__istartswith="racer").count() == 1
+
+
+def test_an_overlong_subject_is_refused():
+    with pytest.raises(SsoError):
+        services.sign_in_with_identity(claims={"iss": "https://id.example.com", "sub": "x" * 256})
+    assert not ExternalIdentity.objects.exists()
 
 
 # --- failures: nothing logged in, nothing created -----------------------------------------------------
