@@ -10,6 +10,7 @@ exchange, discovery and key fetches are Authlib's real HTTP calls to the provide
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 from unittest import mock
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,12 +30,10 @@ from tests.oidc import CLIENT_ID, PROVIDER_NAME, OidcProvider
 
 pytestmark = pytest.mark.django_db
 
-_subjects = iter(range(1, 10**6))
-
 
 def new_sub(prefix: str = "sub") -> str:
     """A subject no earlier test used (the provider process lives for the whole session)."""
-    return f"{prefix}-{next(_subjects)}-{threading.get_ident() % 1000}"
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
