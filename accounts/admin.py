@@ -3,10 +3,10 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from ops.admin_tools import EstimatedCountPaginator
+from ops.admin_tools import EstimatedCountPaginator, ReadOnlyAdmin
 
 from . import services
-from .models import User, username_validator
+from .models import ExternalIdentity, User, username_validator
 
 
 class UserAddForm(AdminUserCreationForm):
@@ -15,6 +15,11 @@ class UserAddForm(AdminUserCreationForm):
     class Meta(AdminUserCreationForm.Meta):
         model = User
         fields = ("username", "email")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Optional on the model (SSO users may have none), required for an account made by hand.
+        self.fields["email"].required = True
 
     def clean_username(self):
         username = super().clean_username()
@@ -49,9 +54,13 @@ class UserAdmin(BaseUserAdmin):
 
     def get_deleted_objects(self, objs, request):
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
-        # The user's token ledger is read-only in the admin but goes with the user; without this
+        # The user's token ledger and SSO identities are read-only in the admin but go with the user; without this
         # nobody who ever logged in could be deleted.
-        perms_needed -= {OutstandingToken._meta.verbose_name, BlacklistedToken._meta.verbose_name}
+        perms_needed -= {
+            OutstandingToken._meta.verbose_name,
+            BlacklistedToken._meta.verbose_name,
+            ExternalIdentity._meta.verbose_name,
+        }
         return deleted, counts, perms_needed, protected
 
     def delete_model(self, request, obj):
@@ -70,3 +79,16 @@ class UserAdmin(BaseUserAdmin):
             services.set_active(user=user, active=False)
             count += 1
         self.message_user(request, f"Deactivated {count} user(s).", messages.SUCCESS)
+
+
+@admin.register(ExternalIdentity)
+class ExternalIdentityAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Which provider account (issuer, subject) logs in as which user: written by SSO logins only,
+    and gone with the user."""
+
+    list_display = ("id", "user", "issuer", "subject", "created_at", "last_login_at")
+    list_select_related = ("user",)
+    list_filter = ("issuer",)
+    search_fields = ("subject", "user__username")
+    ordering = ("-id",)
+    show_full_result_count = False

@@ -94,3 +94,19 @@ class LogoutSerializer(serializers.Serializer):
 
 class UserSearchQuerySerializer(serializers.Serializer):
     search = StrictCharField(required=False, allow_blank=True, max_length=USERNAME_MAX)
+
+
+class SsoConfigSerializer(serializers.Serializer):
+    """Whether this server offers single sign-on, and with what (the login screen's button)."""
+
+    enabled = serializers.BooleanField()
+    provider = serializers.CharField(
+        allow_null=True, help_text="The provider's name for the button; null when disabled."
+    )
+    login_url = serializers.CharField(
+        allow_null=True, help_text="Where the browser goes to sign in (a full-page navigation); null when disabled."
+    )
+
+
+class SsoExchangeSerializer(serializers.Serializer):
+    code = StrictCharField(max_length=128, help_text="The one-time code from the callback's /#sso_code=.")

@@ -317,6 +317,24 @@ LOGIN_ACCOUNT_WINDOW_SECONDS = env_int("LOGIN_ACCOUNT_WINDOW_SECONDS", 900)
 # A rotated refresh token presented again revokes its session (accounts/tokens.py), unless within
 # this many seconds of its rotation: parallel refreshes of one token by the same client.
 REFRESH_REUSE_GRACE_SECONDS = 5
+# Single sign-on with an external OpenID Connect provider (accounts/oidc.py). Enabled when issuer,
+# client id and client secret are all set; the provider is found by discovery at
+# <OIDC_ISSUER>/.well-known/openid-configuration. OIDC_REDIRECT_URI overrides the callback URL the
+# provider is told (default: this request's own origin + /api/auth/sso/callback).
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "").strip()
+OIDC_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "").strip()
+OIDC_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "").strip()
+OIDC_PROVIDER_NAME = os.environ.get("OIDC_PROVIDER_NAME", "").strip() or "SSO"
+OIDC_SCOPES = os.environ.get("OIDC_SCOPES", "").strip() or "openid email profile"
+OIDC_REDIRECT_URI = os.environ.get("OIDC_REDIRECT_URI", "").strip()
+if any((OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET)) and not all(
+    (OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET)
+):
+    raise ImproperlyConfigured("SSO needs all of OIDC_ISSUER, OIDC_CLIENT_ID and OIDC_CLIENT_SECRET (or none).")
+if OIDC_ISSUER and "openid" not in OIDC_SCOPES.split():
+    raise ImproperlyConfigured("OIDC_SCOPES must include openid.")
+# The one-time code the SSO callback hands the web client lives this long (seconds).
+SSO_LOGIN_CODE_SECONDS = 60
 # WebSocket handshakes per user and per client address per window, across processes; 0 disables.
 SOCKET_CONNECTS_PER_USER = env_int("SOCKET_CONNECTS_PER_USER", 30)
 SOCKET_CONNECTS_PER_ADDRESS = env_int("SOCKET_CONNECTS_PER_ADDRESS", 300)

@@ -26,8 +26,8 @@ PASSWORD = "Correct-Horse-42"
 # Subprocesses (e.g. a second daphne) must get it as CHANNEL_PREFIX / CACHE_PREFIX.
 RUN_PREFIX = f"test-{uuid.uuid4().hex[:10]}"
 
-# Fixtures shared by several test packages (a real S3-compatible server).
-pytest_plugins = ["tests.s3"]
+# Fixtures shared by several test packages (a real S3-compatible server, a real OpenID Connect provider).
+pytest_plugins = ["tests.s3", "tests.oidc"]
 _counter = itertools.count(1)
 
 

@@ -196,6 +196,15 @@ def relay_daphne_server(django_db_setup, django_db_blocker, tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def sso_daphne_server(django_db_setup, django_db_blocker, tmp_path_factory, oidc_provider):
+    """A live server with single sign-on through the session's OpenID Connect provider (tests/oidc.py)."""
+    server = LiveServer(tmp_path_factory.mktemp("browser-sso") / "daphne.log", **oidc_provider.settings())
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def browser(daphne_server, transactional_db):
     """A fresh Chromium per test. Requested after ``transactional_db``, so it closes before the flush."""
@@ -238,6 +247,12 @@ def open_relay_page(browser, relay_daphne_server: LiveServer):
 def open_s3_page(browser, s3_daphne_server: LiveServer):
     """``open_page`` on the server whose files live on S3."""
     yield from _page_opener(browser, s3_daphne_server)
+
+
+@pytest.fixture
+def open_sso_page(browser, sso_daphne_server: LiveServer):
+    """``open_page`` on the server with single sign-on."""
+    yield from _page_opener(browser, sso_daphne_server)
 
 
 def _page_opener(browser, server: LiveServer):

@@ -25,7 +25,8 @@ from rest_framework_simplejwt.token_blacklist.models import (
 )
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.models import User
+from accounts import services as account_services
+from accounts.models import ExternalIdentity, User
 from attachments.models import Blob, Upload
 from chats import services
 from chats.models import Chat, Membership, Message, MessageEdit, Reaction, Subscription
@@ -54,6 +55,14 @@ def populate(n: int) -> None:
     for user in users:
         token = RefreshToken.for_user(user)  # an OutstandingToken row
         BlacklistedToken.objects.create(token=OutstandingToken.objects.get(jti=token["jti"]))
+    ExternalIdentity.objects.bulk_create(
+        [
+            ExternalIdentity(
+                user=user, issuer="https://id.example.com", subject=uuid.uuid4().hex, last_login_at=user.date_joined
+            )
+            for user in users
+        ]
+    )
     Group.objects.bulk_create([Group(name=f"group-{uuid.uuid4().hex[:8]}") for _ in range(n)])
     for owner, other in zip(users, users[1:] + users[:1], strict=True):
         chat = Chat.objects.create(
@@ -451,7 +460,14 @@ def _instances(make_user) -> dict[str, object]:
         "attachments.blob": blob,
         "chats.subscription": _subscription(owner, member),
         "feeds.largechannel": LargeChannel.objects.create(channel_id=group.id),
+        "accounts.externalidentity": _external_identity(),
     }
+
+
+def _external_identity() -> ExternalIdentity:
+    """An SSO login's link, made by the service the callback uses."""
+    user = account_services.sign_in_with_identity(claims={"iss": "https://id.example.com", "sub": uuid.uuid4().hex})
+    return ExternalIdentity.objects.get(user=user)
 
 
 def _subscription(owner, reader):
@@ -496,6 +512,8 @@ ALLOWED = {
     "feeds.largechannel": set(),
     # Written by outbox.record, delivered and removed by the relays, dead letters by manage.py dlq.
     "outbox.outboxevent": set(),
+    # Written by SSO logins (accounts.services.sign_in_with_identity); they go with their user.
+    "accounts.externalidentity": set(),
 }
 
 
@@ -673,6 +691,16 @@ async def test_deleting_a_user_closes_their_sockets_and_hands_their_groups_over(
         )
 
     assert await database_sync_to_async(state)() == (False, {member.id: "member", admin_member.id: "owner"})
+
+
+@pytest.mark.django_db
+def test_a_user_who_signed_in_with_sso_can_be_deleted(operator):
+    """The user's external identities are read-only in the admin but go with the user."""
+    identity = _external_identity()
+    response = operator.post(reverse("admin:accounts_user_delete", args=[identity.user_id]), {"post": "yes"})
+    assert response.status_code == 302
+    assert not User.objects.filter(id=identity.user_id).exists()
+    assert not ExternalIdentity.objects.filter(pk=identity.pk).exists()
 
 
 @pytest.mark.django_db

@@ -72,6 +72,15 @@ async function rawRequest(method, path, { body, token, headers: extra } = {}) {
   return data;
 }
 
+/** Whether this server offers single sign-on: {enabled, provider, login_url}; disabled if unknown. */
+export async function ssoConfig() {
+  try {
+    return await rawRequest("GET", "/api/auth/sso");
+  } catch {
+    return { enabled: false, provider: null, login_url: null };
+  }
+}
+
 /**
  * The logged-in session. Events: "tokens" (a new access token: give it to the socket),
  * "ended" (the session is over: refresh refused or logged out; detail.reason says why).
@@ -109,7 +118,15 @@ export class Session extends EventTarget {
   }
 
   async login(username, password) {
-    const tokens = await rawRequest("POST", "/api/auth/token", { body: { username, password } });
+    return this._begin(await rawRequest("POST", "/api/auth/token", { body: { username, password } }));
+  }
+
+  /** Single sign-on's last step: the one-time code from "/#sso_code=" for a new session's tokens. */
+  async loginWithSsoCode(code) {
+    return this._begin(await rawRequest("POST", "/api/auth/sso/exchange", { body: { code } }));
+  }
+
+  async _begin(tokens) {
     this._setTokens(tokens);
     this.user = await this.request("GET", "/api/users/me");
     this._save();

@@ -3,7 +3,7 @@
 // implements the protocol's client rules: sync on every (re)connect, merge by seq, fetch holes,
 // resend unacknowledged messages, mark read when visible. No framework and no build step.
 
-import { ApiError, Session } from "./api.js";
+import { ApiError, Session, ssoConfig } from "./api.js";
 import { parseInvite, setupChannels } from "./channels.js";
 import { setupDialogs } from "./dialogs.js";
 import { setupFeed } from "./feed.js";
@@ -122,6 +122,48 @@ $("show-login").addEventListener("click", () => {
   $("auth-error").textContent = "";
   $("login-username").focus();
 });
+
+// --- single sign-on ---------------------------------------------------------------------------------
+// "Sign in with <provider>" is a plain link: a full-page trip to the provider and back to the
+// server's callback, which sends the browser to "/#sso_code=<one-time code>" (traded here for
+// tokens) or "/#sso_error=<code>". The fragment is read once and removed from the URL and history.
+
+const SSO_ERRORS = {
+  sso_state_mismatch: "The sign-in could not be checked (it was started in another tab or browser, or took too long). Please try again.",
+  sso_denied: "The sign-in was cancelled at the provider.",
+  sso_disabled: "Single sign-on is not available on this server.",
+  sso_unavailable: "The sign-in provider cannot be reached. Please try again later.",
+  account_disabled: "This account is deactivated.",
+  invalid_sso_code: "The sign-in expired before it was completed. Please sign in again.",
+  sso_failed: "Signing in with the provider failed. Please try again.",
+};
+
+function ssoMessage(code) {
+  return Object.hasOwn(SSO_ERRORS, code) ? SSO_ERRORS[code] : SSO_ERRORS.sso_failed;
+}
+
+async function showSsoButton() {
+  const sso = await ssoConfig();
+  if (!sso?.enabled || !sso.login_url) return;
+  const link = $("sso-link");
+  link.href = sso.login_url;
+  link.textContent = `Sign in with ${bidiSafe(sso.provider || "SSO")}`;
+  $("sso").hidden = false;
+}
+
+/** {kind: "sso_code" | "sso_error", value} from the URL fragment the SSO callback left, or null. */
+function takeSsoAnswer() {
+  const match = /^#(sso_code|sso_error)=([^&]*)$/.exec(location.hash);
+  if (!match) return null;
+  history.replaceState(null, "", location.pathname + location.search);
+  let value = "";
+  try {
+    value = decodeURIComponent(match[2]);
+  } catch {
+    /* malformed: an unknown code */
+  }
+  return { kind: match[1], value };
+}
 
 $("logout-btn").addEventListener("click", async () => {
   socket.stop();
@@ -1236,7 +1278,20 @@ const dialogs = setupDialogs({
 // For tests and debugging in the console: the live objects (nothing here is secret to this tab).
 window.messenger = { session, socket, state, channels, feed };
 
-if (session.loggedIn) {
+showSsoButton();
+const ssoAnswer = takeSsoAnswer();
+
+if (ssoAnswer?.kind === "sso_code") {
+  session
+    .loginWithSsoCode(ssoAnswer.value)
+    .then(startApp)
+    .catch((error) => {
+      const unreachable = !(error instanceof ApiError) || error.code === "network_error";
+      showAuth(unreachable ? error.message : ssoMessage(error.code));
+    });
+} else if (ssoAnswer?.kind === "sso_error" && !session.loggedIn) {
+  showAuth(ssoMessage(ssoAnswer.value));
+} else if (session.loggedIn) {
   session
     .resume()
     .then(startApp)
