@@ -502,7 +502,7 @@ def test_attachments_go_to_minio_and_presigned_urls_come_back_through_nginx():
     assert "proxy_request_buffering off;" in block(server, "location /api/uploads")
     assert "client_max_body_size 51m;" in nginx_conf()
     commands = re.findall(r"manage\.py\s+(\w+)", " ".join(SERVICES["purge"]["command"]))
-    assert commands == ["purge_uploads", "purge_command_keys"] and set(commands) <= set(get_commands())
+    assert commands == ["purge_uploads", "purge_command_keys", "clearsessions"] and set(commands) <= set(get_commands())
 
 
 def test_nginx_access_log_has_no_query_string():
