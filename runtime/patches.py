@@ -34,6 +34,13 @@ class Upstream(NamedTuple):
 
 
 UPSTREAM = [
+    # runtime/cache.py: Django's Redis cache client (one redis.Redis per pool instead of per call)
+    Upstream("django.core.cache.backends.redis:RedisCacheClient.get_client", ("key", "write"), "runtime.cache"),
+    Upstream(
+        "django.core.cache.backends.redis:RedisCacheClient._get_connection_pool_index", ("write",), "runtime.cache"
+    ),
+    Upstream("django.core.cache.backends.redis:RedisCacheClient._get_connection_pool", ("write",), "runtime.cache"),
+    Upstream("django.core.cache.backends.redis:RedisCache.__init__", ("server", "params"), "runtime.cache"),
     # runtime/serve.py: daphne's protocol, server, access log and command line
     Upstream("daphne.ws_protocol:WebSocketProtocol.onMessage", ("payload", "isBinary"), "runtime.serve"),
     Upstream("daphne.ws_protocol:WebSocketProtocol.serverSend", ("content", "binary"), "runtime.serve"),
