@@ -40,7 +40,12 @@ UPSTREAM = [
         "django.core.cache.backends.redis:RedisCacheClient._get_connection_pool_index", ("write",), "runtime.cache"
     ),
     Upstream("django.core.cache.backends.redis:RedisCacheClient._get_connection_pool", ("write",), "runtime.cache"),
-    Upstream("django.core.cache.backends.redis:RedisCache.__init__", ("server", "params"), "runtime.cache"),
+    Upstream("django.core.cache.backends.redis:RedisCache._cache", None, "runtime.cache"),
+    Upstream(
+        "django.core.cache.backends.redis:RedisCacheClient.__init__",
+        ("servers", "serializer", "pool_class", "parser_class", "options"),
+        "runtime.cache",
+    ),
     # runtime/serve.py: daphne's protocol, server, access log and command line
     Upstream("daphne.ws_protocol:WebSocketProtocol.onMessage", ("payload", "isBinary"), "runtime.serve"),
     Upstream("daphne.ws_protocol:WebSocketProtocol.serverSend", ("content", "binary"), "runtime.serve"),
