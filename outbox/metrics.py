@@ -14,7 +14,8 @@ registry, like ``ops.metrics``: the server's ``/metrics`` shows them for its inl
 * ``messenger_outbox_lag_seconds`` -- age of the oldest outbox row not yet delivered (dead
   letters excluded), sampled by each relay about once a second; 0 when the outbox is empty.
 * ``messenger_worker_queue_backlog`` -- messages ready in the main RabbitMQ queue (a passive
-  ``queue.declare``), sampled by each worker about once a second; broker transport only.
+  ``queue.declare``), sampled by each worker about once a second (NaN while the broker cannot
+  be reached); broker transport only.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ STOP_TIMEOUT_SECONDS = 60
 
 
 class BacklogSampler(threading.Thread):
-    """``messenger_worker_queue_backlog`` about once a second, on its own connection."""
+    """``messenger_worker_queue_backlog`` about once a second, on its own connection (NaN while
+    the broker cannot be asked, so a dashboard never shows a stale figure as current)."""
 
     def __init__(self, stopping: threading.Event):
         super().__init__(name="outbox-backlog", daemon=True)
@@ -44,6 +45,7 @@ class BacklogSampler(threading.Thread):
                 QUEUE_BACKLOG.set(transport.ready_count(channel))
             except Exception:
                 logger.debug("backlog sample failed", exc_info=True)
+                QUEUE_BACKLOG.set(float("nan"))  # unknown, rather than the last value seen
                 if conn is not None and conn.is_open:
                     conn.close()
                 conn = None
