@@ -63,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"))
     p.add_argument(
         "--ours-server",
-        choices=["serve", "daphne", "uvicorn"],
+        choices=["serve", "daphne", "uvicorn", "granian"],
         default="serve",
-        help="how ours is served: python -m runtime.serve (production entry point), plain daphne, or uvicorn",
+        help="how ours is served: python -m runtime.serve (production entry point), plain daphne, uvicorn or granian",
     )
+    p.add_argument("--s1-rates", help="S1 steps (msgs/s, comma list) instead of the profile's")
+    p.add_argument("--s1-step-s", type=float, help="seconds per S1 step instead of the profile's")
     p.add_argument("--bench-db", default="messenger_bench")
     p.add_argument(
         "--load-db",

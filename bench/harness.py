@@ -8,6 +8,7 @@ then run server by server, and the servers are stopped whatever happens.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -214,6 +215,10 @@ def git_commit() -> str:
 
 async def run(args) -> dict:
     profile = PROFILES[args.mode]
+    if getattr(args, "s1_rates", None):
+        profile = dataclasses.replace(profile, s1_rates=tuple(int(r) for r in args.s1_rates.split(",")))
+    if getattr(args, "s1_step_s", None):
+        profile = dataclasses.replace(profile, s1_step_s=float(args.s1_step_s))
     run_id = "b" + time.strftime("%y%m%d%H%M%S") + secrets.token_hex(2)
     log_dir = RESULTS / "logs" / run_id
     started = time.time()

@@ -291,6 +291,22 @@ def ours_argv(how: str):
                 "--ws-per-message-deflate",
                 "false",
             ]
+        if how == "granian":
+            return [
+                PYTHON,
+                "-m",
+                "granian",
+                "--interface",
+                "asgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--no-access-log",
+                "messenger.asgi:application",
+            ]
         return [PYTHON, "-m", "runtime.serve", "-b", "127.0.0.1", "-p", str(port)]
 
     return argv

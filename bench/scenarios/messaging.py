@@ -84,7 +84,12 @@ async def s1_direct(ctx: Context, server: Server) -> dict:
             )
             passed = clean and p99 is not None and p99 <= S1_P99_MS
             # The server's own view: event-loop lag, statement times, GC, frame times.
-            step["server"] = srvmetrics.diagnostics_between(diag_before, srvmetrics.diagnostics(server))
+            step["server"] = {
+                **(step["server"] or {}),
+                **srvmetrics.diagnostics_between(diag_before, srvmetrics.diagnostics(server)),
+            }
+            if step["sent"] and step["server"].get("cpu_s") is not None:
+                step["server"]["cpu_ms_per_message"] = round(1000 * step["server"]["cpu_s"] / step["sent"], 3)
             step["passed"] = passed
             step["attempt"] = attempt
             result["steps"].append(step)
