@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"))
     p.add_argument(
         "--ours-server",
-        choices=["serve", "daphne", "uvicorn", "granian"],
+        choices=["serve", "uvserve", "daphne", "uvicorn", "granian"],
         default="serve",
-        help="how ours is served: python -m runtime.serve (production entry point), plain daphne, uvicorn or granian",
+        help="how ours is served: python -m runtime.serve (daphne) or runtime.uvserve (uvicorn), with their protections; or plain daphne, uvicorn or granian",
     )
     p.add_argument("--s1-rates", help="S1 steps (msgs/s, comma list) instead of the profile's")
     p.add_argument("--s1-step-s", type=float, help="seconds per S1 step instead of the profile's")

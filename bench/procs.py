@@ -307,6 +307,8 @@ def ours_argv(how: str):
                 "--no-access-log",
                 "messenger.asgi:application",
             ]
+        if how == "uvserve":
+            return [PYTHON, "-m", "runtime.uvserve", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
         return [PYTHON, "-m", "runtime.serve", "-b", "127.0.0.1", "-p", str(port)]
 
     return argv

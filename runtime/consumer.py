@@ -10,7 +10,8 @@ What it changes in Channels (see runtime/README.md for the why and the figures):
   faster waits here, then in the server's queue (``runtime.serve`` stops reading its socket).
   The task starts with the first frame: an idle socket holds none.
 * **Sends after close are dropped**, not raised: events queued for a socket keep arriving
-  until Channels delivers the disconnect, and daphne raises on a send to a closed connection.
+  until Channels delivers the disconnect, and daphne and uvicorn raise on a send to a closed
+  connection.
 * **Direct delivery**: :meth:`register_receiver` lets ``runtime.layers`` call
   :meth:`event_deliver` straight from its fan-out task; it is unregistered when the socket ends.
 
@@ -29,10 +30,21 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ops import metrics
 
-try:  # daphne's WebSocket library: raised by a send on a connection that is already closed
-    from autobahn.exception import Disconnected as _SocketGone
-except ImportError:  # pragma: no cover - another ASGI server
-    _SocketGone = ()
+# Raised by a send on a connection that is already closed: by daphne's WebSocket library
+# (runtime.serve) and by uvicorn (runtime.uvserve).
+_SocketGone: tuple[type[BaseException], ...] = ()
+try:
+    from autobahn.exception import Disconnected
+
+    _SocketGone += (Disconnected,)
+except ImportError:  # pragma: no cover - daphne not installed
+    pass
+try:
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    _SocketGone += (ClientDisconnected,)
+except ImportError:  # pragma: no cover - uvicorn not installed
+    pass
 
 # Client frames a socket may have waiting for its worker.
 MAX_QUEUED_FRAMES = 32

@@ -21,6 +21,7 @@ WRITTEN_AGAINST = {
     "redis": "8.1",
     "asgiref": "3.13",
     "psycopg": "3.3",
+    "uvicorn": "0.55",
 }
 
 
@@ -55,6 +56,34 @@ UPSTREAM = [
     Upstream("daphne.access:AccessLogGenerator.__call__", ("protocol", "action", "details"), "runtime.serve"),
     Upstream("daphne.cli:CommandLineInterface.run", ("args",), "runtime.serve"),
     Upstream("daphne.cli:CommandLineInterface.server_class", None, "runtime.serve"),
+    # runtime/uvserve.py: uvicorn's WebSocket (sans-I/O websockets) and httptools HTTP protocols
+    Upstream(
+        "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol.__init__",
+        ("config", "server_state", "app_state"),
+        "runtime.uvserve",
+    ),
+    Upstream(
+        "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol.connection_made",
+        ("transport",),
+        "runtime.uvserve",
+    ),
+    Upstream(
+        "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol.pause_writing",
+        (),
+        "runtime.uvserve",
+    ),
+    # receive() reads self.queue (get, empty), which uvserve replaces with an Inbox
+    Upstream(
+        "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol.receive", (), "runtime.uvserve"
+    ),
+    Upstream("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol.on_message_begin", (), "runtime.uvserve"),
+    Upstream("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol.on_url", ("url",), "runtime.uvserve"),
+    Upstream("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol.on_header", ("name", "value"), "runtime.uvserve"),
+    Upstream("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol.on_headers_complete", (), "runtime.uvserve"),
+    Upstream("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol.on_body", ("body",), "runtime.uvserve"),
+    Upstream("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol.on_message_complete", (), "runtime.uvserve"),
+    Upstream("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol.data_received", ("data",), "runtime.uvserve"),
+    Upstream("uvicorn.protocols.utils:ClientDisconnected", None, "runtime.consumer"),
     # runtime/serve.py: Twisted's HTTP channel (the header block limit), built by daphne's
     # HTTPFactory (Twisted's HTTPFactory.protocol) inside the wrapper that can switch to HTTP/2
     Upstream("twisted.web.http:HTTPChannel.lineReceived", ("line",), "runtime.serve"),

@@ -48,6 +48,7 @@ def test_every_runtime_module_that_patches_is_listed():
     listed = {entry.used_by for entry in UPSTREAM}
     for name in (
         "runtime.serve",
+        "runtime.uvserve",
         "runtime.layers",
         "runtime.consumer",
         "runtime.origin",

@@ -16,7 +16,7 @@ class Servers:
         self.directory = directory
         self.running: list[LiveServer] = []
 
-    def __call__(self, name: str, *, serve: bool = False, args: tuple[str, ...] = (), **env: str) -> LiveServer:
+    def __call__(self, name: str, *, serve: bool | str = False, args: tuple[str, ...] = (), **env: str) -> LiveServer:
         server = LiveServer(self.directory / f"{name}.log", server_env(**env), serve=serve, args=args)
         self.running.append(server)
         return server.start()

@@ -24,7 +24,7 @@ from pathlib import Path
 from tests.conftest import PASSWORD
 from tests.live import ROOT, ServerProcess, child_env, daphne_argv, test_database_url
 
-__all__ = ["ROOT", "LiveServer", "masked_text_frame", "raw_websocket", "server_env"]
+__all__ = ["ENTRY_POINTS", "ROOT", "LiveServer", "masked_text_frame", "raw_websocket", "server_env"]
 
 TIMEOUT = 10
 
@@ -43,16 +43,24 @@ def server_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class LiveServer(ServerProcess):
-    """One server process: plain daphne, or ``python -m runtime.serve`` when ``serve``."""
+# The production entry points, each with the same protections (bounded send buffer, inbound
+# backpressure, frame cap, query-free logs, header and body limits): daphne and uvicorn.
+ENTRY_POINTS = ("runtime.serve", "runtime.uvserve")
 
-    def __init__(self, log_path: Path, env: dict[str, str], *, serve: bool = False, args: tuple[str, ...] = ()):
+
+class LiveServer(ServerProcess):
+    """One server process: plain daphne, or a production entry point when ``serve`` (True:
+    ``python -m runtime.serve``; a module name of :data:`ENTRY_POINTS`: that one)."""
+
+    def __init__(self, log_path: Path, env: dict[str, str], *, serve: bool | str = False, args: tuple[str, ...] = ()):
         self.serve = serve
         self.args = args
         if serve:
+            module = serve if isinstance(serve, str) else "runtime.serve"
+            assert module in ENTRY_POINTS, module
 
             def argv(port):
-                return [sys.executable, "-m", "runtime.serve", "-b", "127.0.0.1", "-p", str(port), *args]
+                return [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port), *args]
 
         else:
             argv = daphne_argv(*args)

@@ -38,7 +38,7 @@ from websockets.sync.client import connect
 from chats.consumers import ChatConsumer
 from ops.jsonio import MAX_DEPTH
 
-from .live import ROOT
+from .live import ENTRY_POINTS, ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -197,8 +197,8 @@ def percent(value: str) -> str:
     return quote(value.encode("utf-8", "surrogatepass"), safe="")
 
 
-@pytest.fixture(scope="module")
-def server(start_server):
+@pytest.fixture(scope="module", params=ENTRY_POINTS)
+def server(start_server, request):
     env = {
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(64),
@@ -206,7 +206,7 @@ def server(start_server):
         "SECURE_SSL_REDIRECT": "false",
         "SEND_RATE_LIMIT": "0",
     }
-    return start_server("bad_input", serve=True, **env)
+    return start_server(f"bad_input-{request.param}", serve=request.param, **env)
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from .live import ENTRY_POINTS
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FRAMES = int(os.environ.get("FUZZ_FRAMES", "2000"))
@@ -317,12 +319,13 @@ MALFORMED = {
 }
 
 
-def test_malformed_websocket_framing_never_breaks_the_server(start_server):
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_malformed_websocket_framing_never_breaks_the_server(start_server, entry):
     """Each framing violation closes that socket with a protocol close code (or a reset), never
     1011; the server logs no traceback and keeps serving, fragmented valid messages included."""
     from .live import raw_websocket
 
-    server = start_server("framing", serve=True)
+    server = start_server(f"framing-{entry}", serve=entry)
     token = server.login(server.register())["access"]
     codes = {}
     for name, frames_ in MALFORMED.items():

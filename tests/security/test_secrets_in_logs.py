@@ -231,6 +231,20 @@ def test_no_secret_in_messenger_serve_output_at_full_verbosity(start_server):
     assert hits(output, secrets) == []
 
 
+def test_no_secret_in_messenger_uvserve_output_at_full_verbosity(start_server):
+    """``python -m runtime.uvserve -v 2`` with LOG_LEVEL=DEBUG: uvicorn's access log and its
+    WebSocket lines (both print the query string upstream; cut here), the app's logs -- 0 secrets."""
+    server = start_server("uvserve-verbose", serve="runtime.uvserve", args=("-v", "2"), LOG_LEVEL="DEBUG")
+    secrets = _exercise_server(server, plain_http_token=True)
+    server.stop()
+    output = server.log()
+    assert '"WebSocket /ws/" [accepted]' in output and '"POST /api/auth/token HTTP/1.1"' in output, (
+        "the access log is not on"
+    )
+    assert '"GET /ws/ HTTP/1.1"' in output, "the plain HTTP request was not logged"
+    assert hits(output, secrets) == []
+
+
 def test_no_secret_in_plain_daphne_output(start_server):
     """``daphne --access-log - messenger.asgi:application`` (the run.sh form): 0 secrets for every
     client that uses the API as documented (headers for REST, any of the three socket forms)."""

@@ -22,7 +22,7 @@ from contextlib import ExitStack
 import pytest
 from websockets.sync.client import connect
 
-from .live import masked_text_frame, raw_websocket
+from .live import ENTRY_POINTS, masked_text_frame, raw_websocket
 
 # Timeouts bound hangs only; nothing here measures speed.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
@@ -78,9 +78,12 @@ class Reader(threading.Thread):
             self.error = exc
 
 
-def test_stalled_sockets_are_dropped_and_memory_stays_bounded(start_server):
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_stalled_sockets_are_dropped_and_memory_stays_bounded(start_server, entry):
     # A 256 KiB cap (production default: 1 MiB) keeps the bound far below what is sent.
-    server = start_server("slow", serve=True, args=("--max-send-buffer", str(SEND_BUFFER_CAP)), SEND_RATE_LIMIT="0")
+    server = start_server(
+        f"slow-{entry}", serve=entry, args=("--max-send-buffer", str(SEND_BUFFER_CAP)), SEND_RATE_LIMIT="0"
+    )
     alice, bob, carol = (server.register() for _ in range(3))
     tokens = {name: server.login(user)["access"] for name, user in (("alice", alice), ("bob", bob), ("carol", carol))}
     status, chat = server.http(
@@ -150,10 +153,11 @@ def test_stalled_sockets_are_dropped_and_memory_stays_bounded(start_server):
             assert recv_json(again) == {"type": "pong", "ref": "alive"}
 
 
-def test_a_client_that_sends_but_never_reads_is_dropped_too(start_server):
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_client_that_sends_but_never_reads_is_dropped_too(start_server, entry):
     """daphne's keepalive ping is only sent after a quiet period of *incoming* frames, so a client
     that keeps sending but never reads its replies would never be timed out; the cap drops it."""
-    server = start_server("slow-sender", serve=True, args=("--max-send-buffer", "65536"))
+    server = start_server(f"slow-sender-{entry}", serve=entry, args=("--max-send-buffer", "65536"))
     token = server.login(server.register())["access"]
     sock = raw_websocket(server.port, token, rcvbuf=4096)
     try:
@@ -174,11 +178,12 @@ def test_a_client_that_sends_but_never_reads_is_dropped_too(start_server):
     assert server.alive()
 
 
-def test_a_client_that_floods_frames_is_slowed_down_not_queued_for(start_server):
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_client_that_floods_frames_is_slowed_down_not_queued_for(start_server, entry):
     """A client blasting 64 KiB frames faster than they are handled: the server stops reading the
     socket while 32 frames wait, so its memory does not grow with what the client sends
     (plain daphne queues it all: +153 MiB for 188 MiB sent, see docs/RELIABILITY.md)."""
-    server = start_server("flooder", serve=True)
+    server = start_server(f"flooder-{entry}", serve=entry)
     token = server.login(server.register())["access"]
     sock = raw_websocket(server.port, token)
     frames = 1000
