@@ -78,7 +78,7 @@ def advance_read_all(*, chat_id: int, current: int, member_ids: list[int] | None
     if advanced is None:
         return current
     if member_ids is None:
-        member_ids = [row.user_id for row in (yield sql.MEMBER_IDS.all(chat=chat_id))]
+        member_ids = (yield sql.MEMBER_IDS.one(chat=chat_id)).user_ids
     up_to_seq = advanced.read_all_seq
     yield Emit(
         member_ids,
