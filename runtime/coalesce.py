@@ -108,10 +108,11 @@ class Coalescer:
             window.sent = held.latest.value
             window.closes_at = time.monotonic() + held.latest.window
         if loop is not None and loop.is_running():
+            publishing = self._publish([held])
             try:
-                future = asyncio.run_coroutine_threadsafe(self._publish([held]), loop)
+                future = asyncio.run_coroutine_threadsafe(publishing, loop)
             except RuntimeError:  # the loop closed meanwhile
-                pass
+                publishing.close()
             else:
                 self._pending.add(future)
                 future.add_done_callback(self._pending.discard)
