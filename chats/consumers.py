@@ -189,9 +189,10 @@ class ChatConsumer(SocketConsumer):
         result, emitted = await services.mark_read.run_async(
             user_id=self.user_id, chat_id=chat_id, up_to_seq=up_to_seq, skip_channel=self.channel_name
         )
-        await realtime.send_events(emitted)
+        # The reply first: it carries the current read_all_seq, and need not wait for the publish.
         reply = events.chat_read(chat_id=result.chat_id, user_id=result.user_id, last_read_seq=result.last_read_seq)
         await self._send({**reply, "read_all_seq": result.read_all_seq, "ref": frame.ref})
+        await realtime.send_events(emitted)
 
     async def _on_typing(self, frame: Frame):
         _, emitted = await services.notify_typing.run_async(user_id=self.user_id, chat_id=frame.id("chat_id"))

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+
+from runtime.realtime import Latest
+
 from .payloads import chat_payload, message_payload, reactions_payload
 
 if TYPE_CHECKING:
@@ -36,6 +40,15 @@ def chat_read(*, chat_id: int, user_id: int, last_read_seq: int) -> dict:
 def chat_read_all(*, chat_id: int, up_to_seq: int) -> dict:
     """Every member has read up to ``up_to_seq``."""
     return {"type": "chat.read_all", "chat_id": chat_id, "up_to_seq": up_to_seq}
+
+
+def read_all_latest(*, chat_id: int, up_to_seq: int) -> Latest | None:
+    """``chat.read_all`` of a chat goes out at most once per READ_ALL_COALESCE_MS, the latest
+    value always last (docs/PROTOCOL.md §4); None when the setting is 0 (every advance is sent)."""
+    window_ms = settings.READ_ALL_COALESCE_MS
+    if window_ms <= 0:
+        return None
+    return Latest(key=f"read_all.{int(chat_id)}", value=int(up_to_seq), window=window_ms / 1000)
 
 
 def chat_created(view: ChatView) -> dict:

@@ -262,10 +262,6 @@ class Members(NamedTuple):
     user_ids: list[int]
 
 
-class MemberId(NamedTuple):
-    user_id: int
-
-
 # --- statements ------------------------------------------------------------------------------
 
 # The chat's row lock, taken on behalf of a member (no row: not a member, or no such chat).
@@ -486,7 +482,10 @@ RETURNING read_all_seq
     ReadAll,
 )
 
-MEMBER_IDS = Statement("SELECT user_id FROM chats_membership WHERE chat_id = %(chat)s", MemberId)
+# Every member's id, as one array: one value to decode instead of a row per member.
+MEMBER_IDS = Statement(
+    "SELECT coalesce(array_agg(user_id), '{}') FROM chats_membership WHERE chat_id = %(chat)s", Members
+)
 
 # Every member of the chat, if ``user`` is one of them (no row otherwise).
 MEMBERS_IF_MEMBER = Statement(

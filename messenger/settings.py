@@ -284,6 +284,12 @@ CHAT_CHANGE_RATE_LIMIT = env_int("CHAT_CHANGE_RATE_LIMIT", 30)
 CHAT_CHANGE_RATE_WINDOW_SECONDS = env_int("CHAT_CHANGE_RATE_WINDOW_SECONDS", 60)
 GROUP_CREATE_DAILY_LIMIT = env_int("GROUP_CREATE_DAILY_LIMIT", 50)
 TYPING_THROTTLE_SECONDS = 3
+# chat.read_all of a chat goes out at most once per this many milliseconds per process: the first
+# advance at once, later ones within the window as one event with the latest value at its end
+# (runtime/coalesce.py, docs/PROTOCOL.md §4). 0: every advance is sent.
+READ_ALL_COALESCE_MS = env_int("READ_ALL_COALESCE_MS", 100)
+if READ_ALL_COALESCE_MS < 0:
+    raise ImproperlyConfigured("READ_ALL_COALESCE_MS must be 0 (off) or a positive number of milliseconds.")
 # Messages that change (chats/services/changes.py): the sender may edit for this long (0: forever);
 # per-user edits, deletes, reaction changes and pins per window, shared like the send limit.
 EDIT_WINDOW_HOURS = env_int("EDIT_WINDOW_HOURS", 48)

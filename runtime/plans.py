@@ -123,12 +123,14 @@ class HasKey:
 @dataclass(frozen=True)
 class Emit:
     """Tell every socket of ``user_ids`` about a committed change (``skip_channel``: the socket that
-    caused it, which got its own answer), and every socket in the layer groups ``groups``."""
+    caused it, which got its own answer), and every socket in the layer groups ``groups``.
+    ``latest``: a later event of its key supersedes it, so it may be coalesced (runtime.coalesce)."""
 
     user_ids: list[int]
     event: dict
     skip_channel: str | None = None
     groups: tuple[str, ...] = ()
+    latest: realtime.Latest | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,11 @@ def _execute_sync(step: Step) -> Any:
         return cache.get(step.key) is not None
     if isinstance(step, Emit):
         realtime.publish_on_commit(
-            user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel, groups=step.groups
+            user_ids=step.user_ids,
+            event=step.event,
+            skip_channel=step.skip_channel,
+            groups=step.groups,
+            latest=step.latest,
         )
         return None
     if isinstance(step, AfterCommit):
@@ -285,7 +291,11 @@ async def _execute_async(step: Step, events: list[realtime.Outgoing], tx: async_
         return result
     if isinstance(step, Emit):
         outgoing = realtime.committed(
-            user_ids=step.user_ids, event=step.event, skip_channel=step.skip_channel, groups=step.groups
+            user_ids=step.user_ids,
+            event=step.event,
+            skip_channel=step.skip_channel,
+            groups=step.groups,
+            latest=step.latest,
         )
         if outgoing is not None:
             events.append(outgoing)

@@ -11,6 +11,10 @@ a channel).
 * Async code holds :class:`Outgoing` events of changes that already committed (from
   ``runtime.plans.run_async``) and sends them with :func:`send_events` when it is ready.
 * :func:`close_user_sockets` closes a user's sockets (logout, deactivation).
+
+An event that only states a latest value (``latest``: :class:`runtime.coalesce.Latest`, e.g.
+``chat.read_all``) may be held and merged with later ones of its key, from either path: see
+:mod:`runtime.coalesce`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from ops import metrics
+
+from .coalesce import Coalescer, Latest
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +64,17 @@ class Outgoing:
     committed_at: float | None = None
     # Layer groups to reach besides the users' own (a socket in both would get it twice).
     groups: tuple[str, ...] = ()
+    # Set: a later event of the same key supersedes this one (runtime.coalesce).
+    latest: Latest | None = None
 
 
 def committed(
-    *, user_ids: Iterable[int], event: dict, skip_channel: str | None = None, groups: tuple[str, ...] = ()
+    *,
+    user_ids: Iterable[int],
+    event: dict,
+    skip_channel: str | None = None,
+    groups: tuple[str, ...] = (),
+    latest: Latest | None = None,
 ) -> Outgoing | None:
     """An event whose change has committed, ready for :func:`send_events` (None: nobody to tell).
 
@@ -71,17 +84,31 @@ def committed(
     if not ids and not groups:
         return None
     return Outgoing(
-        user_ids=ids, text=encode(event), skip_channel=skip_channel, committed_at=time.time(), groups=tuple(groups)
+        user_ids=ids,
+        text=encode(event),
+        skip_channel=skip_channel,
+        committed_at=time.time(),
+        groups=tuple(groups),
+        latest=latest,
     )
 
 
 def publish_on_commit(
-    *, user_ids: Iterable[int], event: dict, skip_channel: str | None = None, groups: tuple[str, ...] = ()
+    *,
+    user_ids: Iterable[int],
+    event: dict,
+    skip_channel: str | None = None,
+    groups: tuple[str, ...] = (),
+    latest: Latest | None = None,
 ) -> None:
     """Send ``event`` to every socket of every user in ``user_ids`` (and in ``groups``) once the
     transaction commits."""
     outgoing = Outgoing(
-        user_ids=sorted({int(u) for u in user_ids}), text=encode(event), skip_channel=skip_channel, groups=tuple(groups)
+        user_ids=sorted({int(u) for u in user_ids}),
+        text=encode(event),
+        skip_channel=skip_channel,
+        groups=tuple(groups),
+        latest=latest,
     )
     if not outgoing.user_ids and not outgoing.groups:
         return
@@ -94,7 +121,17 @@ def publish_on_commit(
 
 
 async def send_events(bucket: list[Outgoing]) -> None:
-    """Send events of committed changes from async code. A failing layer loses the wake-up, never the data."""
+    """Send events of committed changes from async code. A failing layer loses the wake-up, never the data.
+
+    An event with ``latest`` goes out now, later merged with others of its key, or not at all
+    (a higher value already went out): :mod:`runtime.coalesce`.
+    """
+    bucket = [outgoing for outgoing in bucket if outgoing.latest is None or _coalescer.admit(outgoing)]
+    if bucket:
+        await _publish(bucket)
+
+
+async def _publish(bucket: list[Outgoing]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
@@ -115,6 +152,9 @@ async def send_events(bucket: list[Outgoing]) -> None:
         except Exception as exc:
             _count_failure(exc)
             logger.warning("channel layer send failed (%d users); clients catch up by seq", len(groups), exc_info=True)
+
+
+_coalescer = Coalescer(_publish)
 
 
 def close_user_sockets(*, user_id: int, sid: str | None) -> None:

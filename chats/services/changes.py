@@ -180,7 +180,7 @@ def _targets(chat_id: int, seqs: list[int]) -> Plan[list[sql.Target]]:
 
 
 def _members(chat_id: int) -> Plan[list[int]]:
-    return [row.user_id for row in (yield sql.MEMBER_IDS.all(chat=chat_id))]
+    return (yield sql.MEMBER_IDS.one(chat=chat_id)).user_ids
 
 
 def _for_everyone(view: MessageView) -> MessageView:

@@ -66,7 +66,8 @@ def _lock_chat(*, chat_id: int, user_id: int) -> Plan[sql.LockedChat | None]:
 
 
 def advance_read_all(*, chat_id: int, current: int, member_ids: list[int] | None = None) -> Plan[int]:
-    """Recompute the read-by-everyone watermark; ``chat.read_all`` to every member if it grew.
+    """Recompute the read-by-everyone watermark; ``chat.read_all`` to every member if it grew
+    (coalesced per chat: ``events.read_all_latest``).
 
     Run it *after* the transaction that moved a watermark (or removed a member) committed.
     Then of two concurrent writers, the one whose probe starts last sees both watermarks, so
@@ -77,9 +78,14 @@ def advance_read_all(*, chat_id: int, current: int, member_ids: list[int] | None
     if advanced is None:
         return current
     if member_ids is None:
-        member_ids = [row.user_id for row in (yield sql.MEMBER_IDS.all(chat=chat_id))]
-    yield Emit(member_ids, events.chat_read_all(chat_id=chat_id, up_to_seq=advanced.read_all_seq))
-    return advanced.read_all_seq
+        member_ids = (yield sql.MEMBER_IDS.one(chat=chat_id)).user_ids
+    up_to_seq = advanced.read_all_seq
+    yield Emit(
+        member_ids,
+        events.chat_read_all(chat_id=chat_id, up_to_seq=up_to_seq),
+        latest=events.read_all_latest(chat_id=chat_id, up_to_seq=up_to_seq),
+    )
+    return up_to_seq
 
 
 def append_system_message(

@@ -120,7 +120,11 @@ def send_message(
     yield Emit(recipients, events.message_new(message, read_all_seq=read_all), skip_channel, events.watchers(chat_id))
     if after.advanced_read_all_seq is not None:
         read_all = after.advanced_read_all_seq
-        yield Emit(recipients, events.chat_read_all(chat_id=chat_id, up_to_seq=read_all))
+        yield Emit(
+            recipients,
+            events.chat_read_all(chat_id=chat_id, up_to_seq=read_all),
+            latest=events.read_all_latest(chat_id=chat_id, up_to_seq=read_all),
+        )
     return SendResult(message=message, duplicate=False, read_all_seq=read_all)
 
 
