@@ -77,7 +77,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def pause_writing(self) -> None:
         pending = self.transport.get_write_buffer_size()
-        client = "%s:%d" % tuple(self.client[:2]) if self.client else "-"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
         logger.warning(
             "dropping slow WebSocket client %s: %d bytes unsent (limit %d)", client, pending, self.max_send_buffer
         )
