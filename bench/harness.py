@@ -26,9 +26,9 @@ from .scenarios import Context
 ROOT = procs.ROOT
 RESULTS = ROOT / "bench" / "results"
 ALL_SERVERS = ("raw", "floor", "ours")
-ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S10")
+ALL_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10")
 # Run order: S5 restarts ours and stops it at the end (row counters), S4 needs its own server.
-RUN_ORDER = ("S1", "S2", "S3", "S6", "S7", "S8", "S10", "S5", "S4")
+RUN_ORDER = ("S1", "S2", "S3", "S6", "S7", "S8", "S9", "S10", "S5", "S4")
 # Which scenarios mean something for which server: the references have no database.
 APPLIES = {
     "S1": ALL_SERVERS,
@@ -39,6 +39,7 @@ APPLIES = {
     "S6": ("ours",),
     "S7": ("ours",),
     "S8": ("ours",),
+    "S9": ("ours",),
     "S10": ("ours",),
 }
 LABELS = {"raw": "raw websockets relay", "floor": "Channels floor", "ours": "messenger"}
@@ -48,6 +49,7 @@ SCENARIOS = {
     "S3": scenarios.s3_idle,
     "S6": scenarios.s6_dedup,
     "S7": scenarios.s7_reactions,
+    "S9": scenarios.s9_scaleout,
 }
 SECRET = "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz-not-for-production"
 READ_GROUP_MESSAGES = 1000
@@ -321,7 +323,7 @@ async def _run(
             notes.append(f"{args.load_db} has no chat with >= {HISTORY_MESSAGES} messages yet; S4 uses {args.bench_db}")
     spec = {
         "users": profile.users,
-        "pairs": max(profile.s1_pairs, profile.s6_users),
+        "pairs": max(profile.s1_pairs, profile.s6_users, profile.s9_pairs if "S9" in wanted else 0),
         "groups": {"fanout": profile.s2_group},
         "read_group": {"size": profile.s5_group, "messages": READ_GROUP_MESSAGES},
         # S8 always uses the bench database's own history chat (its changes are made there once).

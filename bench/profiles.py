@@ -40,6 +40,10 @@ class Profile:
     s7_s: float
     # S8: /changes catch-up over the history chat's S8_REACTIONS + S8_EDITS changes, s8_passes times.
     s8_passes: int
+    # S9: s9_pairs 1:1 pairs over all server processes, each rate of s9_rates for s9_step_s.
+    s9_pairs: int
+    s9_rates: tuple[int, ...]
+    s9_step_s: float
     # S10: s10_clients threads each uploading s10_uploads ~1 MiB JPEGs; s10_big_uploads 50 MiB
     # files; s10_downloads whole downloads and s10_ranges 64 KiB ranges of one; s10_small GETs of
     # a 1 KiB file by signed URL and as many with the token.
@@ -63,6 +67,7 @@ class Profile:
             2 * self.s1_pairs,
             2 * self.s6_users,
             self.s7_chats * self.s7_members,
+            2 * self.s9_pairs,
         )
 
 
@@ -90,6 +95,9 @@ QUICK = Profile(
     s7_rate=300,
     s7_s=3.0,
     s8_passes=3,
+    s9_pairs=500,
+    s9_rates=(100, 200),
+    s9_step_s=5.0,
     s10_clients=2,
     s10_uploads=10,
     s10_big_uploads=1,
@@ -124,6 +132,9 @@ FULL = Profile(
     s7_rate=1000,
     s7_s=10.0,
     s8_passes=10,
+    s9_pairs=2000,
+    s9_rates=(200, 400),
+    s9_step_s=10.0,
     s10_clients=2,
     s10_uploads=50,
     s10_big_uploads=3,

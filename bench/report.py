@@ -283,6 +283,24 @@ def summary_rows(results: dict) -> list[list[str]]:
                         _met(ours, p99 is not None and p99 <= S8_P99_MS and not bad and bool(exact)),
                     ]
                 )
+            elif scenario == "S9":
+                for st in r.get("steps", []):
+                    ratio = st.get("received_per_process_over_events")
+                    rows.append(
+                        [
+                            scenario,
+                            label,
+                            f"{r.get('processes')} processes, {st['offered_rate']} msgs/s: envelopes parsed per process "
+                            f"= **{ratio}** x events published, {st.get('unrouted', 0):.0f} unrouted, "
+                            f"{_ms(st.get('cpu_ms_per_message'))} ms CPU/msg (all processes)",
+                            *_lat(st.get("delivery")),
+                            _loss(st),
+                            "–",
+                            "–",
+                            "unrouted ~ 0; CPU/msg not above 1 process",
+                            "",
+                        ]
+                    )
             elif scenario == "S10":
                 rows += _s10_rows(scenario, label, r)
     return rows
