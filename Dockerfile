@@ -1,4 +1,4 @@
-# The messenger app image: daphne (through runtime.serve) serving HTTP + WebSocket on port 8000.
+# The messenger app image: uvicorn (through runtime.uvserve) serving HTTP + WebSocket on port 8000.
 # Configuration comes from the environment (see .env.example); with DEBUG=false the app
 # refuses to start without SECRET_KEY, ALLOWED_HOSTS and DATABASE_URL.
 
@@ -46,7 +46,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-# runtime.serve is daphne with a bounded per-socket send buffer and a query-free access log.
-# -v 0 turns daphne's plain-text access log off: the app writes one JSON line per request
-# and per socket open/close itself (ops/middleware.py, chats/consumers.py).
-CMD ["python", "-m", "runtime.serve", "-b", "0.0.0.0", "-p", "8000", "-v", "0", "--websocket-max-message-size", "65536"]
+# runtime.uvserve is uvicorn with a bounded per-socket send buffer (slow clients dropped), the
+# 64 KiB frame cap, 431/413 JSON answers and query-free logs (runtime.serve is the same on
+# daphne). -v 0 turns uvicorn's plain-text access log off: the app writes one JSON line per
+# request and per socket open/close itself (ops/middleware.py, chats/consumers.py).
+CMD ["python", "-m", "runtime.uvserve", "-b", "0.0.0.0", "-p", "8000", "-v", "0", "--websocket-max-message-size", "65536"]

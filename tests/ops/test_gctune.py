@@ -53,3 +53,17 @@ def test_server_run_settles_before_serving(monkeypatch):
     server = serve.BoundedServer.__new__(serve.BoundedServer)
     server.run()
     assert calls == ["settle", "serve"]
+
+
+def test_uvserve_settles_after_loading_the_app_and_before_serving(monkeypatch):
+    """runtime.uvserve imports the application, applies the settings, then serves."""
+    import uvicorn
+
+    from runtime import uvserve
+
+    calls = []
+    monkeypatch.setattr(uvicorn.Config, "load", lambda self: calls.append("load"))
+    monkeypatch.setattr(gctune, "settle", lambda: calls.append("settle"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: calls.append("serve"))
+    uvserve.main(["-b", "127.0.0.1", "-p", "0"])
+    assert calls == ["load", "settle", "serve"]
