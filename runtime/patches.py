@@ -78,6 +78,12 @@ UPSTREAM = [
     Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.group_discard", ("group", "channel"), "runtime.layers"),
     Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.group_send", ("group", "message"), "runtime.layers"),
     Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.new_channel", ("prefix",), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.flush", (), "runtime.layers"),
+    # runtime/presence.py: the shard's client (its pool) and SUBSCRIBE of the process channel
+    Upstream("channels_redis.pubsub:RedisSingleShardConnection.subscribe", ("channel",), "runtime.presence"),
+    Upstream(
+        "channels_redis.pubsub:RedisSingleShardConnection.__init__", ("host", "channel_layer"), "runtime.presence"
+    ),
     Upstream("channels_redis.pubsub:RedisSingleShardConnection._ensure_redis", (), "runtime.layers"),
     Upstream("channels_redis.pubsub:RedisSingleShardConnection.publish", ("channel", "message"), "runtime.layers"),
     Upstream("channels_redis.pubsub:RedisSingleShardConnection._do_receiving", (), "runtime.layers"),

@@ -11,9 +11,12 @@ from runtime.layers import FanoutChannelLayer
 from tests.conftest import RUN_PREFIX
 
 
-async def test_group_send_many_reaches_every_group_once():
-    """Every channel in every target group gets the message exactly once; others get nothing."""
-    layer = FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-layer")
+@pytest.mark.parametrize("routing", [True, False], ids=["routed", "fanout"])
+async def test_group_send_many_reaches_every_group_once(routing):
+    """Every channel in every target group gets the message exactly once; others get nothing
+    (routed per process, and with routing off through the one fan-out channel)."""
+    prefix = f"{RUN_PREFIX}-layer-{routing}"
+    layer = FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=prefix, routing=routing)
     try:
         channels = [await layer.new_channel() for _ in range(6)]
         for n, channel in enumerate(channels):
@@ -23,11 +26,21 @@ async def test_group_send_many_reaches_every_group_once():
 
         await layer.group_send_many(["user.0", "user.1", "user.2"], {"type": "event.deliver", "text": "hi"})
 
-        # Groups and socket channels are process-local: the process holds one subscription.
+        # Groups and socket channels are process-local: the process holds one subscription, to
+        # its own channel (routed) or the fan-out channel; routed, Redis knows who holds a group.
         import redis
 
-        subscribed = redis.Redis.from_url(os.environ["REDIS_URL"]).pubsub_channels(f"{RUN_PREFIX}-layer*")
-        assert subscribed == [f"{RUN_PREFIX}-layer__fanout__".encode()]
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        subscribed = client.pubsub_channels(f"{prefix}*")
+        loop_layer = layer._get_layer()
+        if routing:
+            process = loop_layer.presence.id
+            assert subscribed == [f"{prefix}__proc__{process}".encode()]
+            for group in ("user.0", "user.1", "user.2", "user.99"):
+                assert client.smembers(f"{prefix}presence:{group}") == {process.encode()}
+        else:
+            assert subscribed == [f"{prefix}__fanout__".encode()]
+            assert client.keys(f"{prefix}presence:*") == []
 
         for channel in channels:
             assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "event.deliver", "text": "hi"}
