@@ -133,10 +133,17 @@ class _OwnedPubSub(PubSub):
 
 
 class _ResyncingShard(RedisSingleShardConnection):
+    # How many times the pub/sub connection came back and re-subscribed.
+    reconnects = 0
+
     def _ensure_redis(self):
         if self._redis is None:
             super()._ensure_redis()
-            self._pubsub = _OwnedPubSub(self._redis.connection_pool, on_resubscribed=self.channel_layer.on_resubscribed)
+            self._pubsub = _OwnedPubSub(self._redis.connection_pool, on_resubscribed=self._resubscribed)
+
+    def _resubscribed(self) -> None:
+        self.reconnects += 1
+        self.channel_layer.on_resubscribed()
 
     async def publish(self, channel, message):
         await self.publish_many([(channel, message)])
@@ -283,13 +290,19 @@ class _ResyncingLoopLayer(RedisPubSubLoopLayer):
         self._recovery = asyncio.get_running_loop().create_task(self._recover())
 
     async def _recover(self) -> None:
-        lost = False
         try:
-            lost = await self.presence.beat()
+            await self.presence.beat(resubscribed=True)  # announces what Redis lost, then resyncs
         except Exception as exc:  # noqa: BLE001 - the heartbeat keeps trying on its own
-            logger.warning("heartbeat after a reconnect failed (%s)", type(exc).__name__)
-        if not lost:  # beat() resynced already when it found presence lost
+            logger.warning("heartbeat after a reconnect failed (%s); resyncing anyway", type(exc).__name__)
             self.resync_local()
+
+    async def resubscribe(self, shard: _ResyncingShard) -> None:
+        """Drop the shard's pub/sub connection: its receive loop connects again, re-SUBSCRIBEs and
+        resyncs (:meth:`on_resubscribed`)."""
+        pubsub = shard._pubsub
+        if pubsub is not None and pubsub.connection is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.connection.disconnect()
 
     def resync_local(self) -> None:
         """Events may have been lost: wake every local consumer in a group.

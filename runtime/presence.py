@@ -12,9 +12,9 @@ name hashes to (channels-redis' ``_get_shard``), except the liveness keys:
   absence on a shard at a heartbeat means that shard lost this process's presence (it restarted,
   or the process stalled past the TTL and was cleaned): the process SADDs every local group
   again (pipelined, in chunks) and the layer resyncs its sockets.
-* ``<prefix>procs`` -- sorted set id -> Redis time (ms) of its last heartbeat, on the *registry
-  shard* (the one ``<prefix>procs`` hashes to). Ids older than the TTL are dead: senders skip
-  them and the live-set read drops them from the registry.
+* ``<prefix>procs`` -- sorted set id -> deadline (Redis time in ms of its last heartbeat plus
+  *its own* TTL), on the *registry shard* (the one ``<prefix>procs`` hashes to). Ids past their
+  deadline are dead: senders skip them and the live-set read drops them from the registry.
 
 Senders cache the live set for :data:`LIVE_CACHE_SECONDS`. A group member not in the cached set
 is either new or dead: the set is read again at once (a new process heartbeats into the registry
@@ -56,15 +56,16 @@ local had = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
 if KEYS[2] then
   local t = redis.call('TIME')
-  redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 end
 return had
 """
-# KEYS[1] the registry; ARGV TTL (ms). Drops the dead, returns the live ids.
+# KEYS[1] the registry. Drops the dead (their deadline passed), returns the live ids.
 _LIVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 # KEYS presence sets; ARGV[1] the proc key prefix, ARGV[2..] ids. Removes each id whose proc key
@@ -121,6 +122,7 @@ class Presence:
         self._stale: set[str] = set()
         self._locks: dict[str, list] = {}  # group channel -> [asyncio.Lock, users]
         self._register_lock = asyncio.Lock()
+        self._beat_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._live: frozenset[str] | None = None
         self._live_at = 0.0
@@ -208,11 +210,24 @@ class Presence:
                 delay = min(self.interval, 1.0)
             await asyncio.sleep(delay)
 
-    async def beat(self) -> bool:
+    async def beat(self, *, resubscribed: bool = False) -> None:
         """One heartbeat: liveness on every shard; on a shard that lost this process's presence,
-        every local group announced again and the local sockets resynced. Announces groups whose
+        every local group announced again, then the local sockets resynced. Announces groups whose
         SADD failed before, removes stale entries. Raises if some shard could not be reached
-        (after doing what it could on the others). Returns whether presence was lost."""
+        (after doing what it could on the others).
+
+        ``resubscribed``: the pub/sub connection of this process's channel just came back, so the
+        sockets resync in any case (after the presence map is whole). When the heartbeat finds the
+        map lost on the shard of this process's channel, that shard restarted and envelopes to the
+        channel were lost too: the pub/sub connection is re-established first (if it has not been
+        since this beat began) and the resync follows its re-SUBSCRIBE -- one resync, not two.
+        """
+        async with self._beat_lock:
+            await self._beat(resubscribed)
+
+    async def _beat(self, resubscribed: bool) -> None:
+        own_shard = self.layer._get_shard(self.channel)
+        reconnects = own_shard.reconnects
         failed, lost = await self._heartbeat()
         errors = list(failed.values())
         try:
@@ -226,11 +241,17 @@ class Presence:
                 errors.append(exc)
                 break
         if lost:
-            logger.warning("channel layer presence lost on Redis shard(s) %s; re-announced, resyncing", lost)
+            logger.warning("channel layer presence lost on Redis shard(s) %s; announced again", lost)
+        if resubscribed:
+            self.layer.resync_local()
+        elif self.layer._shards.index(own_shard) in lost:
+            if own_shard.reconnects == reconnects:
+                await self.layer.resubscribe(own_shard)  # its reconnect resyncs
+            # else: a reconnect happened meanwhile; its beat (waiting for this one) resyncs
+        elif lost:
             self.layer.resync_local()
         if errors:
             raise errors[0]
-        return bool(lost)
 
     async def _heartbeat(self) -> tuple[dict, list[int]]:
         """Refresh the proc key on every shard (and the registry). Returns {shard: error} of those
@@ -331,7 +352,7 @@ class Presence:
         if not fresh and self._live is not None and now - self._live_at < LIVE_CACHE_SECONDS:
             return self._live
         shard = self.layer._get_shard(self.registry)
-        ids = await run(shard, lambda redis: redis.eval(_LIVE, 1, self.registry, self.ttl_ms))
+        ids = await run(shard, lambda redis: redis.eval(_LIVE, 1, self.registry))
         self._live = frozenset(i.decode() if isinstance(i, bytes) else i for i in ids)
         self._live_at = now
         return self._live
