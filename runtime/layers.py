@@ -398,6 +398,14 @@ class FanoutChannelLayer(RedisPubSubChannelLayer):
             _wrap_close(self, loop)
         return layer
 
+    async def close(self) -> None:
+        """Graceful shutdown of the running loop's layer, if it has one: it leaves the presence map
+        and the registry, and closes its connections (``python -m runtime.serve`` calls this
+        before the reactor stops; a process that dies otherwise is forgotten after its TTL)."""
+        layer = self._layers.pop(asyncio.get_running_loop(), None)
+        if layer is not None:
+            await layer.flush()
+
     def add_receiver(self, channel: str, receiver) -> None:
         """Deliver ``event.deliver`` (:data:`runtime.realtime.DELIVER`) messages for ``channel`` by calling ``await receiver(message)``.
 

@@ -387,12 +387,16 @@ class Presence:
         if not holders:
             return {}, error
         found = set().union(*holders.values())
-        live = await self.live()
-        if not found <= live:
-            live = await self.live(fresh=True)  # new since the cached copy, or dead
-            dead = found - live
-            if dead:
-                await self._clean(dead, holders)
+        try:
+            live = await self.live()
+            if not found <= live:
+                live = await self.live(fresh=True)  # new since the cached copy, or dead
+                dead = found - live
+                if dead:
+                    await self._clean(dead, holders)
+        except Exception as exc:  # noqa: BLE001 - the registry's shard is away: reach every holder
+            logger.warning("live processes unknown (%s); publishing to every holder", type(exc).__name__)
+            live = found
         targets: dict[str, list[str]] = {}
         for group_channel, ids in holders.items():
             for process in ids:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 import time
 import urllib.request
 from contextlib import ExitStack
@@ -39,13 +40,17 @@ TTL = 2.0
 SHORT_HEARTBEAT = {"CHANNEL_LAYER_HEARTBEAT_SECONDS": HEARTBEAT, "CHANNEL_LAYER_PROCESS_TTL_SECONDS": str(TTL)}
 
 
+def serve_argv(port: int) -> list[str]:
+    return [sys.executable, "-m", "runtime.serve", "-b", "127.0.0.1", "-p", str(port)]
+
+
 class Daphne(ServerProcess):
-    def __init__(self, name: str, log_dir: Path, **env: str):
+    def __init__(self, name: str, log_dir: Path, argv=None, **env: str):
         self.name = name
         super().__init__(
             log_dir / f"daphne-{name}.log",
             child_env(DATABASE_URL=test_database_url(), **{"REDIS_URL": os.environ["REDIS_URL"], **env}),
-            daphne_argv(),
+            argv or daphne_argv(),
         )
 
     def ws(self, token: str, stack: ExitStack):
@@ -255,6 +260,28 @@ def test_a_killed_process_is_skipped_after_its_ttl_and_removed(servers, make_use
             assert counter("messenger_layer_envelopes_published_total") == envelopes + 1
     finally:
         c.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_stopped_gracefully_leaves_the_presence_map_at_once(make_user, shared_redis, tmp_path):
+    """``python -m runtime.serve`` on SIGTERM removes its entries, its liveness key and its
+    registry entry before exiting, instead of leaving them for the TTL (here ten minutes)."""
+    server = Daphne("serve", tmp_path, serve_argv, CHANNEL_LAYER_PROCESS_TTL_SECONDS="600")
+    server.start()
+    try:
+        bob = make_user()
+        key = presence_key(bob.id)
+        with ExitStack() as stack:
+            server.ws(access_token(bob), stack)
+            (process,) = members(shared_redis, key)
+            assert shared_redis.exists(f"{RUN_PREFIX}proc:{process}")
+            server.stop()
+            stack.pop_all()
+        assert members(shared_redis, key) == set()
+        assert not shared_redis.exists(f"{RUN_PREFIX}proc:{process}")
+        assert shared_redis.zscore(f"{RUN_PREFIX}procs", process) is None
+    finally:
+        server.stop()
 
 
 # --- (c) presence comes back after Redis lost it --------------------------------------------------
