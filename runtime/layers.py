@@ -33,6 +33,19 @@ new process its SUBSCRIBE and first heartbeat before it) completes before the co
 sender's cached live set cannot hide a new process: an id found in a set but not in the cached
 live set makes the sender read the live set again.
 
+Choices made on the way (issue 15's design, with these changes): a layer registers (SUBSCRIBE,
+heartbeat) only when its first socket joins a group, so the short-lived loops of sync senders
+(``async_to_sync`` in commands and workers) only send. A process's first socket of a user costs
+the handshake one SADD round trip (it cost none with the fan-out channel). Broadcasts (over
+:data:`ROUTE_BROADCAST_MIN` groups) read the live set fresh -- that read replaces the lookup's
+round trip -- so they too never miss a new process; routed sends use the cached copy. Dead ids
+are removed by a script on the set's own shard that removes an id only if its liveness key is
+gone *there*, so a sender with a stale view can never remove a live process. The registry
+scores each process by its own deadline (heartbeat + its TTL), so senders need not share the
+TTL setting. When the heartbeat finds the shard of the process's own channel lost, it drops
+that pub/sub connection so the resync follows the re-SUBSCRIBE: sockets are asked once, not
+once by the heartbeat and again by the reconnect.
+
 **Sharding.** ``hosts`` may list several Redis instances. Every key and channel maps to one by
 channels-redis' consistent hash (``_get_shard``): a group's presence set, a process's channel,
 the registry of live processes. The heartbeat writes a liveness key on every shard; a shard
@@ -54,7 +67,8 @@ And surviving a Redis restart (each point found by the fault suite, ``tests/faul
   heartbeat found the presence map lost on a shard and re-announced the process's groups, every
   local consumer in a group gets ``layer.resync`` (:data:`RESYNC`); the chat consumer closes its
   socket with 4503 and the client reconnects and catches up by ``after_seq``. A reconnect runs a
-  heartbeat first, so the presence map is whole again before the sockets come back.
+  heartbeat first, so the presence map is whole again before the sockets come back; a heartbeat
+  that finds it lost on a shard re-announces every local group (pipelined, in chunks) first.
 * **No wake-up lost to a stale connection.** Pooled connections die with the server and
   redis-py (no retry configured) fails the next command on each of them, after the resync. A
   PUBLISH (or presence command) failing with a connection error drops the idle pooled
