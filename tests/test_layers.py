@@ -143,3 +143,98 @@ async def test_a_big_direct_delivery_lets_other_tasks_run_between_sockets():
         assert len({run[0][1] for run in runs}) == len(runs), seen
     finally:
         await layer.flush()
+
+
+def _routed(prefix: str, **options) -> FanoutChannelLayer:
+    return FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-{prefix}", **options)
+
+
+async def test_a_sender_with_a_cached_live_set_still_reaches_a_process_that_just_joined():
+    """Senders cache who is alive; a process that registers after that copy was made is found in a
+    group's set and reached at once, for a routed event and for a broadcast to many groups."""
+    from runtime.layers import ROUTE_BROADCAST_MIN
+
+    sender, first = _routed("cached"), _routed("cached")
+    late = None
+    try:
+        early = await first.new_channel()
+        await first.group_add("user.1", early)
+        await sender.group_send_many(["user.1"], {"type": "event.deliver", "text": "warm"})
+        assert await asyncio.wait_for(first.receive(early), 5) == {"type": "event.deliver", "text": "warm"}
+        cached = sender._get_layer().presence._live
+        assert cached == {first._get_layer().presence.id}
+
+        late = _routed("cached")
+        channel = await late.new_channel()
+        await late.group_add("user.2", channel)
+        await sender.group_send_many(["user.2"], {"type": "event.deliver", "text": "routed"})
+        assert await asyncio.wait_for(late.receive(channel), 5) == {"type": "event.deliver", "text": "routed"}
+        many = ["user.2"] + [f"user.{n}" for n in range(100, 100 + ROUTE_BROADCAST_MIN)]
+        await sender.group_send_many(many, {"type": "event.deliver", "text": "broadcast"})
+        assert await asyncio.wait_for(late.receive(channel), 5) == {"type": "event.deliver", "text": "broadcast"}
+    finally:
+        for layer in (sender, first, late):
+            if layer is not None:
+                await layer.flush()
+
+
+async def test_a_stale_entry_is_removed_after_its_process_gets_an_envelope_it_cannot_route():
+    """This process's id left in a set it no longer holds (a SADD that raced the last leave):
+    the stray envelope counts as unrouted and the next heartbeat removes the entry."""
+    import redis
+    from prometheus_client import REGISTRY
+
+    holder, sender = _routed("stale", heartbeat_interval=0.2), _routed("stale")
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    key = f"{RUN_PREFIX}-stalepresence:user.5"
+    try:
+        channel = await holder.new_channel()
+        await holder.group_add("user.4", channel)
+        process = holder._get_layer().presence.id
+        client.sadd(key, process)
+        unrouted = REGISTRY.get_sample_value("messenger_layer_envelopes_unrouted_total")
+        await sender.group_send_many(["user.5"], {"type": "event.deliver", "text": "stray"})
+        deadline = asyncio.get_running_loop().time() + 10
+        while client.exists(key):
+            assert asyncio.get_running_loop().time() < deadline, "the stale entry stayed"
+            await asyncio.sleep(0.05)
+        assert REGISTRY.get_sample_value("messenger_layer_envelopes_unrouted_total") == unrouted + 1
+        assert client.smembers(f"{RUN_PREFIX}-stalepresence:user.4") == {process.encode()}
+    finally:
+        await holder.flush()
+        await sender.flush()
+        client.close()
+
+
+async def test_concurrent_joins_and_leaves_leave_the_presence_set_exact():
+    """Sockets joining and leaving one group at once, many times: whenever things settle, the
+    process is in the group's set exactly when it holds a socket in the group."""
+    import random
+
+    import redis
+
+    layer = _routed("churn")
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    key = f"{RUN_PREFIX}-churnpresence:user.1"
+    rng = random.Random(15)
+    try:
+        channels = [await layer.new_channel() for _ in range(8)]
+        process = None
+
+        async def churn(channel):
+            for _ in range(15):
+                await layer.group_add("user.1", channel)
+                await asyncio.sleep(rng.random() * 0.005)
+                await layer.group_discard("user.1", channel)
+                await asyncio.sleep(rng.random() * 0.005)
+
+        for round_ in range(4):
+            await asyncio.gather(*(churn(channel) for channel in channels))
+            process = layer._get_layer().presence.id
+            assert client.smembers(key) == set(), round_
+            await layer.group_add("user.1", channels[round_])
+            assert client.smembers(key) == {process.encode()}, round_
+            await layer.group_discard("user.1", channels[round_])
+    finally:
+        await layer.flush()
+        client.close()
