@@ -18,9 +18,10 @@ name hashes to (channels-redis' ``_get_shard``), except the liveness keys:
 
 Senders cache the live set for :data:`LIVE_CACHE_SECONDS`. A group member not in the cached set
 is either new or dead: the set is read again at once (a new process heartbeats into the registry
-before its first SADD, so it is always there), and ids still absent are dead; they are removed
-from the sets they were found in -- on that set's shard, by a script that removes an id only if
-its proc key is gone *there*, so a live process whose key was just re-set is never removed.
+before its first SADD, so it is always there), and ids still absent are checked on the shard of
+the set they were found in, by a script that removes an id only if its proc key is gone
+*there* -- so a live process whose key was just re-set is never removed -- and says which are
+alive after all (the registry's shard restarted and lost them): those are reached too.
 
 Exactness: every local group is SADDed (or being SADDed) at any time, except between a shard's
 loss and the next heartbeat (at most one interval), which is followed by a resync. A stale
@@ -69,17 +70,19 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 # KEYS presence sets; ARGV[1] the proc key prefix, ARGV[2..] ids. Removes each id whose proc key
-# is gone on this instance from every given set; returns how many entries went.
+# is gone on this instance from every given set; returns the ids whose key is there (alive).
 _CLEAN = """
-local removed = 0
+local alive = {}
 for i = 2, #ARGV do
   if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
     for _, key in ipairs(KEYS) do
-      removed = removed + redis.call('SREM', key, ARGV[i])
+      redis.call('SREM', key, ARGV[i])
     end
+  else
+    table.insert(alive, ARGV[i])
   end
 end
-return removed
+return alive
 """
 
 
@@ -123,6 +126,7 @@ class Presence:
         self._locks: dict[str, list] = {}  # group channel -> [asyncio.Lock, users]
         self._register_lock = asyncio.Lock()
         self._beat_lock = asyncio.Lock()
+        self._beaten: set[int] = set()  # indexes of the shards a heartbeat reached
         self._task: asyncio.Task | None = None
         self._live: frozenset[str] | None = None
         self._live_at = 0.0
@@ -199,7 +203,9 @@ class Presence:
                 self._stale.add(group_channel)
 
     async def _beat_forever(self) -> None:
+        delay = self.interval  # register() just beat
         while True:
+            await asyncio.sleep(delay)
             delay = self.interval
             try:
                 await self.beat()
@@ -208,7 +214,6 @@ class Presence:
             except Exception as exc:  # noqa: BLE001 - Redis is down: keep trying, sooner
                 logger.warning("channel layer heartbeat failed (%s); retrying", type(exc).__name__)
                 delay = min(self.interval, 1.0)
-            await asyncio.sleep(delay)
 
     async def beat(self, *, resubscribed: bool = False) -> None:
         """One heartbeat: liveness on every shard; on a shard that lost this process's presence,
@@ -256,7 +261,8 @@ class Presence:
     async def _heartbeat(self) -> tuple[dict, list[int]]:
         """Refresh the proc key on every shard (and the registry). Returns {shard: error} of those
         that failed, and the indexes of the shards that had lost the key while holding some of our
-        groups (those groups are no longer taken as present, so they are announced again)."""
+        groups (those groups are no longer taken as present, so they are announced again) or,
+        for the registry's shard, after an earlier heartbeat there (broadcasts missed us)."""
         shards = self.layer._shards
         registry = self.layer._get_shard(self.registry)
         proc_key = self._proc_prefix + self.id
@@ -272,11 +278,13 @@ class Presence:
                 if isinstance(result, asyncio.CancelledError):
                     raise result
                 failed[shard] = result
-            elif not int(result):
-                gone = {g for g in self._present if self.shard_of(g) is shard}
-                if gone:
+            else:
+                if not int(result):
+                    gone = {g for g in self._present if self.shard_of(g) is shard}
                     self._present -= gone
-                    lost.append(index)
+                    if gone or (shard is registry and index in self._beaten):
+                        lost.append(index)
+                self._beaten.add(index)
         return failed, lost
 
     async def _announce_missing(self) -> None:
@@ -393,7 +401,7 @@ class Presence:
                 live = await self.live(fresh=True)  # new since the cached copy, or dead
                 dead = found - live
                 if dead:
-                    await self._clean(dead, holders)
+                    live = live | await self._clean(dead, holders)
         except Exception as exc:  # noqa: BLE001 - the registry's shard is away: reach every holder
             logger.warning("live processes unknown (%s); publishing to every holder", type(exc).__name__)
             live = found
@@ -404,8 +412,11 @@ class Presence:
                     targets.setdefault(process, []).append(group_channel)
         return targets, error
 
-    async def _clean(self, dead: set[str], holders: dict[str, set[str]]) -> None:
-        """Remove dead ids from the sets they were found in (only where their proc key is gone)."""
+    async def _clean(self, dead: set[str], holders: dict[str, set[str]]) -> set[str]:
+        """Remove dead ids from the sets they were found in, only where their proc key is gone;
+        returns those whose key is still there after all (the registry's shard lost them: they
+        are alive and will heartbeat into it again) or that could not be checked."""
+        alive: set[str] = set()
         by_shard: dict = {}
         for group_channel, ids in holders.items():
             if ids & dead:
@@ -413,6 +424,11 @@ class Presence:
         ids = sorted(dead)
         for shard, keys in by_shard.items():
             try:
-                await run(shard, lambda redis, keys=keys: redis.eval(_CLEAN, len(keys), *keys, self._proc_prefix, *ids))
+                found = await run(
+                    shard, lambda redis, keys=keys: redis.eval(_CLEAN, len(keys), *keys, self._proc_prefix, *ids)
+                )
+                alive.update(i.decode() if isinstance(i, bytes) else i for i in found)
             except Exception as exc:  # noqa: BLE001 - the next send that finds them tries again
                 logger.warning("could not remove dead processes from the presence map (%s)", type(exc).__name__)
+                alive.update(ids)  # cannot tell: a PUBLISH nobody hears is the cheaper mistake
+        return alive

@@ -238,3 +238,43 @@ async def test_concurrent_joins_and_leaves_leave_the_presence_set_exact():
     finally:
         await layer.flush()
         client.close()
+
+
+async def test_losing_the_registry_loses_no_routed_event_and_the_heartbeat_repairs_it(tmp_path):
+    """Two shards; the one holding the registry of live processes loses its data (as in a
+    restart): senders still reach the holders they find in sets on the other shard (whose
+    liveness keys say they are alive); the holder's next heartbeat registers it again and resyncs
+    its sockets (broadcasts meanwhile missed it)."""
+    import redis
+    from channels_redis.utils import _consistent_hash
+
+    from runtime.layers import RESYNC
+    from tests.faults.infra import PrivateRedis
+
+    servers = [PrivateRedis(tmp_path / "one"), PrivateRedis(tmp_path / "two")]
+    for server in servers:
+        server.start()
+    prefix = "registry-"
+    registry_shard = _consistent_hash(f"{prefix}procs", 2)
+    group = next(f"user.{n}" for n in range(100) if _consistent_hash(f"{prefix}presence:user.{n}", 2) != registry_shard)
+    hosts = [server.url for server in servers]
+    holder = FanoutChannelLayer(hosts=hosts, prefix=prefix, heartbeat_interval=0.2)
+    sender = FanoutChannelLayer(hosts=hosts, prefix=prefix)
+    clients = [redis.Redis.from_url(server.url) for server in servers]
+    try:
+        channel = await holder.new_channel()
+        await holder.group_add(group, channel)
+        process = holder._get_layer().presence.id
+        clients[registry_shard].delete(f"{prefix}procs", f"{prefix}proc:{process}")
+        await sender.group_send_many([group], {"type": "event.deliver", "text": "still"})
+        assert await asyncio.wait_for(holder.receive(channel), 5) == {"type": "event.deliver", "text": "still"}
+        assert clients[1 - registry_shard].smembers(f"{prefix}presence:{group}") == {process.encode()}
+        assert await asyncio.wait_for(holder.receive(channel), 10) == {"type": RESYNC}
+        assert clients[registry_shard].zscore(f"{prefix}procs", process) is not None
+    finally:
+        await holder.flush()
+        await sender.flush()
+        for client in clients:
+            client.close()
+        for server in servers:
+            server.stop()
