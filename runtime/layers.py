@@ -101,7 +101,8 @@ logger = logging.getLogger(__name__)
 
 # Layer message type put into every local consumer's channel after the Redis connection came back.
 RESYNC = "layer.resync"
-# Events for fewer users than this take the per-consumer queues (see add_receiver).
+# Envelopes naming fewer groups than this take the per-consumer queues (see add_receiver); with
+# routing an envelope names only the groups its process holds.
 DIRECT_MIN_GROUPS = 16
 # Direct delivery gives the event loop back after this many sockets (see _deliver_loop).
 DIRECT_YIELD_EVERY = 32
