@@ -161,12 +161,23 @@ if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
 
 # --- Channel layer and cache ----------------------------------------------------
+# The channel layer's Redis shards (default: REDIS_URL alone); keys and channels spread over them
+# by a stable hash, so every process must list the same URLs in the same order.
+CHANNEL_LAYER_REDIS_URLS = env_list("CHANNEL_LAYER_REDIS_URLS", [REDIS_URL] if REDIS_URL else [])
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # channels-redis' pub/sub layer with one publish per event and process (see runtime/layers.py).
+            # channels-redis' pub/sub layer, one publish per event and target process (see runtime/layers.py).
             "BACKEND": "runtime.layers.FanoutChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("CHANNEL_PREFIX", "messenger")},
+            "CONFIG": {
+                "hosts": CHANNEL_LAYER_REDIS_URLS,
+                "prefix": os.environ.get("CHANNEL_PREFIX", "messenger"),
+                # off: every process subscribes one fan-out channel and parses every event.
+                "routing": os.environ.get("CHANNEL_LAYER_ROUTING", "on").strip().lower()
+                not in {"off", "false", "0", "no"},
+                "heartbeat_interval": float(os.environ.get("CHANNEL_LAYER_HEARTBEAT_SECONDS") or 5),
+                "process_ttl": float(os.environ.get("CHANNEL_LAYER_PROCESS_TTL_SECONDS") or 15),
+            },
         }
     }
     CACHES = {

@@ -15,6 +15,11 @@ Instrumentation points, so the numbers mean one thing:
   clocks, so hosts must be NTP-synced).
 * ``messenger_channel_layer_send_failures_total`` -- group sends that raised (events lost;
   clients catch up by ``seq``).
+* ``messenger_layer_events_published_total`` / ``messenger_layer_envelopes_published_total`` --
+  ``group_send_many`` calls that published, and the envelopes (PUBLISHes) they took: one per
+  target process (runtime/layers.py). ``messenger_layer_envelopes_received_total`` /
+  ``messenger_layer_envelopes_unrouted_total`` -- envelopes this process received, and those
+  naming no group with a local socket (≈ 0 with per-process routing).
 * ``messenger_rate_limited_total{limit}`` -- ``send``: the per-user send limit; ``chat_change``:
   the per-user limit on chat and member changes; ``group_create``: the daily cap on new groups;
   ``auth``: the throttles on login, refresh and registration (per address, and failed logins per
@@ -90,6 +95,19 @@ DB_STATEMENT_SECONDS = Histogram(
 )
 CHANNEL_LAYER_SEND_FAILURES = Counter(
     "messenger_channel_layer_send_failures_total", "Channel-layer sends that failed (the events were dropped)."
+)
+LAYER_EVENTS_PUBLISHED = Counter(
+    "messenger_layer_events_published_total",
+    "Channel-layer sends (group_send_many) that published at least one envelope.",
+)
+LAYER_ENVELOPES_PUBLISHED = Counter(
+    "messenger_layer_envelopes_published_total", "Channel-layer envelopes published (one PUBLISH per target process)."
+)
+LAYER_ENVELOPES_RECEIVED = Counter(
+    "messenger_layer_envelopes_received_total", "Channel-layer envelopes this process received."
+)
+LAYER_ENVELOPES_UNROUTED = Counter(
+    "messenger_layer_envelopes_unrouted_total", "Received channel-layer envelopes naming no group with a local socket."
 )
 RATE_LIMITED = Counter(
     "messenger_rate_limited_total",

@@ -84,6 +84,7 @@ UPSTREAM = [
     Upstream("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol.on_message_complete", (), "runtime.uvserve"),
     Upstream("uvicorn.protocols.http.httptools_impl:HttpToolsProtocol.data_received", ("data",), "runtime.uvserve"),
     Upstream("uvicorn.protocols.utils:ClientDisconnected", None, "runtime.consumer"),
+    Upstream("uvicorn.server:Server.shutdown", ("sockets",), "runtime.uvserve"),
     # runtime/serve.py: Twisted's HTTP channel (the header block limit), built by daphne's
     # HTTPFactory (Twisted's HTTPFactory.protocol) inside the wrapper that can switch to HTTP/2
     Upstream("twisted.web.http:HTTPChannel.lineReceived", ("line",), "runtime.serve"),
@@ -107,6 +108,12 @@ UPSTREAM = [
     Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.group_discard", ("group", "channel"), "runtime.layers"),
     Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.group_send", ("group", "message"), "runtime.layers"),
     Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.new_channel", ("prefix",), "runtime.layers"),
+    Upstream("channels_redis.pubsub:RedisPubSubLoopLayer.flush", (), "runtime.layers"),
+    # runtime/presence.py: the shard's client (its pool) and SUBSCRIBE of the process channel
+    Upstream("channels_redis.pubsub:RedisSingleShardConnection.subscribe", ("channel",), "runtime.presence"),
+    Upstream(
+        "channels_redis.pubsub:RedisSingleShardConnection.__init__", ("host", "channel_layer"), "runtime.presence"
+    ),
     Upstream("channels_redis.pubsub:RedisSingleShardConnection._ensure_redis", (), "runtime.layers"),
     Upstream("channels_redis.pubsub:RedisSingleShardConnection.publish", ("channel", "message"), "runtime.layers"),
     Upstream("channels_redis.pubsub:RedisSingleShardConnection._do_receiving", (), "runtime.layers"),

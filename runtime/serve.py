@@ -243,6 +243,7 @@ class BoundedServer(Server):
         from runtime import gctune
 
         gctune.settle()
+        reactor.addSystemEventTrigger("before", "shutdown", _close_channel_layer)
         super().run()
 
     # Server.run() creates ``self.ws_factory``; the setter swaps in our protocol class
@@ -266,6 +267,18 @@ class BoundedServer(Server):
     def http_factory(self, factory) -> None:
         factory.protocol = header_bound_http_protocol
         self._http_factory = factory
+
+
+def _close_channel_layer():
+    """Before the reactor stops (SIGTERM): the channel layer leaves Redis' presence map at once
+    instead of lingering until its heartbeat expires (runtime/layers.py); Twisted waits for it."""
+    from channels.layers import get_channel_layer
+    from twisted.internet.defer import Deferred
+
+    close = getattr(get_channel_layer(), "close", None)
+    if close is None:
+        return None
+    return Deferred.fromFuture(asyncio.ensure_future(close(), loop=asyncio.get_event_loop()))
 
 
 class QuerylessAccessLog(AccessLogGenerator):

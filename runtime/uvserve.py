@@ -30,12 +30,14 @@ The same protections, each covered by the tests in ``tests/security`` for both s
 * **Bad input is one warning line**: a text frame that is not UTF-8 is closed with 1007 by
   uvicorn, which logs it with a traceback; here it is a warning without one.
 * **A compact input queue per WebSocket** (``runtime/inbox.py``) instead of an ``asyncio.Queue``.
-* **The garbage collector is settled before serving** (``runtime/gctune.py``).
+* **The garbage collector is settled before serving** (``runtime/gctune.py``), and on SIGTERM the
+  channel layer leaves the presence map before the process exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -143,6 +145,21 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+class LayerClosingServer(uvicorn.Server):
+    """uvicorn's server that, once its connections are closed (SIGTERM), has the channel layer
+    leave Redis' presence map at once instead of lingering until its heartbeat expires
+    (runtime/layers.py; ``runtime.serve`` does the same before the reactor stops)."""
+
+    async def shutdown(self, sockets=None) -> None:
+        await super().shutdown(sockets=sockets)
+        from channels.layers import get_channel_layer
+
+        close = getattr(get_channel_layer(), "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):  # Redis away: the entries expire with the TTL
+                await close()
+
+
 class QuerylessLogFilter(logging.Filter):
     """Cut the query string from every path-like argument of uvicorn's log records; log a client's
     invalid UTF-8 as one warning line, not as an error with a traceback (it is bad input, and a
@@ -209,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     from runtime import gctune
 
     gctune.settle()
-    uvicorn.Server(config).run()
+    LayerClosingServer(config).run()
 
 
 if __name__ == "__main__":

@@ -11,9 +11,12 @@ from runtime.layers import FanoutChannelLayer
 from tests.conftest import RUN_PREFIX
 
 
-async def test_group_send_many_reaches_every_group_once():
-    """Every channel in every target group gets the message exactly once; others get nothing."""
-    layer = FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-layer")
+@pytest.mark.parametrize("routing", [True, False], ids=["routed", "fanout"])
+async def test_group_send_many_reaches_every_group_once(routing):
+    """Every channel in every target group gets the message exactly once; others get nothing
+    (routed per process, and with routing off through the one fan-out channel)."""
+    prefix = f"{RUN_PREFIX}-layer-{routing}"
+    layer = FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=prefix, routing=routing)
     try:
         channels = [await layer.new_channel() for _ in range(6)]
         for n, channel in enumerate(channels):
@@ -23,11 +26,21 @@ async def test_group_send_many_reaches_every_group_once():
 
         await layer.group_send_many(["user.0", "user.1", "user.2"], {"type": "event.deliver", "text": "hi"})
 
-        # Groups and socket channels are process-local: the process holds one subscription.
+        # Groups and socket channels are process-local: the process holds one subscription, to
+        # its own channel (routed) or the fan-out channel; routed, Redis knows who holds a group.
         import redis
 
-        subscribed = redis.Redis.from_url(os.environ["REDIS_URL"]).pubsub_channels(f"{RUN_PREFIX}-layer*")
-        assert subscribed == [f"{RUN_PREFIX}-layer__fanout__".encode()]
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        subscribed = client.pubsub_channels(f"{prefix}*")
+        loop_layer = layer._get_layer()
+        if routing:
+            process = loop_layer.presence.id
+            assert subscribed == [f"{prefix}__proc__{process}".encode()]
+            for group in ("user.0", "user.1", "user.2", "user.99"):
+                assert client.smembers(f"{prefix}presence:{group}") == {process.encode()}
+        else:
+            assert subscribed == [f"{prefix}__fanout__".encode()]
+            assert client.keys(f"{prefix}presence:*") == []
 
         for channel in channels:
             assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "event.deliver", "text": "hi"}
@@ -130,3 +143,138 @@ async def test_a_big_direct_delivery_lets_other_tasks_run_between_sockets():
         assert len({run[0][1] for run in runs}) == len(runs), seen
     finally:
         await layer.flush()
+
+
+def _routed(prefix: str, **options) -> FanoutChannelLayer:
+    return FanoutChannelLayer(hosts=[os.environ["REDIS_URL"]], prefix=f"{RUN_PREFIX}-{prefix}", **options)
+
+
+async def test_a_sender_with_a_cached_live_set_still_reaches_a_process_that_just_joined():
+    """Senders cache who is alive; a process that registers after that copy was made is found in a
+    group's set and reached at once, for a routed event and for a broadcast to many groups."""
+    from runtime.layers import ROUTE_BROADCAST_MIN
+
+    sender, first = _routed("cached"), _routed("cached")
+    late = None
+    try:
+        early = await first.new_channel()
+        await first.group_add("user.1", early)
+        await sender.group_send_many(["user.1"], {"type": "event.deliver", "text": "warm"})
+        assert await asyncio.wait_for(first.receive(early), 5) == {"type": "event.deliver", "text": "warm"}
+        cached = sender._get_layer().presence._live
+        assert cached == {first._get_layer().presence.id}
+
+        late = _routed("cached")
+        channel = await late.new_channel()
+        await late.group_add("user.2", channel)
+        await sender.group_send_many(["user.2"], {"type": "event.deliver", "text": "routed"})
+        assert await asyncio.wait_for(late.receive(channel), 5) == {"type": "event.deliver", "text": "routed"}
+        many = ["user.2"] + [f"user.{n}" for n in range(100, 100 + ROUTE_BROADCAST_MIN)]
+        await sender.group_send_many(many, {"type": "event.deliver", "text": "broadcast"})
+        assert await asyncio.wait_for(late.receive(channel), 5) == {"type": "event.deliver", "text": "broadcast"}
+    finally:
+        for layer in (sender, first, late):
+            if layer is not None:
+                await layer.flush()
+
+
+async def test_a_stale_entry_is_removed_after_its_process_gets_an_envelope_it_cannot_route():
+    """This process's id left in a set it no longer holds (a SADD that raced the last leave):
+    the stray envelope counts as unrouted and the next heartbeat removes the entry."""
+    import redis
+    from prometheus_client import REGISTRY
+
+    holder, sender = _routed("stale", heartbeat_interval=0.2), _routed("stale")
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    key = f"{RUN_PREFIX}-stalepresence:user.5"
+    try:
+        channel = await holder.new_channel()
+        await holder.group_add("user.4", channel)
+        process = holder._get_layer().presence.id
+        client.sadd(key, process)
+        unrouted = REGISTRY.get_sample_value("messenger_layer_envelopes_unrouted_total")
+        await sender.group_send_many(["user.5"], {"type": "event.deliver", "text": "stray"})
+        deadline = asyncio.get_running_loop().time() + 10
+        while client.exists(key):
+            assert asyncio.get_running_loop().time() < deadline, "the stale entry stayed"
+            await asyncio.sleep(0.05)
+        assert REGISTRY.get_sample_value("messenger_layer_envelopes_unrouted_total") == unrouted + 1
+        assert client.smembers(f"{RUN_PREFIX}-stalepresence:user.4") == {process.encode()}
+    finally:
+        await holder.flush()
+        await sender.flush()
+        client.close()
+
+
+async def test_concurrent_joins_and_leaves_leave_the_presence_set_exact():
+    """Sockets joining and leaving one group at once, many times: whenever things settle, the
+    process is in the group's set exactly when it holds a socket in the group."""
+    import random
+
+    import redis
+
+    layer = _routed("churn")
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    key = f"{RUN_PREFIX}-churnpresence:user.1"
+    rng = random.Random(15)
+    try:
+        channels = [await layer.new_channel() for _ in range(8)]
+        process = None
+
+        async def churn(channel):
+            for _ in range(15):
+                await layer.group_add("user.1", channel)
+                await asyncio.sleep(rng.random() * 0.005)
+                await layer.group_discard("user.1", channel)
+                await asyncio.sleep(rng.random() * 0.005)
+
+        for round_ in range(4):
+            await asyncio.gather(*(churn(channel) for channel in channels))
+            process = layer._get_layer().presence.id
+            assert client.smembers(key) == set(), round_
+            await layer.group_add("user.1", channels[round_])
+            assert client.smembers(key) == {process.encode()}, round_
+            await layer.group_discard("user.1", channels[round_])
+    finally:
+        await layer.flush()
+        client.close()
+
+
+async def test_losing_the_registry_loses_no_routed_event_and_the_heartbeat_repairs_it(tmp_path):
+    """Two shards; the one holding the registry of live processes loses its data (as in a
+    restart): senders still reach the holders they find in sets on the other shard (whose
+    liveness keys say they are alive); the holder's next heartbeat registers it again and resyncs
+    its sockets (broadcasts meanwhile missed it)."""
+    import redis
+    from channels_redis.utils import _consistent_hash
+
+    from runtime.layers import RESYNC
+    from tests.faults.infra import PrivateRedis
+
+    servers = [PrivateRedis(tmp_path / "one"), PrivateRedis(tmp_path / "two")]
+    for server in servers:
+        server.start()
+    prefix = "registry-"
+    registry_shard = _consistent_hash(f"{prefix}procs", 2)
+    group = next(f"user.{n}" for n in range(100) if _consistent_hash(f"{prefix}presence:user.{n}", 2) != registry_shard)
+    hosts = [server.url for server in servers]
+    holder = FanoutChannelLayer(hosts=hosts, prefix=prefix, heartbeat_interval=0.2)
+    sender = FanoutChannelLayer(hosts=hosts, prefix=prefix)
+    clients = [redis.Redis.from_url(server.url) for server in servers]
+    try:
+        channel = await holder.new_channel()
+        await holder.group_add(group, channel)
+        process = holder._get_layer().presence.id
+        clients[registry_shard].delete(f"{prefix}procs", f"{prefix}proc:{process}")
+        await sender.group_send_many([group], {"type": "event.deliver", "text": "still"})
+        assert await asyncio.wait_for(holder.receive(channel), 5) == {"type": "event.deliver", "text": "still"}
+        assert clients[1 - registry_shard].smembers(f"{prefix}presence:{group}") == {process.encode()}
+        assert await asyncio.wait_for(holder.receive(channel), 10) == {"type": RESYNC}
+        assert clients[registry_shard].zscore(f"{prefix}procs", process) is not None
+    finally:
+        await holder.flush()
+        await sender.flush()
+        for client in clients:
+            client.close()
+        for server in servers:
+            server.stop()
