@@ -14,41 +14,46 @@ the set of process ids holding a local socket in it, kept by ``group_add``/``gro
 (a Redis round trip only when the process's first socket joins a group or its last one leaves)
 and by a heartbeat that also tells senders which ids are alive.
 
-:meth:`FanoutChannelLayer.group_send_many` serializes the message once, reads the groups' sets
-(one pipelined round trip per shard), and publishes one envelope ``{groups, payload}`` per
-target process, naming only the groups that process holds; a group nobody holds costs no
-publish at all. Each process parses only envelopes meant for it, so events with no local
-recipient cost it nothing (``messenger_layer_envelopes_unrouted_total`` stays ≈ 0). An event
-for more than :data:`ROUTE_BROADCAST_MIN` groups (a big chat) skips the lookup and goes as one
-envelope per live process, carrying all the groups -- one PUBLISH per process instead of one
-per member. ``CHANNEL_LAYER_ROUTING=off`` (``routing=False``) keeps the former path: one
-fan-out channel every process subscribes to and one envelope per event that every process parses.
-Nothing sends to a single socket's channel across processes.
+:meth:`FanoutChannelLayer.group_send_many` serializes the message once and runs one script per
+shard its groups' sets live on (``runtime.presence._ROUTE``): Redis looks the holders up, drops
+dead ones, and publishes one envelope (:func:`envelope`: the groups, a newline, the payload) per
+target process, naming only the groups that process holds -- one round trip, as the single
+PUBLISH of the fan-out channel was; a group nobody holds costs no envelope. Each process parses
+only envelopes meant for it, so events with no local recipient cost it nothing
+(``messenger_layer_envelopes_unrouted_total`` stays ≈ 0). An event for more than
+:data:`ROUTE_BROADCAST_MIN` groups (a big chat) skips the lookup and goes as one envelope per live
+process, carrying all the groups -- one PUBLISH per process instead of one per member.
+``CHANNEL_LAYER_ROUTING=off`` (``routing=False``) keeps the former path: one fan-out channel
+every process subscribes to and one envelope per event that every process parses. Nothing sends
+to a single socket's channel across processes. Measured (docs/PERFORMANCE.md, S9): a lookup
+pipeline plus a PUBLISH cost ~240 µs of redis-py CPU per event, the script ~130 µs, a bare
+PUBLISH ~85 µs.
 
 **The race this leaves** (as before, between a commit and a SUBSCRIBE): a socket joining a group
 while an event for it is routed may miss that event -- the sender read the set before the SADD.
 Clients catch up by ``after_seq`` after ``session.ready``, and ``group_add`` (the SADD, and for a
 new process its SUBSCRIBE and first heartbeat before it) completes before the consumer sends
-``session.ready``, so anything committed after the client's catch-up read is routed to it. A
-sender's cached live set cannot hide a new process: an id found in a set but not in the cached
-live set makes the sender read the live set again.
+``session.ready``, so anything committed after the client's catch-up read is routed to it. A new
+process writes its proc key (its first heartbeat) before its first SADD, so the script never
+takes it for dead.
 
 Choices made on the way (issue 15's design, with these changes): a layer registers (SUBSCRIBE,
 heartbeat) only when its first socket joins a group, so the short-lived loops of sync senders
 (``async_to_sync`` in commands and workers) only send. A process's first socket of a user costs
 the handshake one SADD round trip (it cost none with the fan-out channel). Broadcasts (over
-:data:`ROUTE_BROADCAST_MIN` groups) read the live set fresh -- that read replaces the lookup's
-round trip -- so they too never miss a new process; routed sends use the cached copy. Dead ids
-are removed by a script on the set's own shard that removes an id only if its liveness key is
-gone *there*, so a sender with a stale view can never remove a live process. The registry
+:data:`ROUTE_BROADCAST_MIN` groups) read the live set from the registry -- that read replaces the
+lookup -- so they too never miss a new process. Dead ids are removed by the routing script on the
+set's own shard only if their liveness key is gone *there*, so a sender can never remove a live
+process. The registry
 scores each process by its own deadline (heartbeat + its TTL), so senders need not share the
-TTL setting. When the heartbeat finds the shard of the process's own channel lost, it drops
-that pub/sub connection so the resync follows the re-SUBSCRIBE: sockets are asked once, not
-once by the heartbeat and again by the reconnect.
+TTL setting. Every shard carries each process's channel (the script publishes where the sets
+are), so when the heartbeat finds a shard lost, it drops that shard's pub/sub connection and the
+resync follows the re-SUBSCRIBE: sockets are asked once, not once by the heartbeat and again by
+the reconnect.
 
 **Sharding.** ``hosts`` may list several Redis instances. Every key and channel maps to one by
-channels-redis' consistent hash (``_get_shard``): a group's presence set, a process's channel,
-the registry of live processes. The heartbeat writes a liveness key on every shard; a shard
+channels-redis' consistent hash (``_get_shard``): a group's presence set, the registry of live
+processes; a process's channel is subscribed on every shard. The heartbeat writes a liveness key on every shard; a shard
 that lost it (restarted, or the process stalled past the TTL and was cleaned) gets the
 process's groups again.
 
@@ -113,6 +118,18 @@ ROUTE_BROADCAST_MIN = 64
 # Defaults of the heartbeat (settings: CHANNEL_LAYER_HEARTBEAT_SECONDS, CHANNEL_LAYER_PROCESS_TTL_SECONDS).
 HEARTBEAT_SECONDS = 5.0
 PROCESS_TTL_SECONDS = 15.0
+
+
+def envelope(group_channels: list[str], payload: bytes) -> bytes:
+    """An envelope: the group channels it is for, comma-separated, a newline, the payload (the
+    message as the layer serializes it). Group names hold neither (Channels allows ASCII letters,
+    digits, ``-``, ``_`` and ``.``); the routing script (runtime/presence.py) builds the same."""
+    return ",".join(group_channels).encode() + b"\n" + payload
+
+
+def open_envelope(data: bytes) -> tuple[list[str], bytes]:
+    groups, _, payload = data.partition(b"\n")
+    return groups.decode().split(","), payload
 
 
 class _OwnedPubSub(PubSub):
@@ -210,9 +227,7 @@ class _ResyncingShard(RedisSingleShardConnection):
             loop_layer = self.channel_layer
             if name == loop_layer.inbound_channel:
                 metrics.LAYER_ENVELOPES_RECEIVED.inc()
-                envelope = loop_layer.channel_layer.deserialize(message["data"])
-                payload = envelope["payload"]
-                groups = envelope["groups"]
+                groups, payload = open_envelope(message["data"])
                 receivers, decoded = {}, None
                 if len(groups) >= DIRECT_MIN_GROUPS and loop_layer.receivers:
                     decoded = loop_layer.channel_layer.deserialize(payload)
@@ -453,31 +468,31 @@ class FanoutChannelLayer(RedisPubSubChannelLayer):
         group_channels = [layer._get_group_channel_name(group) for group in groups]
         payload = self.serialize(message)
         if not layer.routing:
-            envelope = self.serialize({"groups": group_channels, "payload": payload})
-            await layer._get_shard(layer.fanout_channel).publish(layer.fanout_channel, envelope)
+            await layer._get_shard(layer.fanout_channel).publish(
+                layer.fanout_channel, envelope(group_channels, payload)
+            )
             metrics.LAYER_EVENTS_PUBLISHED.inc()
             metrics.LAYER_ENVELOPES_PUBLISHED.inc()
             return
         presence = layer.presence
-        error = None
-        if len(group_channels) > ROUTE_BROADCAST_MIN:
-            targets = dict.fromkeys(await presence.live(fresh=True), group_channels)
+        if len(group_channels) <= ROUTE_BROADCAST_MIN:
+            # Lookup and publish in one script call per shard the groups' sets are on.
+            published, error = await presence.route_and_publish(group_channels, payload)
         else:
-            targets, error = await presence.route(group_channels)
-        by_shard: dict = {}
-        for process, held in targets.items():
-            channel = presence.channel_of(process)
-            envelope = self.serialize({"groups": held, "payload": payload})
-            by_shard.setdefault(layer._get_shard(channel), []).append((channel, envelope))
-        results = await asyncio.gather(
-            *(shard.publish_many(batch) for shard, batch in by_shard.items()), return_exceptions=True
-        )
-        published = 0
-        for (_shard, batch), result in zip(by_shard.items(), results, strict=True):
-            if isinstance(result, BaseException):
-                error = error or result
-            else:
-                published += len(batch)
+            error, published = None, 0
+            data = envelope(group_channels, payload)
+            by_shard: dict = {}
+            for process in await presence.live():
+                channel = presence.channel_of(process)
+                by_shard.setdefault(layer._get_shard(channel), []).append((channel, data))
+            results = await asyncio.gather(
+                *(shard.publish_many(batch) for shard, batch in by_shard.items()), return_exceptions=True
+            )
+            for (_shard, batch), result in zip(by_shard.items(), results, strict=True):
+                if isinstance(result, BaseException):
+                    error = error or result
+                else:
+                    published += len(batch)
         if published:
             metrics.LAYER_EVENTS_PUBLISHED.inc()
             metrics.LAYER_ENVELOPES_PUBLISHED.inc(published)

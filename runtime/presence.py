@@ -16,12 +16,13 @@ name hashes to (channels-redis' ``_get_shard``), except the liveness keys:
   *its own* TTL), on the *registry shard* (the one ``<prefix>procs`` hashes to). Ids past their
   deadline are dead: senders skip them and the live-set read drops them from the registry.
 
-Senders cache the live set for :data:`LIVE_CACHE_SECONDS`. A group member not in the cached set
-is either new or dead: the set is read again at once (a new process heartbeats into the registry
-before its first SADD, so it is always there), and ids still absent are checked on the shard of
-the set they were found in, by a script that removes an id only if its proc key is gone
-*there* -- so a live process whose key was just re-set is never removed -- and says which are
-alive after all (the registry's shard restarted and lost them): those are reached too.
+A routed send is one script call per shard its groups' sets are on (``_ROUTE``): Redis reads the
+sets, keeps the ids whose proc key is on that shard, removes the others from the sets (a process
+that died, or stalled past its TTL, on that shard's own evidence -- a live process whose key was
+just re-set is never removed), and PUBLISHes one envelope per holder naming the groups it holds,
+on that shard -- every process SUBSCRIBEs its channel on every shard. No lookup round trip,
+no live-set cache that could hide a new process: the proc key is written before the first SADD.
+Broadcasts (big fan-outs) read the registry for the live ids.
 
 Exactness: every local group is SADDed (or being SADDed) at any time, except between a shard's
 loss and the next heartbeat (at most one interval), which is followed by a resync. A stale
@@ -34,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterable
 
@@ -43,14 +43,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
 
-# Seconds a sender trusts its copy of the live set before reading the registry again.
-LIVE_CACHE_SECONDS = 1.0
 # Commands per pipeline when re-announcing or removing many groups at once.
 CHUNK = 500
 # Seconds the best-effort cleanup at shutdown may take.
 CLOSE_TIMEOUT = 2.0
 
-# KEYS[1] proc key, KEYS[2] the registry (only on the registry shard); ARGV id, TTL (ms).
+# KEYS[1] proc key, KEYS[2] the registry (only on the registry shard, whose dead entries -- past
+# their deadline -- every heartbeat drops); ARGV id, TTL (ms).
 # Returns 1 when the proc key was there (presence intact), 0 when it was not.
 _HEARTBEAT = """
 local had = redis.call('EXISTS', KEYS[1])
@@ -59,6 +58,7 @@ if KEYS[2] then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 end
 return had
 """
@@ -69,20 +69,38 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
-# KEYS presence sets; ARGV[1] the proc key prefix, ARGV[2..] ids. Removes each id whose proc key
-# is gone on this instance from every given set; returns the ids whose key is there (alive).
-_CLEAN = """
-local alive = {}
-for i = 2, #ARGV do
-  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
-    for _, key in ipairs(KEYS) do
-      redis.call('SREM', key, ARGV[i])
+# The whole routed send, on one shard, in one round trip: KEYS the groups' presence sets (those
+# on this shard); ARGV[1] the proc key prefix, ARGV[2] the process channel prefix, ARGV[3] the
+# payload, ARGV[3 + i] the group channel of KEYS[i]. For every live holder (its proc key is on this
+# shard: the heartbeat writes one on each) one envelope naming the groups it holds, PUBLISHed here
+# (every process SUBSCRIBEs its channel on every shard); a holder whose proc key is gone *here* is
+# removed from the set. Returns the number of envelopes published.
+_ROUTE = """
+local targets, order, alive = {}, {}, {}
+for i, key in ipairs(KEYS) do
+  for _, id in ipairs(redis.call('SMEMBERS', key)) do
+    local live = alive[id]
+    if live == nil then
+      live = redis.call('EXISTS', ARGV[1] .. id) == 1
+      alive[id] = live
     end
-  else
-    table.insert(alive, ARGV[i])
+    if live then
+      local held = targets[id]
+      if held == nil then
+        held = {}
+        targets[id] = held
+        table.insert(order, id)
+      end
+      table.insert(held, ARGV[3 + i])
+    else
+      redis.call('SREM', key, id)
+    end
   end
 end
-return alive
+for _, id in ipairs(order) do
+  redis.call('PUBLISH', ARGV[2] .. id, table.concat(targets[id], ',') .. '\\n' .. ARGV[3])
+end
+return #order
 """
 
 
@@ -128,8 +146,6 @@ class Presence:
         self._beat_lock = asyncio.Lock()
         self._beaten: set[int] = set()  # indexes of the shards a heartbeat reached
         self._task: asyncio.Task | None = None
-        self._live: frozenset[str] | None = None
-        self._live_at = 0.0
 
     # --- names -----------------------------------------------------------------------------
 
@@ -157,7 +173,8 @@ class Presence:
         async with self._register_lock:
             if self.registered:
                 return
-            await self.layer._get_shard(self.channel).subscribe(self.channel)
+            for shard in self.layer._shards:  # a routed send publishes on the groups' shard
+                await shard.subscribe(self.channel)
             failed, _ = await self._heartbeat()
             registry = self.layer._get_shard(self.registry)
             if registry in failed:
@@ -231,8 +248,8 @@ class Presence:
             await self._beat(resubscribed)
 
     async def _beat(self, resubscribed: bool) -> None:
-        own_shard = self.layer._get_shard(self.channel)
-        reconnects = own_shard.reconnects
+        shards = self.layer._shards
+        reconnects = [shard.reconnects for shard in shards]
         failed, lost = await self._heartbeat()
         errors = list(failed.values())
         try:
@@ -249,12 +266,14 @@ class Presence:
             logger.warning("channel layer presence lost on Redis shard(s) %s; announced again", lost)
         if resubscribed:
             self.layer.resync_local()
-        elif self.layer._shards.index(own_shard) in lost:
-            if own_shard.reconnects == reconnects:
-                await self.layer.resubscribe(own_shard)  # its reconnect resyncs
-            # else: a reconnect happened meanwhile; its beat (waiting for this one) resyncs
         elif lost:
-            self.layer.resync_local()
+            # Every shard carries this process's channel, so a shard that lost the presence map
+            # restarted and lost envelopes too: its pub/sub connection is re-established and the
+            # resync follows the re-SUBSCRIBE (one resync, not two).
+            for index in lost:
+                if shards[index].reconnects == reconnects[index]:
+                    await self.layer.resubscribe(shards[index])
+            # else: a reconnect happened meanwhile; its beat (waiting for this one) resyncs
         if errors:
             raise errors[0]
 
@@ -354,81 +373,43 @@ class Presence:
 
     # --- lookups for senders ------------------------------------------------------------------
 
-    async def live(self, *, fresh: bool = False) -> frozenset[str]:
-        """Ids of the processes whose heartbeat is younger than the TTL (cached briefly)."""
-        now = time.monotonic()
-        if not fresh and self._live is not None and now - self._live_at < LIVE_CACHE_SECONDS:
-            return self._live
+    async def live(self) -> frozenset[str]:
+        """Ids of the processes whose heartbeat is younger than their TTL (read from the registry,
+        which drops the dead); for broadcasts, whose one read replaces a lookup."""
         shard = self.layer._get_shard(self.registry)
         ids = await run(shard, lambda redis: redis.eval(_LIVE, 1, self.registry))
-        self._live = frozenset(i.decode() if isinstance(i, bytes) else i for i in ids)
-        self._live_at = now
-        return self._live
+        return frozenset(i.decode() if isinstance(i, bytes) else i for i in ids)
 
-    async def route(self, group_channels: list[str]) -> tuple[dict[str, list[str]], BaseException | None]:
-        """{process id: the given groups it holds}, live processes only; and the error of a shard
-        that could not be asked (its groups are left out), if any."""
+    async def route_and_publish(self, group_channels: list[str], payload: bytes) -> tuple[int, BaseException | None]:
+        """Publish ``payload`` to every live process holding one of the groups, one envelope per
+        process naming the groups it holds: one script call (one round trip) per shard the groups'
+        sets live on. Returns the envelopes published and the error of a shard that could not be
+        reached (its groups are left out), if any."""
         by_shard: dict = {}
         for group_channel in group_channels:
             by_shard.setdefault(self.shard_of(group_channel), []).append(group_channel)
 
-        async def members(shard, chunk):
-            async def send(redis):
-                pipe = redis.pipeline(transaction=False)
-                for group_channel in chunk:
-                    pipe.smembers(self.key(group_channel))
-                return await pipe.execute()
+        async def one(shard, chunk):
+            keys = [self.key(group_channel) for group_channel in chunk]
+            args = [self._proc_prefix, self._channel_prefix, payload, *chunk]
 
-            return await run(shard, send)
+            def call(redis):
+                script = getattr(shard, "route_script", None)
+                if script is None or script.registered_client is not redis:
+                    script = shard.route_script = redis.register_script(_ROUTE)  # EVALSHA, loaded if missing
+                return script(keys=keys, args=args)
+
+            async with shard._lock:  # as the stock publish: one command of this process at a time
+                return await run(shard, call)
 
         items = list(by_shard.items())
-        results = await asyncio.gather(*(members(s, g) for s, g in items), return_exceptions=True)
-        error = None
-        holders: dict[str, set[str]] = {}
-        for (_shard, chunk), result in zip(items, results, strict=True):
+        results = await asyncio.gather(*(one(shard, chunk) for shard, chunk in items), return_exceptions=True)
+        published, error = 0, None
+        for result in results:
             if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
                 error = error or result
-                continue
-            for group_channel, ids in zip(chunk, result, strict=True):
-                if ids:
-                    holders[group_channel] = {i.decode() if isinstance(i, bytes) else i for i in ids}
-        if not holders:
-            return {}, error
-        found = set().union(*holders.values())
-        try:
-            live = await self.live()
-            if not found <= live:
-                live = await self.live(fresh=True)  # new since the cached copy, or dead
-                dead = found - live
-                if dead:
-                    live = live | await self._clean(dead, holders)
-        except Exception as exc:  # noqa: BLE001 - the registry's shard is away: reach every holder
-            logger.warning("live processes unknown (%s); publishing to every holder", type(exc).__name__)
-            live = found
-        targets: dict[str, list[str]] = {}
-        for group_channel, ids in holders.items():
-            for process in ids:
-                if process in live:
-                    targets.setdefault(process, []).append(group_channel)
-        return targets, error
-
-    async def _clean(self, dead: set[str], holders: dict[str, set[str]]) -> set[str]:
-        """Remove dead ids from the sets they were found in, only where their proc key is gone;
-        returns those whose key is still there after all (the registry's shard lost them: they
-        are alive and will heartbeat into it again) or that could not be checked."""
-        alive: set[str] = set()
-        by_shard: dict = {}
-        for group_channel, ids in holders.items():
-            if ids & dead:
-                by_shard.setdefault(self.shard_of(group_channel), []).append(self.key(group_channel))
-        ids = sorted(dead)
-        for shard, keys in by_shard.items():
-            try:
-                found = await run(
-                    shard, lambda redis, keys=keys: redis.eval(_CLEAN, len(keys), *keys, self._proc_prefix, *ids)
-                )
-                alive.update(i.decode() if isinstance(i, bytes) else i for i in found)
-            except Exception as exc:  # noqa: BLE001 - the next send that finds them tries again
-                logger.warning("could not remove dead processes from the presence map (%s)", type(exc).__name__)
-                alive.update(ids)  # cannot tell: a PUBLISH nobody hears is the cheaper mistake
-        return alive
+            else:
+                published += int(result)
+        return published, error

@@ -86,7 +86,7 @@ async def s1_direct(ctx: Context, server: Server) -> dict:
             # The server's own view: event-loop lag, statement times, GC, frame times.
             step["server"] = {
                 **(step["server"] or {}),
-                **srvmetrics.diagnostics_between(diag_before, srvmetrics.diagnostics(server)),
+                **(srvmetrics.diagnostics_between(diag_before, srvmetrics.diagnostics(server)) or {}),
             }
             if step["sent"] and step["server"].get("cpu_s") is not None:
                 step["server"]["cpu_ms_per_message"] = round(1000 * step["server"]["cpu_s"] / step["sent"], 3)
