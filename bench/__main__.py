@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--ours-server",
         choices=["serve", "uvserve", "daphne", "uvicorn", "granian"],
-        default="serve",
-        help="how ours is served: python -m runtime.serve (daphne) or runtime.uvserve (uvicorn), with their protections; or plain daphne, uvicorn or granian",
+        default="uvserve",
+        help="how ours is served: python -m runtime.uvserve (uvicorn, the production entry point) or runtime.serve (daphne), with their protections; or plain daphne, uvicorn or granian",
     )
     p.add_argument("--s1-rates", help="S1 steps (msgs/s, comma list) instead of the profile's")
     p.add_argument("--s1-step-s", type=float, help="seconds per S1 step instead of the profile's")

