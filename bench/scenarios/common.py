@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from .. import db
 from ..client import (
     Conn,
+    ConnSpec,
     Tracker,
     client_cpu_seconds,
     dumps,
     message_frame_handler,
     now,
+    open_conns,
     open_loop,
     wait_until,
 )
@@ -47,6 +49,40 @@ def send_frame(chat_id: int, key: str) -> str:
             "ref": key,
         }
     )
+
+
+async def open_pairs(ctx: Context, server: Server, pairs: list) -> tuple[object, list]:
+    """Both users of each 1:1 pair connected (sockets spread round-robin over the server's
+    processes); returns the connection result and the (a, b, chat_id) links of complete pairs."""
+    specs = []
+    for k, (a, b, chat) in enumerate(pairs):
+        specs += [ConnSpec(a, (chat,), 2 * k), ConnSpec(b, (chat,), 2 * k + 1)]
+    connected = await open_conns(server, specs, ctx.tokens)
+    by_spec = {c.spec: c for c in connected.conns}
+    links = [(by_spec.get(specs[2 * k]), by_spec.get(specs[2 * k + 1]), chat) for k, (_, _, chat) in enumerate(pairs)]
+    return connected, [link for link in links if link[0] is not None and link[1] is not None]
+
+
+def alternating_sends(ctx: Context, links: list, scenario: str):
+    """``fire_for(tag)`` for :func:`run_step`: message i goes to pair i mod n, its sender
+    alternating between the pair's two users every round; one recipient each."""
+
+    def fire_for(tag: str):
+        def make(tracker: Tracker):
+            n = len(links)
+
+            def fire(i: int, t_sched: float) -> None:
+                a, b, chat = links[i % n]
+                sender = a if (i // n) % 2 == 0 else b
+                key = f"{ctx.run_id}-{scenario}-{tag}-{i}"
+                tracker.expect(key, t_sched, 1)
+                sender.send_now(send_frame(chat, key))
+
+            return fire
+
+        return make
+
+    return fire_for
 
 
 def connect_summary(result) -> dict:

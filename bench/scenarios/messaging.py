@@ -15,7 +15,7 @@ from ..profiles import (
     S2_SUSTAIN_FRACTION,
     S2_SUSTAIN_P99_MS,
 )
-from .common import Context, connect_summary, run_step, send_frame, settle
+from .common import Context, alternating_sends, connect_summary, open_pairs, run_step, send_frame, settle
 
 # --- S1 ---------------------------------------------------------------------------------
 
@@ -23,33 +23,12 @@ from .common import Context, connect_summary, run_step, send_frame, settle
 async def s1_direct(ctx: Context, server: Server) -> dict:
     """1:1 chats, persisted (ours): rising rate until p99 > 25 ms or any loss."""
     p = ctx.profile
-    pairs = ctx.fixture["pairs"][: p.s1_pairs]
-    specs = []
-    for k, (a, b, chat) in enumerate(pairs):
-        specs += [ConnSpec(a, (chat,), 2 * k), ConnSpec(b, (chat,), 2 * k + 1)]
-    connected = await open_conns(server, specs, ctx.tokens)
+    connected, links = await open_pairs(ctx, server, ctx.fixture["pairs"][: p.s1_pairs])
     result: dict = {"connect": connect_summary(connected), "steps": []}
-    by_spec = {c.spec: c for c in connected.conns}
-    links = [(by_spec.get(specs[2 * k]), by_spec.get(specs[2 * k + 1]), chat) for k, (_, _, chat) in enumerate(pairs)]
-    links = [link for link in links if link[0] is not None and link[1] is not None]
     if not links:
         result["error"] = "no pair connected"
         return result
-
-    def fire_for(tag: str):
-        def make(tracker: Tracker):
-            n = len(links)
-
-            def fire(i: int, t_sched: float) -> None:
-                a, b, chat = links[i % n]
-                sender = a if (i // n) % 2 == 0 else b
-                key = f"{ctx.run_id}-s1-{tag}-{i}"
-                tracker.expect(key, t_sched, 1)
-                sender.send_now(send_frame(chat, key))
-
-            return fire
-
-        return make
+    fire_for = alternating_sends(ctx, links, "s1")
 
     # Warm-up (not recorded): first queries, thread pool, connections to Redis and PostgreSQL.
     await run_step(

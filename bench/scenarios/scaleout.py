@@ -21,9 +21,9 @@ from __future__ import annotations
 import http.client
 import re
 
-from ..client import ConnSpec, Tracker, close_all, open_conns
+from ..client import close_all
 from ..procs import Server, cpu_seconds
-from .common import Context, connect_summary, run_step, send_frame, settle
+from .common import Context, alternating_sends, connect_summary, open_pairs, run_step, settle
 
 COUNTERS = {
     "received": "messenger_layer_envelopes_received_total",
@@ -54,34 +54,13 @@ def _counters(port: int) -> dict[str, float]:
 
 async def s9_scaleout(ctx: Context, server: Server) -> dict:
     p = ctx.profile
-    pairs = ctx.fixture["pairs"][: p.s9_pairs]
-    specs = []
-    for k, (a, b, chat) in enumerate(pairs):
-        specs += [ConnSpec(a, (chat,), 2 * k), ConnSpec(b, (chat,), 2 * k + 1)]
-    connected = await open_conns(server, specs, ctx.tokens)
+    connected, links = await open_pairs(ctx, server, ctx.fixture["pairs"][: p.s9_pairs])
     result: dict = {"connect": connect_summary(connected), "processes": len(server.ports), "steps": []}
-    by_spec = {c.spec: c for c in connected.conns}
-    links = [(by_spec.get(specs[2 * k]), by_spec.get(specs[2 * k + 1]), chat) for k, (_, _, chat) in enumerate(pairs)]
-    links = [link for link in links if link[0] is not None and link[1] is not None]
     if not links:
         result["error"] = "no pair connected"
         await close_all(connected.conns)
         return result
-
-    def fire_for(tag: str):
-        def make(tracker: Tracker):
-            n = len(links)
-
-            def fire(i: int, t_sched: float) -> None:
-                a, b, chat = links[i % n]
-                sender = a if (i // n) % 2 == 0 else b
-                key = f"{ctx.run_id}-s9-{tag}-{i}"
-                tracker.expect(key, t_sched, 1)
-                sender.send_now(send_frame(chat, key))
-
-            return fire
-
-        return make
+    fire_for = alternating_sends(ctx, links, "s9")
 
     await run_step(ctx, server, connected.conns, rate=100, duration_s=1.0, fire_for=fire_for("warm"), recipients=1)
     await settle(server)
