@@ -32,12 +32,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from asgiref.sync import async_to_sync
 
-if TYPE_CHECKING:
-    from .realtime import Outgoing
+
+class Outgoing(Protocol):
+    """What this module reads of :class:`runtime.realtime.Outgoing` (a dataclass: merged events
+    are built with ``dataclasses.replace``). A protocol, so this module imports nothing of
+    ``realtime``, which imports it."""
+
+    user_ids: list[int]
+    skip_channel: str | None
+    groups: tuple[str, ...]
+    latest: Latest | None
+
 
 logger = logging.getLogger(__name__)
 
