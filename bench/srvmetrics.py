@@ -26,6 +26,8 @@ DIAGNOSTICS = {
     "gc_gen2": ("messenger_gc_pause_seconds", {"generation": "2"}),
     "frame_send": ("messenger_socket_frame_seconds", {"type": "message.send"}),
     "fanout": ("messenger_fanout_latency_seconds", {}),
+    # Statements per group commit (a size, not seconds: its "_le_ms" bounds are sizes x 1000).
+    "group_commit": ("messenger_db_group_commit_size", {}),
 }
 
 

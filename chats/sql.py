@@ -384,7 +384,9 @@ WHERE x.sender_id = %(user)s AND x.client_id = %(client_id)s AND EXISTS (
 """  # constant SQL fragments only; every value is a bound parameter  # nosec B608
 
 
-SEND = Statement(_send_sql(attached=False), SendRow)
+# Group commit (runtime/async_db.py): one chat's sends in a group take the next seqs in arrival
+# order under the chat lock the group's transaction holds; a group that fails is retried send by send.
+SEND = Statement(_send_sql(attached=False), SendRow, group_commit=True)
 SEND_ATTACHED = Statement(_send_sql(attached=True), SendRow, name="SendAttachedRow")
 
 # What stands in the way of a send: membership, a deactivated direct peer, the message it

@@ -309,6 +309,9 @@ MESSAGE_CHANGE_RATE_WINDOW_SECONDS = env_int("MESSAGE_CHANGE_RATE_WINDOW_SECONDS
 # Async PostgreSQL connections per process (runtime/async_db.py) on which sockets run their
 # commands and handshakes from the event loop.
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 8)
+# Group commit of socket sends (runtime/async_db.py, fetch_grouped): sends that arrive while
+# earlier ones are being written go to PostgreSQL together, one transaction and one commit.
+DB_GROUP_COMMIT = env_bool("DB_GROUP_COMMIT", True)
 # Long-lived threads running HTTP requests per process, each keeping its database connection
 # (runtime/http.py); more concurrent requests wait for one.
 HTTP_THREADS = env_int("HTTP_THREADS", 8)

@@ -87,6 +87,11 @@ GC_PAUSE = Histogram(
     ["generation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+DB_GROUP_COMMIT_SIZE = Histogram(
+    "messenger_db_group_commit_size",
+    "Statements committed together by group commit (runtime/async_db.py, fetch_grouped).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 DB_STATEMENT_SECONDS = Histogram(
     "messenger_db_statement_seconds",
     "One statement of a plan on the async pool, from asking for a connection to its rows, by statement.",

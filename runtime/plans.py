@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import psycopg
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 
@@ -64,11 +65,14 @@ class Statement(Generic[R]):
     each once per connection.
     """
 
-    def __init__(self, sql: str, row: type[R], *, name: str | None = None):
+    def __init__(self, sql: str, row: type[R], *, name: str | None = None, group_commit: bool = False):
         self.sql = sql
         self.row = row
         # The label of messenger_db_statement_seconds.
         self.name = name or row.__name__
+        # Run from the event loop outside a transaction, it may be committed together with other
+        # such statements (runtime/async_db.py, fetch_grouped; settings.DB_GROUP_COMMIT).
+        self.group_commit = group_commit
 
     def one(self, *, savepoint: bool = False, **params: Any) -> Fetch:
         """A step answered with the first row (or None)."""
@@ -277,6 +281,8 @@ async def _execute_async(step: Step, events: list[realtime.Outgoing], tx: async_
         started = time.perf_counter()
         if tx is not None:
             rows = await tx.fetch(step.statement.sql, step.params, savepoint=step.savepoint)
+        elif step.statement.group_commit and settings.DB_GROUP_COMMIT:
+            rows = await async_db.fetch_grouped(step.statement.sql, step.params)
         else:
             rows = await async_db.fetch(step.statement.sql, step.params)
         metrics.DB_STATEMENT_SECONDS.labels(statement=step.statement.name).observe(time.perf_counter() - started)
