@@ -6,6 +6,7 @@ private PostgreSQL and Redis and keeps its own process wrapper in ``tests/faults
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -125,3 +126,38 @@ class ServerProcess:
 def daphne_argv(*extra: str) -> Callable[[int], list[str]]:
     """``daphne -b 127.0.0.1 -p <port> [extra] messenger.asgi:application``."""
     return lambda port: [DAPHNE, "-b", "127.0.0.1", "-p", str(port), *extra, "messenger.asgi:application"]
+
+
+# --- JSON frames over a websockets sync client (the cross-process and routing tests) ---------
+
+FRAME_TIMEOUT = 10
+
+
+def recv(connection, timeout: float = FRAME_TIMEOUT) -> dict:
+    return json.loads(connection.recv(timeout=timeout))
+
+
+def recv_until(connection, type_: str, timeout: float = FRAME_TIMEOUT) -> dict:
+    while True:
+        frame = recv(connection, timeout)
+        if frame.get("type") == type_:
+            return frame
+
+
+def send(connection, frame: dict) -> None:
+    connection.send(json.dumps(frame))
+
+
+def ping_barrier(connection, ref: str = "barrier") -> None:
+    """The very next frame is the pong: nothing else was queued for this socket."""
+    send(connection, {"type": "ping", "ref": ref})
+    assert recv(connection) == {"type": "pong", "ref": ref}
+
+
+def assert_silent(connection, quiet_s: float = 0.3) -> None:
+    """Nothing more arrives on the socket (after a ping barrier) for ``quiet_s`` seconds."""
+    import pytest
+
+    ping_barrier(connection)
+    with pytest.raises(TimeoutError):
+        connection.recv(timeout=quiet_s)

@@ -20,7 +20,16 @@ from websockets.sync.client import connect
 
 from chats import services
 from tests.conftest import access_token
-from tests.live import ServerProcess, child_env, daphne_argv, test_database_url
+from tests.live import (
+    ServerProcess,
+    assert_silent,
+    child_env,
+    daphne_argv,
+    recv,
+    recv_until,
+    send,
+    test_database_url,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,33 +92,6 @@ def tokens_not_logged(daphnes):
             assert token not in text, f"a token appears in daphne {server.name}'s log"
             # The signature alone would be enough to replay it.
             assert token.rsplit(".", 1)[-1] not in text
-
-
-def recv(connection) -> dict:
-    return json.loads(connection.recv(timeout=TIMEOUT))
-
-
-def recv_until(connection, type_: str) -> dict:
-    while True:
-        frame = recv(connection)
-        if frame.get("type") == type_:
-            return frame
-
-
-def send(connection, frame: dict) -> None:
-    connection.send(json.dumps(frame))
-
-
-def ping_barrier(connection, ref: str = "barrier") -> None:
-    """The very next frame is the pong: nothing else was queued for this socket."""
-    send(connection, {"type": "ping", "ref": ref})
-    assert recv(connection) == {"type": "pong", "ref": ref}
-
-
-def assert_silent(connection) -> None:
-    ping_barrier(connection)
-    with pytest.raises(TimeoutError):
-        connection.recv(timeout=0.3)
 
 
 # --- tests -----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from chats import services
 from runtime.layers import RESYNC, FanoutChannelLayer
 from tests.conftest import RUN_PREFIX, access_token
 from tests.faults.infra import PrivateRedis
-from tests.live import ServerProcess, child_env, daphne_argv, test_database_url
+from tests.live import ServerProcess, assert_silent, child_env, daphne_argv, recv, recv_until, send, test_database_url
 
 TIMEOUT = 10
 # Short heartbeats so that a killed process is forgotten, and a lost presence re-announced, quickly.
@@ -69,28 +69,6 @@ class Daphne(ServerProcess):
         found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
         assert found, f"{name} not in {self.name}'s /metrics"
         return float(found.group(1))
-
-
-def recv(connection) -> dict:
-    return json.loads(connection.recv(timeout=TIMEOUT))
-
-
-def recv_until(connection, type_: str) -> dict:
-    while True:
-        frame = recv(connection)
-        if frame.get("type") == type_:
-            return frame
-
-
-def send(connection, frame: dict) -> None:
-    connection.send(json.dumps(frame))
-
-
-def assert_silent(connection) -> None:
-    send(connection, {"type": "ping", "ref": "barrier"})
-    assert recv(connection) == {"type": "pong", "ref": "barrier"}
-    with pytest.raises(TimeoutError):
-        connection.recv(timeout=0.3)
 
 
 def eventually(condition, what: str, timeout: float = 30):
