@@ -161,3 +161,28 @@ def assert_silent(connection, quiet_s: float = 0.3) -> None:
     ping_barrier(connection)
     with pytest.raises(TimeoutError):
         connection.recv(timeout=quiet_s)
+
+
+class NamedServer(ServerProcess):
+    """A server process (plain daphne unless ``argv`` says otherwise) on this run's test database
+    and Redis, named for its log, with an authenticated socket helper."""
+
+    def __init__(self, name: str, log_dir: Path, argv=None, **env: str):
+        self.name = name
+        super().__init__(
+            log_dir / f"daphne-{name}.log",
+            child_env(DATABASE_URL=test_database_url(), **{"REDIS_URL": os.environ["REDIS_URL"], **env}),
+            argv or daphne_argv(),
+        )
+
+    def ws(self, token: str, stack, timeout: float = FRAME_TIMEOUT):
+        """A socket authenticated with ``token`` (closed when the ExitStack ``stack`` exits),
+        past its ``session.ready``."""
+        from websockets.sync.client import connect
+
+        connection = stack.enter_context(
+            connect(f"ws://127.0.0.1:{self.port}/ws/?token={token}", open_timeout=timeout, proxy=None)
+        )
+        ready = recv(connection)
+        assert ready["type"] == "session.ready", ready
+        return connection

@@ -8,11 +8,9 @@ ends. Clients are the ``websockets`` library over real TCP, and plain HTTP via u
 from __future__ import annotations
 
 import json
-import os
 import threading
 import urllib.request
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -21,14 +19,11 @@ from websockets.sync.client import connect
 from chats import services
 from tests.conftest import access_token
 from tests.live import (
-    ServerProcess,
+    NamedServer,
     assert_silent,
-    child_env,
-    daphne_argv,
     recv,
     recv_until,
     send,
-    test_database_url,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,24 +34,7 @@ TIMEOUT = 5
 # --- the two processes ---------------------------------------------------------------------
 
 
-class Daphne(ServerProcess):
-    def __init__(self, name: str, log_dir: Path):
-        self.name = name
-        super().__init__(
-            log_dir / f"daphne-{name}.log",
-            child_env(DATABASE_URL=test_database_url(), REDIS_URL=os.environ["REDIS_URL"]),
-            daphne_argv(),
-        )
-
-    def ws(self, token: str, stack: ExitStack):
-        """A socket authenticated with ``token``, closed when ``stack`` exits."""
-        connection = stack.enter_context(
-            connect(f"ws://127.0.0.1:{self.port}/ws/?token={token}", open_timeout=TIMEOUT, proxy=None)
-        )
-        ready = recv(connection)
-        assert ready["type"] == "session.ready", ready
-        return connection
-
+class Daphne(NamedServer):
     def get(self, path: str, token: str) -> dict:
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {token}"}

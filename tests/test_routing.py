@@ -18,20 +18,18 @@ import sys
 import time
 import urllib.request
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 import redis
 from channels_redis.utils import _consistent_hash
 from prometheus_client import REGISTRY
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from chats import services
 from runtime.layers import RESYNC, FanoutChannelLayer
 from tests.conftest import RUN_PREFIX, access_token
 from tests.faults.infra import PrivateRedis
-from tests.live import ServerProcess, assert_silent, child_env, daphne_argv, recv, recv_until, send, test_database_url
+from tests.live import NamedServer, assert_silent, recv_until, send
 
 TIMEOUT = 10
 # Short heartbeats so that a killed process is forgotten, and a lost presence re-announced, quickly.
@@ -44,23 +42,7 @@ def serve_argv(port: int, module: str = "runtime.serve") -> list[str]:
     return [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port)]
 
 
-class Daphne(ServerProcess):
-    def __init__(self, name: str, log_dir: Path, argv=None, **env: str):
-        self.name = name
-        super().__init__(
-            log_dir / f"daphne-{name}.log",
-            child_env(DATABASE_URL=test_database_url(), **{"REDIS_URL": os.environ["REDIS_URL"], **env}),
-            argv or daphne_argv(),
-        )
-
-    def ws(self, token: str, stack: ExitStack):
-        connection = stack.enter_context(
-            connect(f"ws://127.0.0.1:{self.port}/ws/?token={token}", open_timeout=TIMEOUT, proxy=None)
-        )
-        ready = recv(connection)
-        assert ready["type"] == "session.ready", ready
-        return connection
-
+class Daphne(NamedServer):
     def metric(self, name: str) -> float:
         """A counter of this process, from its /metrics (open to 127.0.0.1)."""
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
