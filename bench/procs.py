@@ -267,8 +267,9 @@ def daphne_argv(app: str):
 
 
 def ours_argv(how: str):
-    """Our server: ``serve`` (python -m runtime.serve, the production entry point),
-    ``daphne`` (plain daphne) or ``uvicorn``."""
+    """Our server: ``uvserve`` (python -m runtime.uvserve, the production entry point), ``serve``
+    (python -m runtime.serve, daphne with the same protections), or plain ``daphne``, ``uvicorn``
+    or ``granian``."""
     if how == "daphne":
         return daphne_argv("messenger.asgi:application")
 
