@@ -57,6 +57,7 @@ class Pool:
         # Group commit (fetch_grouped): statements waiting for the next group, groups running.
         self._grouped: list[tuple[str, dict, asyncio.Future]] = []
         self._groups_inflight = 0
+        self._group_tasks: set[asyncio.Task] = set()
         self.max_age = settings.DATABASES["default"].get("CONN_MAX_AGE") or 0
 
     def _conninfo(self) -> dict:
@@ -168,10 +169,13 @@ class Pool:
         self._grouped.append((sql, params, future))
         if self._groups_inflight < GROUP_COMMIT_INFLIGHT:
             self._groups_inflight += 1
-            self.loop.create_task(self._run_groups())
+            task = self.loop.create_task(self._run_groups())
+            self._group_tasks.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._group_tasks.discard)
         return await future
 
     async def _run_groups(self) -> None:
+        group: list = []
         try:
             while self._grouped:
                 group, self._grouped = self._grouped[:GROUP_COMMIT_MAX], self._grouped[GROUP_COMMIT_MAX:]
@@ -180,8 +184,8 @@ class Pool:
                     group.sort(key=lambda item: item[1].get("chat") or 0)
                     try:
                         results = await self._commit_group(group)
-                    except (psycopg.Error, DatabaseError):
-                        results = None  # rolled back: each runs on its own below
+                    except Exception:  # noqa: BLE001 - rolled back: each runs on its own below
+                        results = None
                     if results is not None:
                         for (_, _, future), rows in zip(group, results, strict=True):
                             if not future.done():
@@ -196,6 +200,12 @@ class Pool:
                     else:
                         if not future.done():
                             future.set_result(rows)
+        except BaseException as exc:
+            # Cancelled (the loop is shutting down): nobody may wait forever for an answer.
+            for _, _, future in group + self._grouped:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else DatabaseError("cancelled"))
+            raise
         finally:
             self._groups_inflight -= 1
 
