@@ -108,3 +108,20 @@ for U in (10_000, 100_000, 1_000_000):
     )
     mem = U * 27.8 / 1024
     print(f"  socket mem {mem:.0f} MiB = {mem / 1024:.2f} GiB")
+
+# --- docs/SCALING.md §0: the same model with the inputs re-measured in issue 15 ---------------
+C_SEND_NOW = 1.4  # ms server CPU per 1:1 message, uvicorn, routing on (S1 CPU ms/msg 1.30-1.55)
+C_ACK_NOW = 0.76  # ms per read ack (S5: 76 % of a core at 1 000 acks/s)
+PG_SEND_NOW = 1.0  # ms PostgreSQL execution per send (pg_stat_statements, 0.92-1.16)
+CHURN_MS = 15  # ms per reconnect (handshake + 2 catch-up reads, §2)
+new_now = sum(s * (C_SEND_NOW + (n - 2) * C_DELIV) for s, n in MIX)
+per_msg_now = new_now + acks * C_ACK_NOW + ra_cpu + C_RL
+print(
+    f"\n§0 re-measured: cpu/msg new {new_now:.2f} ack {acks * C_ACK_NOW:.2f} read_all {ra_cpu:.2f} rl {C_RL} total {per_msg_now:.2f} ms"
+)
+for U in (10_000, 100_000, 1_000_000):
+    M, conn = U / 60, U / LIFETIME_S
+    work = M * per_msg_now + conn * CHURN_MS
+    print(
+        f"  U={U}: work {work:.0f} ms/s, processes {work / BUDGET:.1f}, PostgreSQL for sends {M * PG_SEND_NOW / 1000:.2f} cores"
+    )

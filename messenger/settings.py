@@ -32,6 +32,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -173,10 +178,9 @@ if REDIS_URL:
                 "hosts": CHANNEL_LAYER_REDIS_URLS,
                 "prefix": os.environ.get("CHANNEL_PREFIX", "messenger"),
                 # off: every process subscribes one fan-out channel and parses every event.
-                "routing": os.environ.get("CHANNEL_LAYER_ROUTING", "on").strip().lower()
-                not in {"off", "false", "0", "no"},
-                "heartbeat_interval": float(os.environ.get("CHANNEL_LAYER_HEARTBEAT_SECONDS") or 5),
-                "process_ttl": float(os.environ.get("CHANNEL_LAYER_PROCESS_TTL_SECONDS") or 15),
+                "routing": env_bool("CHANNEL_LAYER_ROUTING", True),
+                "heartbeat_interval": env_float("CHANNEL_LAYER_HEARTBEAT_SECONDS", 5.0),
+                "process_ttl": env_float("CHANNEL_LAYER_PROCESS_TTL_SECONDS", 15.0),
             },
         }
     }

@@ -430,8 +430,8 @@ class FanoutChannelLayer(RedisPubSubChannelLayer):
 
     async def close(self) -> None:
         """Graceful shutdown of the running loop's layer, if it has one: it leaves the presence map
-        and the registry, and closes its connections (``python -m runtime.serve`` calls this
-        before the reactor stops; a process that dies otherwise is forgotten after its TTL)."""
+        and the registry, and closes its connections (``runtime.uvserve`` and ``runtime.serve``
+        call this on SIGTERM; a process that dies otherwise is forgotten after its TTL)."""
         layer = self._layers.pop(asyncio.get_running_loop(), None)
         if layer is not None:
             await layer.flush()
@@ -457,10 +457,11 @@ class FanoutChannelLayer(RedisPubSubChannelLayer):
     async def group_send_many(self, groups: list[str], message: dict) -> None:
         """``group_send(group, message)`` for every group: one PUBLISH per target process.
 
-        The message is serialized once; the groups' presence sets say which processes hold them
-        (one pipelined round trip per shard), and each gets one envelope naming its groups. More
-        than :data:`ROUTE_BROADCAST_MIN` groups go to every live process without the lookup. A
-        group nobody holds costs nothing. With routing off: one envelope on the fan-out channel.
+        The message is serialized once; one routing script per shard the groups' presence sets are
+        on looks the holders up and publishes one envelope per process naming its groups (one
+        round trip per shard). More than :data:`ROUTE_BROADCAST_MIN` groups go to every live
+        process without the lookup. A group nobody holds costs nothing. With routing off: one
+        envelope on the fan-out channel.
         """
         if not groups:
             return

@@ -132,9 +132,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._refused:
             return
-        length = self.parser.get_content_length() if hasattr(self.parser, "get_content_length") else None
-        if length is None:
-            length = next((int(v) for n, v in self.headers if n == b"content-length" and v.isdigit()), None)
+        # httptools' parser does not expose the length; the header is at hand.
+        length = next((int(v) for n, v in self.headers if n == b"content-length" and v.isdigit()), None)
         if length is not None and length > max_body_bytes():
             self._refuse(BODY_TOO_LARGE)
             return

@@ -6,6 +6,7 @@ private PostgreSQL and Redis and keeps its own process wrapper in ``tests/faults
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -16,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from django.conf import settings as django_settings
+from websockets.sync.client import connect
 
 from tests.conftest import RUN_PREFIX
 
@@ -156,8 +159,6 @@ def ping_barrier(connection, ref: str = "barrier") -> None:
 
 def assert_silent(connection, quiet_s: float = 0.3) -> None:
     """Nothing more arrives on the socket (after a ping barrier) for ``quiet_s`` seconds."""
-    import pytest
-
     ping_barrier(connection)
     with pytest.raises(TimeoutError):
         connection.recv(timeout=quiet_s)
@@ -178,11 +179,21 @@ class NamedServer(ServerProcess):
     def ws(self, token: str, stack, timeout: float = FRAME_TIMEOUT):
         """A socket authenticated with ``token`` (closed when the ExitStack ``stack`` exits),
         past its ``session.ready``."""
-        from websockets.sync.client import connect
-
         connection = stack.enter_context(
             connect(f"ws://127.0.0.1:{self.port}/ws/?token={token}", open_timeout=timeout, proxy=None)
         )
         ready = recv(connection)
         assert ready["type"] == "session.ready", ready
         return connection
+
+
+@contextlib.contextmanager
+def running(*servers: ServerProcess):
+    """Start ``servers``, yield them as a list, stop them all at the end (also after a failed start)."""
+    try:
+        for server in servers:
+            server.start()
+        yield list(servers)
+    finally:
+        for server in servers:
+            server.stop()

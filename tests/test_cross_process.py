@@ -23,6 +23,7 @@ from tests.live import (
     assert_silent,
     recv,
     recv_until,
+    running,
     send,
 )
 
@@ -49,14 +50,8 @@ class Daphne(NamedServer):
 def daphnes(django_db_setup, tmp_path_factory):
     """Two daphne processes on the test database and this run's Redis prefixes; killed at the end."""
     log_dir = tmp_path_factory.mktemp("daphne")
-    servers = [Daphne("a", log_dir), Daphne("b", log_dir)]
-    try:
-        for server in servers:
-            server.start()
+    with running(Daphne("a", log_dir), Daphne("b", log_dir)) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from chats import services
 from runtime.layers import RESYNC, FanoutChannelLayer
 from tests.conftest import RUN_PREFIX, access_token
 from tests.faults.infra import PrivateRedis
-from tests.live import NamedServer, assert_silent, recv_until, send
+from tests.live import NamedServer, assert_silent, recv_until, running, send
 
 TIMEOUT = 10
 # Short heartbeats so that a killed process is forgotten, and a lost presence re-announced, quickly.
@@ -75,14 +75,8 @@ def counter(name: str) -> float:
 def servers(django_db_setup, tmp_path_factory):
     """Two daphne processes on the test database and the shared Redis (this run's prefix)."""
     log_dir = tmp_path_factory.mktemp("routing")
-    started = [Daphne("a", log_dir, **SHORT_HEARTBEAT), Daphne("b", log_dir, **SHORT_HEARTBEAT)]
-    try:
-        for server in started:
-            server.start()
+    with running(Daphne("a", log_dir, **SHORT_HEARTBEAT), Daphne("b", log_dir, **SHORT_HEARTBEAT)) as started:
         yield started
-    finally:
-        for server in started:
-            server.stop()
 
 
 @pytest.fixture
